@@ -1,0 +1,3 @@
+module github.com/dbrx-engine/dbrx
+
+go 1.26.8
