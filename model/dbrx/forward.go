@@ -1,0 +1,330 @@
+package dbrx
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/dbrx-engine/dbrx/internal/kernel"
+	"github.com/dbrx-engine/dbrx/internal/parallel"
+	"github.com/dbrx-engine/dbrx/nn"
+)
+
+// KVCache holds one sequence's rotated keys and values for every layer.
+type KVCache struct {
+	K, V [][]float32 // [L][cap·KVH·Dh]: row j = position j, heads concatenated
+	Len  int         // positions filled
+	// MaxLen bounds the cache (the context length); appending past it is an error.
+	MaxLen int
+	rowLen int // KVH·Dh
+}
+
+// ErrContextFull is returned when a forward pass would grow a cache past MaxLen.
+var ErrContextFull = errors.New("dbrx: context length exceeded")
+
+// NewKVCache returns an empty cache for m bounded to maxLen positions (<= 0: the
+// model's max_seq_len) with room reserved for reserve positions.
+func (m *Model) NewKVCache(maxLen, reserve int) *KVCache {
+	c := m.Config
+	if maxLen <= 0 {
+		maxLen = c.MaxSeqLen
+	}
+	kv := &KVCache{K: make([][]float32, c.NLayers), V: make([][]float32, c.NLayers), MaxLen: maxLen,
+		rowLen: c.AttnConfig.KVNHeads * c.HeadDim()}
+	kv.Reserve(min(reserve, maxLen))
+	return kv
+}
+
+// Reserve makes room for n positions without reallocating later.
+func (c *KVCache) Reserve(n int) {
+	for l := range c.K {
+		if cap(c.K[l]) < n*c.rowLen {
+			k := make([]float32, c.Len*c.rowLen, n*c.rowLen)
+			copy(k, c.K[l])
+			v := make([]float32, c.Len*c.rowLen, n*c.rowLen)
+			copy(v, c.V[l])
+			c.K[l], c.V[l] = k, v
+		}
+	}
+}
+
+// Truncate forgets positions n and later (used to roll back or reuse a prefix).
+func (c *KVCache) Truncate(n int) {
+	if n < c.Len {
+		c.Len = n
+		for l := range c.K {
+			c.K[l] = c.K[l][:n*c.rowLen]
+			c.V[l] = c.V[l][:n*c.rowLen]
+		}
+	}
+}
+
+// CopyPrefix copies the first n positions of src into c (which must be empty or
+// will be truncated), for prefix caching.
+func (c *KVCache) CopyPrefix(src *KVCache, n int) {
+	c.Truncate(0)
+	c.Reserve(n)
+	for l := range c.K {
+		c.K[l] = append(c.K[l][:0], src.K[l][:n*c.rowLen]...)
+		c.V[l] = append(c.V[l][:0], src.V[l][:n*c.rowLen]...)
+	}
+	c.Len = n
+}
+
+// Step is one sequence's part of a batched forward pass: its new tokens, appended to
+// its cache at positions Cache.Len, Cache.Len+1, ...
+type Step struct {
+	Cache *KVCache
+	IDs   []int
+	// AllLogits asks for the logits of every new position; otherwise only the last.
+	AllLogits bool
+}
+
+// TracePoint names an intermediate a Trace hook receives.
+type TracePoint int
+
+// Trace points, in the order they occur.
+const (
+	TraceEmbedding   TracePoint = iota // x [N, D] after the embedding
+	TraceRouterProbs                   // probs [N, E] of layer l (softmax of router logits)
+	TraceBlockOutput                   // x [N, D] after block l
+	TraceFinalNorm                     // norm_f(x) [R, D] for the rows whose logits are taken
+)
+
+// Workspace holds the scratch buffers of Forward so decode steps do not allocate once
+// the buffers have grown to the batch size. A Workspace is not safe for concurrent use.
+type Workspace struct {
+	Pool *parallel.Pool
+	// Trace, if set, is called with intermediates (the slices are only valid during the call).
+	Trace func(p TracePoint, layer int, x []float32)
+
+	x, h, qkv, attn, proj, moe []float32 // [N, D] (qkv [N, QKVDim])
+	probs                      []float32 // [N, E]
+	topIdx                     []int     // [N, K]
+	topW                       []float32 // [N, K]
+	cnt                        []int     // [E+1] start offsets of each expert's tokens
+	order                      []int     // [N·K] token index per (expert, slot) assignment
+	orderW                     []float32 // [N·K] routing weight of that assignment
+	xe, ye                     []float32 // [N, D]
+	ge, ue                     []float32 // [N, F]
+	cos, sin                   []float32 // [N, Dh/2]
+	tokSeq, tokPos             []int     // [N]
+	outRows                    []int     // [R] token index of each logits row
+	normed                     []float32 // [R, D]
+	logits                     []float32 // [R, V]
+}
+
+// NewWorkspace returns a workspace whose kernels run on pool (nil: single-threaded).
+func NewWorkspace(pool *parallel.Pool) *Workspace { return &Workspace{Pool: pool} }
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+func (ws *Workspace) ensure(c Config, n, r int) {
+	D, E, K, F := c.DModel, c.FFNConfig.MoENumExperts, c.FFNConfig.MoETopK, c.FFNConfig.FFNHiddenSize
+	ws.x = grow(ws.x, n*D)
+	ws.h = grow(ws.h, n*D)
+	ws.qkv = grow(ws.qkv, n*c.QKVDim())
+	ws.attn = grow(ws.attn, n*D)
+	ws.proj = grow(ws.proj, n*D)
+	ws.moe = grow(ws.moe, n*D)
+	ws.probs = grow(ws.probs, n*E)
+	ws.topIdx = grow(ws.topIdx, n*K)
+	ws.topW = grow(ws.topW, n*K)
+	ws.cnt = grow(ws.cnt, E+1)
+	ws.order = grow(ws.order, n*K)
+	ws.orderW = grow(ws.orderW, n*K)
+	ws.xe = grow(ws.xe, n*D)
+	ws.ye = grow(ws.ye, n*D)
+	ws.ge = grow(ws.ge, n*F)
+	ws.ue = grow(ws.ue, n*F)
+	ws.cos = grow(ws.cos, n*c.HeadDim()/2)
+	ws.sin = grow(ws.sin, n*c.HeadDim()/2)
+	ws.tokSeq = grow(ws.tokSeq, n)
+	ws.tokPos = grow(ws.tokPos, n)
+	ws.outRows = grow(ws.outRows, r)
+	ws.normed = grow(ws.normed, r*D)
+	ws.logits = grow(ws.logits, r*c.VocabSize)
+}
+
+// Forward runs the new tokens of every step through the model in one batched pass
+// (each weight matrix is streamed once for all N tokens) and returns the logits
+// [R, V]: for each step in order, T rows if AllLogits, else the last new token's row.
+// The returned slice belongs to ws and is overwritten by the next call.
+func (m *Model) Forward(ws *Workspace, steps []Step) ([]float32, error) {
+	c := m.Config
+	D, V := c.DModel, c.VocabSize
+	n, r := 0, 0
+	for i, s := range steps {
+		if s.Cache == nil || len(s.Cache.K) != c.NLayers {
+			return nil, fmt.Errorf("dbrx: step %d: missing or foreign KV cache", i)
+		}
+		if len(s.IDs) == 0 {
+			return nil, fmt.Errorf("dbrx: step %d: no tokens", i)
+		}
+		if s.Cache.Len+len(s.IDs) > s.Cache.MaxLen {
+			return nil, fmt.Errorf("%w: step %d: %d cached + %d new tokens > %d", ErrContextFull, i, s.Cache.Len, len(s.IDs), s.Cache.MaxLen)
+		}
+		for j, id := range s.IDs {
+			if id < 0 || id >= V {
+				return nil, fmt.Errorf("dbrx: step %d: token %d at index %d is outside the vocabulary [0, %d)", i, id, j, V)
+			}
+		}
+		n += len(s.IDs)
+		if s.AllLogits {
+			r += len(s.IDs)
+		} else {
+			r++
+		}
+	}
+	if n == 0 {
+		return nil, errors.New("dbrx: forward with no steps")
+	}
+	ws.ensure(c, n, r)
+
+	// Embedding, token bookkeeping and RoPE tables for every new token.
+	half := c.HeadDim() / 2
+	t, row := 0, 0
+	for si, s := range steps {
+		for j, id := range s.IDs {
+			m.Wte.Row(ws.x[t*D:(t+1)*D], id)
+			ws.tokSeq[t] = si
+			ws.tokPos[t] = s.Cache.Len + j
+			m.RoPE.Tables(ws.cos[t*half:(t+1)*half], ws.sin[t*half:(t+1)*half], ws.tokPos[t])
+			if s.AllLogits || j == len(s.IDs)-1 {
+				ws.outRows[row] = t
+				row++
+			}
+			t++
+		}
+	}
+	if ws.Trace != nil {
+		ws.Trace(TraceEmbedding, -1, ws.x[:n*D])
+	}
+	for l := range m.Blocks {
+		m.block(ws, steps, l, n)
+		if ws.Trace != nil {
+			ws.Trace(TraceBlockOutput, l, ws.x[:n*D])
+		}
+	}
+	for _, s := range steps {
+		s.Cache.Len += len(s.IDs)
+	}
+	for i, t := range ws.outRows[:r] {
+		nn.LayerNorm(ws.normed[i*D:(i+1)*D], ws.x[t*D:(t+1)*D], 1, D, m.NormF, LayerNormEps)
+	}
+	if ws.Trace != nil {
+		ws.Trace(TraceFinalNorm, -1, ws.normed[:r*D])
+	}
+	kernel.MatMulT(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.LMHead)
+	return ws.logits[:r*V], nil
+}
+
+// block runs transformer block l over the n tokens in ws.x, appending to the caches.
+func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
+	c := m.Config
+	b := &m.Blocks[l]
+	D, H, KVH, Dh := c.DModel, c.NHeads, c.AttnConfig.KVNHeads, c.HeadDim()
+	Q := c.QKVDim()
+	half := Dh / 2
+
+	// Attention: h = LN(x); qkv = clamp(h·Wqkvᵀ); rope; append K/V; attend; project.
+	nn.LayerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm1, LayerNormEps)
+	kernel.MatMulT(ws.Pool, ws.qkv[:n*Q], ws.h[:n*D], n, b.Wqkv)
+	if clip := c.AttnConfig.ClipQKV; clip != nil {
+		nn.Clamp(ws.qkv[:n*Q], float32(*clip))
+	}
+	kvRow := KVH * Dh
+	for t := 0; t < n; t++ {
+		q := ws.qkv[t*Q : (t+1)*Q]
+		cos, sin := ws.cos[t*half:(t+1)*half], ws.sin[t*half:(t+1)*half]
+		m.RoPE.Apply(q[:D], H, cos, sin)
+		m.RoPE.Apply(q[D:D+kvRow], KVH, cos, sin)
+		cache := steps[ws.tokSeq[t]].Cache
+		cache.K[l] = append(cache.K[l], q[D:D+kvRow]...)
+		cache.V[l] = append(cache.V[l], q[D+kvRow:D+2*kvRow]...)
+	}
+	scale := float32(1 / math.Sqrt(float64(Dh)))
+	group := H / KVH
+	ws.Pool.For(n*H, 4, func(lo, hi int) {
+		for task := lo; task < hi; task++ {
+			t, h := task/H, task%H
+			cache := steps[ws.tokSeq[t]].Cache
+			g := h / group
+			nn.CausalAttentionHead(ws.attn[t*D+h*Dh:t*D+(h+1)*Dh], ws.qkv[t*Q+h*Dh:t*Q+(h+1)*Dh],
+				cache.K[l], cache.V[l], kvRow, g*Dh, ws.tokPos[t]+1, scale)
+		}
+	})
+	kernel.MatMulT(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj)
+	for i, v := range ws.proj[:n*D] {
+		ws.x[i] += v
+	}
+
+	// MoE: h = LN(x); route; experts over their tokens only; weighted sum; residual.
+	nn.LayerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm2, LayerNormEps)
+	m.moe(ws, b, l, n)
+	for i, v := range ws.moe[:n*D] {
+		ws.x[i] += v
+	}
+}
+
+// moe computes ws.moe = Σ_slots w·expert(ws.h) for n tokens, grouping the tokens by
+// expert (MegaBlocks' dropless layout) so each expert's weights stream once.
+func (m *Model) moe(ws *Workspace, b *Block, l, n int) {
+	c := m.Config
+	D, E, K, F := c.DModel, c.FFNConfig.MoENumExperts, c.FFNConfig.MoETopK, c.FFNConfig.FFNHiddenSize
+	probs := ws.probs[:n*E]
+	kernel.MatMulT(ws.Pool, probs, ws.h[:n*D], n, b.Router)
+	for t := 0; t < n; t++ {
+		p := probs[t*E : (t+1)*E]
+		nn.Softmax(p)
+		nn.TopK(p, K, c.FFNConfig.MoENormalizeExpertWeights, ws.topIdx[t*K:(t+1)*K], ws.topW[t*K:(t+1)*K])
+	}
+	if ws.Trace != nil {
+		ws.Trace(TraceRouterProbs, l, probs)
+	}
+	// Counting sort of the (token, slot) assignments by expert.
+	cnt := ws.cnt[:E+1]
+	clear(cnt)
+	for _, e := range ws.topIdx[:n*K] {
+		cnt[e+1]++
+	}
+	for e := 0; e < E; e++ {
+		cnt[e+1] += cnt[e]
+	}
+	for a, e := range ws.topIdx[:n*K] {
+		// cnt[e] is used as the fill cursor, then restored below.
+		ws.order[cnt[e]] = a / K
+		ws.orderW[cnt[e]] = ws.topW[a]
+		cnt[e]++
+	}
+	for e := E; e > 0; e-- {
+		cnt[e] = cnt[e-1]
+	}
+	cnt[0] = 0
+
+	out := ws.moe[:n*D]
+	clear(out)
+	for e := 0; e < E; e++ {
+		lo, hi := cnt[e], cnt[e+1]
+		ne := hi - lo
+		if ne == 0 {
+			continue
+		}
+		xe, ge, ue, ye := ws.xe[:ne*D], ws.ge[:ne*F], ws.ue[:ne*F], ws.ye[:ne*D]
+		for i, t := range ws.order[lo:hi] {
+			copy(xe[i*D:(i+1)*D], ws.h[t*D:(t+1)*D])
+		}
+		kernel.MatMulT(ws.Pool, ge, xe, ne, b.W1.RowSlice(e*F, (e+1)*F))
+		kernel.MatMulT(ws.Pool, ue, xe, ne, b.V1.RowSlice(e*F, (e+1)*F))
+		nn.SwiGLU(ge, ge, ue)
+		kernel.MatMulN(ws.Pool, ye, ge, ne, b.W2.RowSlice(e*F, (e+1)*F), false)
+		for i, t := range ws.order[lo:hi] {
+			kernel.AxpyF32(out[t*D:(t+1)*D], ws.orderW[lo+i], ye[i*D:(i+1)*D])
+		}
+	}
+}

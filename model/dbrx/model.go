@@ -1,0 +1,122 @@
+package dbrx
+
+import (
+	"fmt"
+
+	"github.com/dbrx-engine/dbrx/internal/kernel"
+	"github.com/dbrx-engine/dbrx/model"
+	"github.com/dbrx-engine/dbrx/nn"
+	"github.com/dbrx-engine/dbrx/weights"
+)
+
+// Block is one DBRX transformer block (DbrxBlock = norm_attn_norm + ffn).
+type Block struct {
+	Norm1   []float32  // [D]            norm_attn_norm.norm_1.weight
+	Wqkv    kernel.Mat // [D+2·KVH·Dh, D] norm_attn_norm.attn.Wqkv.weight
+	OutProj kernel.Mat // [D, D]          norm_attn_norm.attn.out_proj.weight
+	Norm2   []float32  // [D]            norm_attn_norm.norm_2.weight
+	Router  kernel.Mat // [E, D]          ffn.router.layer.weight
+	W1      kernel.Mat // [E·F, D]        ffn.experts.mlp.w1 (gate; expert e = rows e·F…)
+	V1      kernel.Mat // [E·F, D]        ffn.experts.mlp.v1 (up)
+	W2      kernel.Mat // [E·F, D]        ffn.experts.mlp.w2 (down, used untransposed: h·W2_e)
+}
+
+// Model is a DBRX causal LM bound to its weights. Weights are views into the
+// checkpoint (bf16 stays bf16); the Model is read-only and safe for concurrent
+// Forward calls with distinct Workspaces and caches.
+type Model struct {
+	Config Config
+	Wte    kernel.Mat // [V, D] transformer.wte.weight
+	Blocks []Block    // [L]
+	NormF  []float32  // [D]    transformer.norm_f.weight
+	LMHead kernel.Mat // [V, D] lm_head.weight
+	RoPE   *nn.RoPE
+
+	src weights.Source
+}
+
+// Names of the checkpoint tensors, exactly as DbrxForCausalLM's state_dict keys.
+const (
+	NameWte    = "transformer.wte.weight"
+	NameNormF  = "transformer.norm_f.weight"
+	NameLMHead = "lm_head.weight"
+)
+
+// BlockNames returns the tensor names of block i in Block field order
+// (Norm1, Wqkv, OutProj, Norm2, Router, W1, V1, W2).
+func BlockNames(i int) [8]string {
+	p := fmt.Sprintf("transformer.blocks.%d.", i)
+	return [8]string{
+		p + "norm_attn_norm.norm_1.weight",
+		p + "norm_attn_norm.attn.Wqkv.weight",
+		p + "norm_attn_norm.attn.out_proj.weight",
+		p + "norm_attn_norm.norm_2.weight",
+		p + "ffn.router.layer.weight",
+		p + "ffn.experts.mlp.w1",
+		p + "ffn.experts.mlp.v1",
+		p + "ffn.experts.mlp.w2",
+	}
+}
+
+// ParamShapes lists every parameter name with its shape, in state_dict order.
+func (c Config) ParamShapes() (names []string, shapes [][]int) {
+	D, V, E, F := c.DModel, c.VocabSize, c.FFNConfig.MoENumExperts, c.FFNConfig.FFNHiddenSize
+	add := func(n string, s ...int) { names = append(names, n); shapes = append(shapes, s) }
+	add(NameWte, V, D)
+	for i := 0; i < c.NLayers; i++ {
+		n := BlockNames(i)
+		add(n[0], D)
+		add(n[1], c.QKVDim(), D)
+		add(n[2], D, D)
+		add(n[3], D)
+		add(n[4], E, D)
+		add(n[5], E*F, D)
+		add(n[6], E*F, D)
+		add(n[7], E*F, D)
+	}
+	add(NameNormF, D)
+	add(NameLMHead, V, D)
+	return names, shapes
+}
+
+// Bind attaches the tensors of src to a model of config c. Every missing, unexpected
+// or mis-shaped tensor is reported together in one *model.BindError. The model keeps
+// src open; Close releases it.
+func Bind(c Config, src weights.Source) (*Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	D, V, E, F := c.DModel, c.VocabSize, c.FFNConfig.MoENumExperts, c.FFNConfig.FFNHiddenSize
+	b := model.NewBinder(src)
+	m := &Model{Config: c, src: src}
+	m.Wte = b.Mat(NameWte, V, D)
+	m.Blocks = make([]Block, c.NLayers)
+	for i := range m.Blocks {
+		n := BlockNames(i)
+		m.Blocks[i] = Block{
+			Norm1:   b.Vec(n[0], D),
+			Wqkv:    b.Mat(n[1], c.QKVDim(), D),
+			OutProj: b.Mat(n[2], D, D),
+			Norm2:   b.Vec(n[3], D),
+			Router:  b.Mat(n[4], E, D),
+			W1:      b.Mat(n[5], E*F, D),
+			V1:      b.Mat(n[6], E*F, D),
+			W2:      b.Mat(n[7], E*F, D),
+		}
+	}
+	m.NormF = b.Vec(NameNormF, D)
+	m.LMHead = b.Mat(NameLMHead, V, D)
+	if err := b.Finish(); err != nil {
+		return nil, err
+	}
+	m.RoPE = nn.NewRoPE(c.HeadDim(), c.AttnConfig.RopeTheta)
+	return m, nil
+}
+
+// Close releases the weight source. The model must not be used afterwards.
+func (m *Model) Close() error {
+	if m.src == nil {
+		return nil
+	}
+	return m.src.Close()
+}
