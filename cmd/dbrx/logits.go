@@ -54,6 +54,9 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	tmp := f.Name()
 	if _, err = f.Write(data); err == nil {
+		err = f.Chmod(0o644) // CreateTemp makes 0600; outputs are ordinary files
+	}
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
