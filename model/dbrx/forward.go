@@ -112,6 +112,12 @@ type Workspace struct {
 	outRows                    []int     // [R] token index of each logits row
 	normed                     []float32 // [R, D]
 	logits                     []float32 // [R, V]
+
+	// attention task state, set by block for attendRange
+	attnFn    func(lo, hi int)
+	attnModel *Model
+	attnSteps []Step
+	attnLayer int
 }
 
 // NewWorkspace returns a workspace whose kernels run on pool (nil: single-threaded).
@@ -248,17 +254,12 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 		cache.K[l] = append(cache.K[l], q[D:D+kvRow]...)
 		cache.V[l] = append(cache.V[l], q[D+kvRow:D+2*kvRow]...)
 	}
-	scale := float32(1 / math.Sqrt(float64(Dh)))
-	group := H / KVH
-	ws.Pool.For(n*H, 4, func(lo, hi int) {
-		for task := lo; task < hi; task++ {
-			t, h := task/H, task%H
-			cache := steps[ws.tokSeq[t]].Cache
-			g := h / group
-			nn.CausalAttentionHead(ws.attn[t*D+h*Dh:t*D+(h+1)*Dh], ws.qkv[t*Q+h*Dh:t*Q+(h+1)*Dh],
-				cache.K[l], cache.V[l], kvRow, g*Dh, ws.tokPos[t]+1, scale)
-		}
-	})
+	ws.attnModel, ws.attnSteps, ws.attnLayer = m, steps, l
+	if ws.attnFn == nil {
+		ws.attnFn = ws.attendRange // bound once: a per-call closure would allocate
+	}
+	ws.Pool.For(n*H, 4, ws.attnFn)
+	ws.attnSteps = nil
 	kernel.MatMulT(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj)
 	for i, v := range ws.proj[:n*D] {
 		ws.x[i] += v
@@ -269,6 +270,22 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	m.moe(ws, b, l, n)
 	for i, v := range ws.moe[:n*D] {
 		ws.x[i] += v
+	}
+}
+
+// attendRange computes attention for tasks [lo, hi), task = token·H + head.
+func (ws *Workspace) attendRange(lo, hi int) {
+	m, steps, l := ws.attnModel, ws.attnSteps, ws.attnLayer
+	c := m.Config
+	D, H, KVH, Dh := c.DModel, c.NHeads, c.AttnConfig.KVNHeads, c.HeadDim()
+	Q, kvRow, group := c.QKVDim(), KVH*Dh, H/KVH
+	scale := float32(1 / math.Sqrt(float64(Dh)))
+	for task := lo; task < hi; task++ {
+		t, h := task/H, task%H
+		cache := steps[ws.tokSeq[t]].Cache
+		g := h / group
+		nn.CausalAttentionHead(ws.attn[t*D+h*Dh:t*D+(h+1)*Dh], ws.qkv[t*Q+h*Dh:t*Q+(h+1)*Dh],
+			cache.K[l], cache.V[l], kvRow, g*Dh, ws.tokPos[t]+1, scale)
 	}
 }
 
