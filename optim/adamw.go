@@ -1,0 +1,125 @@
+package optim
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/dbrx-engine/dbrx/internal/parallel"
+)
+
+// AdamWConfig holds the AdamW hyper-parameters (the learning rate is passed to each
+// Step, from a Schedule).
+type AdamWConfig struct {
+	Beta1       float64 // first-moment decay, in [0, 1); torch default 0.9
+	Beta2       float64 // second-moment decay, in [0, 1); torch default 0.999
+	Eps         float64 // added to sqrt of the bias-corrected second moment, > 0; 1e-8
+	WeightDecay float64 // decoupled decay p *= 1 - lr*wd for Params with Decay; >= 0; 0.01
+}
+
+// DefaultAdamWConfig returns torch.optim.AdamW's defaults.
+func DefaultAdamWConfig() AdamWConfig {
+	return AdamWConfig{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01}
+}
+
+// Validate reports the first out-of-range field.
+func (c AdamWConfig) Validate() error {
+	switch {
+	case !(c.Beta1 >= 0 && c.Beta1 < 1):
+		return fmt.Errorf("%w: adamw: Beta1 %v not in [0, 1)", ErrConfig, c.Beta1)
+	case !(c.Beta2 >= 0 && c.Beta2 < 1):
+		return fmt.Errorf("%w: adamw: Beta2 %v not in [0, 1)", ErrConfig, c.Beta2)
+	case !(c.Eps > 0) || math.IsInf(c.Eps, 0):
+		return fmt.Errorf("%w: adamw: Eps %v must be positive and finite", ErrConfig, c.Eps)
+	case !(c.WeightDecay >= 0) || math.IsInf(c.WeightDecay, 0):
+		return fmt.Errorf("%w: adamw: WeightDecay %v must be >= 0 and finite", ErrConfig, c.WeightDecay)
+	}
+	return nil
+}
+
+// AdamW is Adam with decoupled weight decay, exactly as torch.optim.AdamW computes it
+// (single-tensor path) in float32:
+//
+//	step += 1
+//	p  *= 1 - lr*wd                    (Params with Decay only)
+//	m   = lerp(m, g, 1-β1)
+//	v   = v*β2 + (1-β2)*g*g
+//	p  += -(lr/(1-β1^step)) * m / (sqrt(v)/sqrt(1-β2^step) + eps)
+//
+// Moments are created (zero) the first time a parameter name is seen. An AdamW is not
+// safe for concurrent use.
+type AdamW struct {
+	cfg AdamWConfig
+	engine
+
+	// coefficients of the running step, in float32 as torch applies them
+	decay, w1, b2, w2, stepSize, bc2Sqrt, eps float32
+}
+
+// NewAdamW returns an AdamW optimizer that spreads its updates over pool (nil: serial).
+func NewAdamW(cfg AdamWConfig, pool *parallel.Pool) (*AdamW, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	o := &AdamW{cfg: cfg, engine: newEngine(pool, true)}
+	o.kern = o.update
+	return o, nil
+}
+
+// Config returns the optimizer's configuration.
+func (o *AdamW) Config() AdamWConfig { return o.cfg }
+
+// Steps returns the number of steps taken (torch's state["step"]).
+func (o *AdamW) Steps() int { return o.steps }
+
+// Step applies one update with learning rate lr to every parameter, using its
+// gradient G. Parameters must have distinct non-empty names and len(G) == len(W).
+func (o *AdamW) Step(params []Param, lr float64) error {
+	if err := checkLR(lr); err != nil {
+		return err
+	}
+	if err := o.prepare(params); err != nil {
+		return err
+	}
+	o.steps++
+	c := o.cfg
+	bc1 := 1 - math.Pow(c.Beta1, float64(o.steps))
+	bc2 := 1 - math.Pow(c.Beta2, float64(o.steps))
+	o.decay = float32(1 - lr*c.WeightDecay)
+	o.w1 = float32(1 - c.Beta1)
+	o.b2 = float32(c.Beta2)
+	o.w2 = float32(1 - c.Beta2)
+	o.stepSize = float32(-(lr / bc1))
+	o.bc2Sqrt = float32(math.Sqrt(bc2))
+	o.eps = float32(c.Eps)
+	o.run(params)
+	return nil
+}
+
+// update is the element loop for p.W[lo:hi]. Every product is wrapped in float32() so
+// the compiler cannot fuse it into an FMA: the rounding is the same on all platforms.
+func (o *AdamW) update(p *Param, s *slot, lo, hi int) {
+	w, g, m, v := p.W[lo:hi], p.G[lo:hi], s.m[lo:hi], s.v[lo:hi]
+	g, m, v = g[:len(w)], m[:len(w)], v[:len(w)]
+	decay, w1, b2, w2, stepSize, bc2Sqrt, eps := o.decay, o.w1, o.b2, o.w2, o.stepSize, o.bc2Sqrt, o.eps
+	applyDecay := p.Decay && decay != 1
+	lowWeight := w1 < 0.5
+	w1c := float32(1 - w1) // at::lerp's (1 - weight) for weight >= 0.5
+	for i := range w {
+		gi, wi, mi := g[i], w[i], m[i]
+		if applyDecay {
+			wi = float32(wi * decay)
+		}
+		// at::lerp(self, end, weight)
+		if lowWeight {
+			mi = mi + float32(w1*float32(gi-mi))
+		} else {
+			mi = gi - float32(float32(gi-mi)*w1c)
+		}
+		// addcmul_: self + value*t1*t2
+		vi := float32(v[i]*b2) + float32(float32(w2*gi)*gi)
+		denom := float32(float32(math.Sqrt(float64(vi)))/bc2Sqrt) + eps
+		// addcdiv_: self + value*t1/t2
+		wi = wi + float32(float32(stepSize*mi)/denom)
+		w[i], m[i], v[i] = wi, mi, vi
+	}
+}
