@@ -34,7 +34,7 @@ func TestTypeTable(t *testing.T) {
 		{Q5_0, 6, "q5_0", 32, 22}, {Q8_0, 8, "q8_0", 32, 34}, {Q4_K, 12, "q4_K", 256, 144},
 		{Q5_K, 13, "q5_K", 256, 176}, {Q6_K, 14, "q6_K", 256, 210}, {BF16, 30, "bf16", 1, 2},
 		{Q4_1, 3, "q4_1", 32, 20}, {Q2_K, 10, "q2_K", 256, 84}, {Q3_K, 11, "q3_K", 256, 110},
-		{IQ4_XS, 23, "iq4_xs", 256, 136}, {MXFP4, 39, "mxfp4", 32, 17},
+		{IQ4_XS, 23, "iq4_xs", 256, 136}, {MXFP4, 39, "mxfp4", 32, 17}, {NVFP4, 40, "nvfp4", 64, 36},
 	}
 	for _, c := range cases {
 		if uint32(c.t) != c.id || c.t.String() != c.name || c.t.BlockSize() != c.block || c.t.TypeSize() != c.siz {
@@ -45,7 +45,7 @@ func TestTypeTable(t *testing.T) {
 			t.Errorf("ParseType(%q) = %v, %v", c.name, p, err)
 		}
 	}
-	for _, bad := range []Type{4, 5, 31, 36, 40, 1 << 31} {
+	for _, bad := range []Type{4, 5, 31, 33, 36, 38, 42, 1 << 31} {
 		if bad.Valid() || bad.BlockSize() != 0 || bad.String() != fmt.Sprintf("type(%d)", uint32(bad)) {
 			t.Errorf("type %d should be unknown", uint32(bad))
 		}

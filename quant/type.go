@@ -45,6 +45,8 @@ const (
 	TQ1_0   Type = 34
 	TQ2_0   Type = 35
 	MXFP4   Type = 39
+	NVFP4   Type = 40
+	Q1_0    Type = 41
 )
 
 // Block sizes (values per block) and block byte sizes of the implemented formats.
@@ -104,6 +106,8 @@ var traits = [...]typeTraits{
 	TQ1_0:   {"tq1_0", QK_K, 54, false},
 	TQ2_0:   {"tq2_0", QK_K, 66, false},
 	MXFP4:   {"mxfp4", 32, 17, false},
+	NVFP4:   {"nvfp4", 64, 36, false},
+	Q1_0:    {"q1_0", 128, 18, false},
 }
 
 // Errors returned by this package; test with errors.Is.
