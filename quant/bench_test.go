@@ -14,7 +14,7 @@ func BenchmarkDequantize(b *testing.B) {
 		b.Run(fmt.Sprintf("type=%s", ty), func(b *testing.B) {
 			x := gaussian(benchRow, 0.02, 1)
 			q := make([]byte, mustRowBytes(b, ty, benchRow))
-			QuantizeAny(b, ty, q, x)
+			quantizeT(b, ty, q, x)
 			y := make([]float32, benchRow)
 			b.SetBytes(int64(len(q)))
 			b.ReportAllocs()
@@ -35,7 +35,7 @@ func BenchmarkDotRow(b *testing.B) {
 			w := gaussian(benchRow, 0.02, 1)
 			x := gaussian(benchRow, 1, 2)
 			q := make([]byte, mustRowBytes(b, ty, benchRow))
-			QuantizeAny(b, ty, q, w)
+			quantizeT(b, ty, q, w)
 			b.SetBytes(int64(len(q)))
 			b.ReportAllocs()
 			var sink float32
@@ -56,7 +56,7 @@ func BenchmarkQuantize(b *testing.B) {
 			b.SetBytes(int64(4 * benchRow))
 			b.ReportAllocs()
 			for b.Loop() {
-				QuantizeAny(b, ty, q, x)
+				quantizeT(b, ty, q, x)
 			}
 		})
 	}

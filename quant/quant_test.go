@@ -327,7 +327,7 @@ func TestRMSGaussian(t *testing.T) {
 	for _, ty := range []Type{Q8_0, Q6_K, Q5_0, Q5_K, Q4_0, Q4_K} {
 		q := make([]byte, mustRowBytes(t, ty, n))
 		y := make([]float32, n)
-		QuantizeAny(t, ty, q, x)
+		quantizeT(t, ty, q, x)
 		if err := Dequantize(ty, y, q); err != nil {
 			t.Fatal(err)
 		}
@@ -339,7 +339,7 @@ func TestRMSGaussian(t *testing.T) {
 	}
 }
 
-func QuantizeAny(t testing.TB, ty Type, q []byte, x []float32) {
+func quantizeT(t testing.TB, ty Type, q []byte, x []float32) {
 	t.Helper()
 	if err := Quantize(ty, q, x); err != nil {
 		t.Fatal(err)
@@ -359,10 +359,10 @@ func TestRequantize(t *testing.T) {
 		q2 := make([]byte, len(q1))
 		y1 := make([]float32, n)
 		y2 := make([]float32, n)
-		QuantizeAny(t, ty, q1, x)
-		DequantizeAny(t, ty, y1, q1)
-		QuantizeAny(t, ty, q2, y1)
-		DequantizeAny(t, ty, y2, q2)
+		quantizeT(t, ty, q1, x)
+		dequantizeT(t, ty, y1, q1)
+		quantizeT(t, ty, q2, y1)
+		dequantizeT(t, ty, y2, q2)
 		switch ty {
 		case Q8_0, Q4_0, Q5_0, F16, BF16:
 			if !bytes.Equal(q1, q2) {
@@ -385,7 +385,7 @@ func TestRequantize(t *testing.T) {
 	}
 }
 
-func DequantizeAny(t testing.TB, ty Type, y []float32, q []byte) {
+func dequantizeT(t testing.TB, ty Type, y []float32, q []byte) {
 	t.Helper()
 	if err := Dequantize(ty, y, q); err != nil {
 		t.Fatal(err)
@@ -405,9 +405,9 @@ func TestDotRow(t *testing.T) {
 				w := gaussian(n, 0.1, uint64(n)+1)
 				x := gaussian(n, 1, uint64(n)+2)
 				q := make([]byte, mustRowBytes(t, ty, n))
-				QuantizeAny(t, ty, q, w)
+				quantizeT(t, ty, q, w)
 				y := make([]float32, n)
-				DequantizeAny(t, ty, y, q)
+				dequantizeT(t, ty, y, q)
 				var want, mag float64
 				for i := range y {
 					want += float64(y[i]) * float64(x[i])
@@ -464,9 +464,9 @@ func TestNonFinite(t *testing.T) {
 	x[301] = float32(math.Inf(-1))
 	for _, ty := range implemented {
 		q := make([]byte, mustRowBytes(t, ty, len(x)))
-		QuantizeAny(t, ty, q, x)
+		quantizeT(t, ty, q, x)
 		y := make([]float32, len(x))
-		DequantizeAny(t, ty, y, q)
+		dequantizeT(t, ty, y, q)
 		_ = DotRow(ty, q, x)
 	}
 }
