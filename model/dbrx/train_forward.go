@@ -1,0 +1,228 @@
+package dbrx
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/dbrx-engine/dbrx/internal/kernel"
+	"github.com/dbrx-engine/dbrx/nn"
+)
+
+// headChunkFloats bounds the logits chunk [R, V] of the LM head and loss, so a
+// large vocabulary never needs the whole [N, V] logits in memory.
+const headChunkFloats = 1 << 23
+
+// Forward runs the training forward pass of p over batch b, returns the losses and
+// keeps the activations for Backward. It does not modify p.
+func (s *TrainState) Forward(p *Params, b Batch, opt TrainOptions) (Losses, error) {
+	s.ready = false
+	if p == nil || len(p.Data) != 3+8*p.Config.NLayers {
+		return Losses{}, errors.New("dbrx: train forward: parameters not built by NewParams")
+	}
+	c := p.Config
+	if err := checkTrain(c, b, opt); err != nil {
+		return Losses{}, err
+	}
+	s.p, s.batch, s.opt = p, b, opt
+	D, H, KVH, Dh := c.DModel, c.NHeads, c.AttnConfig.KVNHeads, c.HeadDim()
+	E, K, F, V, L := c.FFNConfig.MoENumExperts, c.FFNConfig.MoETopK, c.FFNConfig.FFNHiddenSize, c.VocabSize, c.NLayers
+	Q := c.QKVDim()
+	N := b.B * b.T
+	s.ensure(c, b, opt)
+	pv := p.view()
+	pool := s.Pool
+
+	nn.Embedding(s.xs[0], pv.wte, b.IDs, D)
+	half := Dh / 2
+	rope := nn.NewRoPE(Dh, c.AttnConfig.RopeTheta)
+	for t := 0; t < b.T; t++ {
+		rope.Tables(s.cos[t*half:(t+1)*half], s.sin[t*half:(t+1)*half], t)
+	}
+	dims := nn.AttnDims{B: b.B, T: b.T, H: H, KVH: KVH, Dh: Dh}
+	scale := float32(1 / math.Sqrt(float64(Dh)))
+	jitter := opt.Train && c.FFNConfig.MoEJitterEps != nil && *c.FFNConfig.MoEJitterEps > 0
+
+	for l := 0; l < L; l++ {
+		a := &s.layers[l]
+		w := pv.blocks[l]
+		x := s.xs[l]
+
+		// Attention: h1 = LN(x); qkv = clamp(h1·Wqkvᵀ); rope; attend; project; residual.
+		nn.LayerNormTrain(pool, a.h1, a.mean1, a.rstd1, x, N, D, w.norm1, LayerNormEps)
+		kernel.MatMulT(pool, a.qkvPre, a.h1, N, nn.F32Mat(w.wqkv, Q, D))
+		copy(a.qkv, a.qkvPre)
+		if clip := c.AttnConfig.ClipQKV; clip != nil {
+			nn.Clamp(a.qkv, float32(*clip))
+		}
+		pool.For(N, 16, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				t := r % b.T
+				row := a.qkv[r*Q : (r+1)*Q]
+				cs, sn := s.cos[t*half:(t+1)*half], s.sin[t*half:(t+1)*half]
+				rope.Apply(row[:D], H, cs, sn)
+				rope.Apply(row[D:D+KVH*Dh], KVH, cs, sn)
+			}
+		})
+		nn.CausalAttention(pool, a.attn, a.lse, a.qkv, dims, scale)
+		kernel.MatMulT(pool, a.xMid, a.attn, N, nn.F32Mat(w.outProj, D, D))
+		for i, v := range x {
+			a.xMid[i] += v // proj + x: the inference path's x + proj, bit for bit
+		}
+
+		// MoE: h2 = LN(xMid); route; experts over their tokens; weighted sum; residual.
+		nn.LayerNormTrain(pool, a.h2, a.mean2, a.rstd2, a.xMid, N, D, w.norm2, LayerNormEps)
+		a.rin = a.h2
+		if jitter {
+			eps := float32(*c.FFNConfig.MoEJitterEps)
+			for i := range a.jit {
+				a.jit[i] = 1 - eps + 2*eps*opt.Rand.Float32()
+				a.rinBuf[i] = a.h2[i] * a.jit[i]
+			}
+			a.rin = a.rinBuf
+		}
+		kernel.MatMulT(pool, a.rlogits, a.rin, N, nn.F32Mat(w.router, E, D))
+		copy(a.probs, a.rlogits)
+		normP := c.FFNConfig.MoENormalizeExpertWeights
+		for t := 0; t < N; t++ {
+			pr := a.probs[t*E : (t+1)*E]
+			nn.Softmax(pr)
+			nn.TopK(pr, K, normP, a.topIdx[t*K:(t+1)*K], a.topW[t*K:(t+1)*K])
+		}
+		groupByExpert(a.cnt, a.order, a.topIdx, E)
+		out := s.xs[l+1]
+		clear(out)
+		for e := 0; e < E; e++ {
+			lo, hi := a.cnt[e], a.cnt[e+1]
+			ne := hi - lo
+			if ne == 0 {
+				continue
+			}
+			xe := s.bw.xe[:ne*D]
+			for i, as := range a.order[lo:hi] {
+				t := as / K
+				copy(xe[i*D:(i+1)*D], a.h2[t*D:(t+1)*D])
+			}
+			ge, ue, ye := a.g[lo*F:hi*F], a.u[lo*F:hi*F], a.y[lo*D:hi*D]
+			hh := s.bw.hh[:ne*F]
+			kernel.MatMulT(pool, ge, xe, ne, nn.F32Mat(w.w1[e*F*D:(e+1)*F*D], F, D))
+			kernel.MatMulT(pool, ue, xe, ne, nn.F32Mat(w.v1[e*F*D:(e+1)*F*D], F, D))
+			nn.SwiGLU(hh, ge, ue)
+			kernel.MatMulN(pool, ye, hh, ne, nn.F32Mat(w.w2[e*F*D:(e+1)*F*D], F, D), false)
+			for i, as := range a.order[lo:hi] {
+				t := as / K
+				kernel.AxpyF32(out[t*D:(t+1)*D], a.topW[as], ye[i*D:(i+1)*D])
+			}
+		}
+		for i, v := range out {
+			out[i] = a.xMid[i] + v
+		}
+	}
+
+	// Final norm, LM head and cross-entropy, in row chunks.
+	nn.LayerNormTrain(pool, s.hf, s.meanF, s.rstdF, s.xs[L], N, D, pv.normF, LayerNormEps)
+	var ls Losses
+	for _, t := range b.Targets {
+		if t != IgnoreIndex {
+			ls.Tokens++
+		}
+	}
+	if ls.Tokens > 0 {
+		R := len(s.logits) / V
+		for r0 := 0; r0 < N; r0 += R {
+			r1 := min(r0+R, N)
+			lg := s.logits[:(r1-r0)*V]
+			kernel.MatMulT(pool, lg, s.hf[r0*D:r1*D], r1-r0, nn.F32Mat(pv.lmHead, V, D))
+			if err := nn.CrossEntropy(pool, s.rowCE[r0:r1], lg, b.Targets[r0:r1], V, 0, false); err != nil {
+				return Losses{}, fmt.Errorf("dbrx: train forward: %w", err)
+			}
+		}
+		var sum float64
+		for _, v := range s.rowCE[:N] {
+			sum += v
+		}
+		ls.CE = sum / float64(ls.Tokens)
+	}
+	var err error
+	switch opt.AuxLoss {
+	case AuxHF:
+		ls.Aux, err = nn.LoadBalancingLossHF(s.probsL, nil, N, E, K, 0)
+	case AuxMegaBlocks:
+		ls.Aux, err = nn.LoadBalancingLossMegaBlocks(s.probsL, s.topL, nil, N, E, K, 0)
+	}
+	if err == nil && opt.ZLossWeight != 0 {
+		ls.Z, err = nn.RouterZLoss(s.rlogL, nil, N, E, 0)
+	}
+	if err != nil {
+		return Losses{}, fmt.Errorf("dbrx: train forward: %w", err)
+	}
+	ls.Total = ls.CE + c.FFNConfig.MoELossWeight*ls.Aux + opt.ZLossWeight*ls.Z
+	s.losses = ls
+	s.n = N
+	s.ready = true
+	return ls, nil
+}
+
+// checkTrain validates a batch and options against the config.
+func checkTrain(c Config, b Batch, opt TrainOptions) error {
+	if c.HeadDim() > nn.MaxHeadDim {
+		return fmt.Errorf("dbrx: train: head dim %d exceeds %d", c.HeadDim(), nn.MaxHeadDim)
+	}
+	if b.B <= 0 || b.T <= 0 {
+		return fmt.Errorf("dbrx: train: batch shape [%d, %d] must be positive", b.B, b.T)
+	}
+	if len(b.IDs) != b.B*b.T || len(b.Targets) != b.B*b.T {
+		return fmt.Errorf("dbrx: train: batch [%d, %d] needs %d ids and targets, have %d and %d",
+			b.B, b.T, b.B*b.T, len(b.IDs), len(b.Targets))
+	}
+	V := c.VocabSize
+	for i, id := range b.IDs {
+		if id < 0 || id >= V {
+			return fmt.Errorf("dbrx: train: token %d at index %d is outside the vocabulary [0, %d)", id, i, V)
+		}
+	}
+	for i, t := range b.Targets {
+		if t != IgnoreIndex && (t < 0 || t >= V) {
+			return fmt.Errorf("dbrx: train: target %d at index %d is outside the vocabulary [0, %d) and is not %d", t, i, V, IgnoreIndex)
+		}
+	}
+	switch opt.AuxLoss {
+	case AuxMegaBlocks, AuxHF, AuxNone:
+	default:
+		return fmt.Errorf("dbrx: train: unknown aux loss %d", int(opt.AuxLoss))
+	}
+	if math.IsNaN(opt.ZLossWeight) || math.IsInf(opt.ZLossWeight, 0) || opt.ZLossWeight < 0 {
+		return fmt.Errorf("dbrx: train: z-loss weight %v must be finite and non-negative", opt.ZLossWeight)
+	}
+	if opt.Train {
+		if c.ResidPdrop != 0 || c.EmbPdrop != 0 || c.AttnConfig.AttnPdrop != 0 {
+			return errors.New("dbrx: train: dropout (resid_pdrop, emb_pdrop, attn_pdrop > 0) is not implemented")
+		}
+		if e := c.FFNConfig.MoEJitterEps; e != nil && *e > 0 && opt.Rand == nil {
+			return errors.New("dbrx: train: moe_jitter_eps > 0 in training mode needs TrainOptions.Rand")
+		}
+	}
+	return nil
+}
+
+// groupByExpert is a stable counting sort of the (token, slot) assignments by
+// expert: order[cnt[e]:cnt[e+1]] lists the assignments a = t·K+s of expert e.
+//
+//	cnt [E+1]; order, topIdx [N·K]
+func groupByExpert(cnt, order, topIdx []int, E int) {
+	clear(cnt)
+	for _, e := range topIdx {
+		cnt[e+1]++
+	}
+	for e := 0; e < E; e++ {
+		cnt[e+1] += cnt[e]
+	}
+	for a, e := range topIdx {
+		order[cnt[e]] = a
+		cnt[e]++
+	}
+	for e := E; e > 0; e-- {
+		cnt[e] = cnt[e-1]
+	}
+	cnt[0] = 0
+}

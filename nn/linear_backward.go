@@ -1,0 +1,55 @@
+package nn
+
+import (
+	"github.com/dbrx-engine/dbrx/internal/kernel"
+	"github.com/dbrx-engine/dbrx/internal/parallel"
+	"github.com/dbrx-engine/dbrx/tensor"
+)
+
+// F32Mat views a float32 slice as a kernel.Mat [rows, cols] without copying.
+func F32Mat(data []float32, rows, cols int) kernel.Mat {
+	return kernel.Mat{DType: tensor.F32, Rows: rows, Cols: cols, Data: tensor.Float32Bytes(data[:rows*cols])}
+}
+
+// MatMulATB accumulates dst += aᵀ·b, the weight gradient of a linear layer:
+//
+//	dst [M, N]; a [T, M]; b [T, N]
+//
+// For y = x·Wᵀ (W [out, in]) it is dW += dyᵀ·x with a = dy, b = x; for DBRX's
+// untransposed w2 (y = h·W2, W2 [F, D]) it is dW2 += hᵀ·dy with a = h, b = dy.
+//
+// The kernel package has no Aᵀ·B product yet, so a is transposed into scratch
+// (grown to M·T floats and returned for reuse) and the product runs on the
+// blocked, parallel kernel.MatMulN with accumulation: dst += (aᵀ)[M, T] · b[T, N].
+// The transpose is O(T·M), small next to the O(T·M·N) product.
+func MatMulATB(p *parallel.Pool, dst, a, b []float32, T, M, N int, scratch []float32) []float32 {
+	if T == 0 || M == 0 || N == 0 {
+		return scratch
+	}
+	if cap(scratch) < M*T {
+		scratch = make([]float32, M*T)
+	}
+	at := scratch[:M*T]
+	transpose(p, at, a, T, M)
+	kernel.MatMulN(p, dst[:M*N], at, M, F32Mat(b, T, N), true)
+	return scratch
+}
+
+// transpose writes dst [cols, rows] = src [rows, cols]ᵀ in cache-sized tiles.
+func transpose(p *parallel.Pool, dst, src []float32, rows, cols int) {
+	const tile = 32
+	p.For((cols+tile-1)/tile, 1, func(lo, hi int) {
+		for c0 := lo * tile; c0 < min(hi*tile, cols); c0 += tile {
+			c1 := min(c0+tile, cols)
+			for r0 := 0; r0 < rows; r0 += tile {
+				r1 := min(r0+tile, rows)
+				for c := c0; c < c1; c++ {
+					d := dst[c*rows : (c+1)*rows]
+					for r := r0; r < r1; r++ {
+						d[r] = src[r*cols+c]
+					}
+				}
+			}
+		}
+	})
+}
