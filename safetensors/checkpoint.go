@@ -28,7 +28,8 @@ type Checkpoint struct {
 
 // OpenDir opens a checkpoint. path may be a directory holding model.safetensors or,
 // failing that, model.safetensors.index.json and its shards (the order in which
-// Hugging Face transformers looks for them), or a path to a single .safetensors file.
+// Hugging Face transformers looks for them), a path to a single .safetensors file, or
+// a path to a model.safetensors.index.json.
 //
 // For a sharded checkpoint the index and the shards must agree exactly: every tensor in
 // the weight_map must be in the shard it names, every tensor in a shard must be mapped
@@ -41,6 +42,9 @@ func OpenDir(path string) (*Checkpoint, error) {
 		return nil, fmt.Errorf("safetensors: open checkpoint: %w", err)
 	}
 	if !fi.IsDir() {
+		if filepath.Base(path) == IndexFileName {
+			return openSharded(filepath.Dir(path), path)
+		}
 		return openSingle(path)
 	}
 	single := filepath.Join(path, SingleFileName)

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,6 +42,14 @@ func TestOpenDirSharded(t *testing.T) {
 	if got := strings.Join(c.Names(), ","); got != "a,b,c" {
 		t.Errorf("Names %s", got)
 	}
+	byIndex, err := OpenDir(filepath.Join(dir, IndexFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(byIndex.Files(), c.Files()) || !slices.Equal(byIndex.Names(), c.Names()) {
+		t.Errorf("opened by index path: %v %v", byIndex.Files(), byIndex.Names())
+	}
+	byIndex.Close()
 	if f, _ := c.FileOf("c"); filepath.Base(f) != shard2 {
 		t.Errorf("c in %s", f)
 	}

@@ -7,9 +7,11 @@ import (
 	"strings"
 )
 
-// Sentinel errors. Every *FormatError matches exactly one of the first ten with
-// errors.Is (and may in addition match its Cause, for example fs.ErrNotExist or
-// ErrTruncated).
+// Sentinel errors, matched with errors.Is. Every *FormatError matches its class (Err)
+// and, when set, its Cause: data_offsets past the end of the file match ErrOffsets and
+// ErrTruncated, a name in two shards ErrDuplicate and ErrIndex, a missing shard
+// ErrIndex and fs.ErrNotExist. Writer errors wrap ErrDType, ErrShape, ErrSize,
+// ErrDuplicate or ErrMetadata where one applies.
 var (
 	// ErrTruncated: the file (or buffer) ends before the header or the data it declares.
 	ErrTruncated = errors.New("truncated")

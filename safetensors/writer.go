@@ -155,9 +155,9 @@ func (w *Writer) WriteTensor(name string, data []byte) error {
 }
 
 // Close checks that every declared tensor was written, flushes and fsyncs the file and
-// renames it into place (then fsyncs the directory). On any failure the temporary file
-// is removed and nothing appears at the final path. Calling Close again returns the
-// first result.
+// renames it into place (then fsyncs the directory). If it fails before the rename,
+// the temporary file is removed and the final path is untouched. Calling Close again
+// returns the first result.
 func (w *Writer) Close() error {
 	if w.done {
 		if errors.Is(w.err, errClosed) {
@@ -234,8 +234,9 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// WriteFile writes tensors, in order, to a safetensors file at path (atomically, like
-// Create). Each tensor's Data must be exactly its shape's byte size.
+// WriteFile writes tensors, in order, to a safetensors file at path (atomically, with
+// metadata completed as in Create). Each tensor's Data must be exactly its shape's
+// byte size.
 func WriteFile(path string, tensors []Tensor, metadata map[string]string) error {
 	decl := make([]WriterTensor, len(tensors))
 	for i, t := range tensors {
