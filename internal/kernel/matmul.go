@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/dbrx-engine/dbrx/internal/parallel"
 	"github.com/dbrx-engine/dbrx/tensor"
@@ -46,26 +47,23 @@ func (m Mat) Row(dst []float32, r int) {
 //
 //	dst [T, w.Rows] f32, x [T, w.Cols] f32, w [N, K] f32|bf16|f16
 //
-// Work is split over output rows across the pool (nil pool: single-threaded).
+// Products and sums are float32 (weights widened exactly); the summation order
+// depends on the kernel, so results agree with the plain loop to rounding. Work is
+// split over output columns across the pool (nil pool: single-threaded). With a
+// pool, a warmed-up call allocates nothing.
 func MatMulT(p *parallel.Pool, dst, x []float32, T int, w Mat) {
 	N, K := w.Rows, w.Cols
-	_ = dst[T*N-1]
-	_ = x[T*K-1]
-	p.For(N, 16, func(lo, hi int) {
-		matMulTRows(dst, x, T, w, lo, hi)
-	})
-}
-
-// matMulTRows is the plain-Go twin of MatMulT restricted to output columns [n0, n1).
-func matMulTRows(dst, x []float32, T int, w Mat, n0, n1 int) {
-	N, K := w.Rows, w.Cols
-	row := make([]float32, K)
-	for n := n0; n < n1; n++ {
-		w.Row(row, n)
-		for t := 0; t < T; t++ {
-			dst[t*N+n] = DotF32(x[t*K:(t+1)*K], row)
-		}
+	checkMatMul("MatMulT", dst, x, T, w, N, K)
+	if T == 0 || N == 0 {
+		return
 	}
+	if K == 0 {
+		clear(dst[:T*N])
+		return
+	}
+	t := getTask(dst, x, T, w, N, K, true, false)
+	t.run(p)
+	putTask(t)
 }
 
 // MatMulN computes dst[t, n] (+)= Σ_k x[t, k] · w[k, n] for t < T, n < w.Cols
@@ -73,57 +71,283 @@ func matMulTRows(dst, x []float32, T int, w Mat, n0, n1 int) {
 //
 //	dst [T, w.Cols] f32, x [T, w.Rows] f32, w [K, N] f32|bf16|f16
 //
-// With accumulate false dst is overwritten. Work is split over output columns.
+// With accumulate false dst is overwritten. Every product is taken, so a NaN or Inf
+// in w reaches dst even where x is 0. Work is split over output columns.
 func MatMulN(p *parallel.Pool, dst, x []float32, T int, w Mat, accumulate bool) {
 	K, N := w.Rows, w.Cols
-	_ = dst[T*N-1]
-	_ = x[T*K-1]
-	p.For(N, 64, func(lo, hi int) {
-		matMulNCols(dst, x, T, w, lo, hi, accumulate)
-	})
+	checkMatMul("MatMulN", dst, x, T, w, N, K)
+	if T == 0 || N == 0 {
+		return
+	}
+	if K == 0 {
+		if !accumulate {
+			clear(dst[:T*N])
+		}
+		return
+	}
+	t := getTask(dst, x, T, w, N, K, false, accumulate)
+	t.run(p)
+	putTask(t)
 }
 
-func matMulNCols(dst, x []float32, T int, w Mat, n0, n1 int, accumulate bool) {
-	K, N := w.Rows, w.Cols
-	if !accumulate {
-		for t := 0; t < T; t++ {
-			clear(dst[t*N+n0 : t*N+n1])
+func checkMatMul(op string, dst, x []float32, T int, w Mat, N, K int) {
+	if T < 0 || N < 0 || K < 0 {
+		panic(fmt.Sprintf("kernel: %s with negative size T=%d N=%d K=%d", op, T, N, K))
+	}
+	if len(dst) < T*N || len(x) < T*K || len(w.Data) < N*K*w.DType.Size() || dtIndex(w.DType) == 0 && w.DType != tensor.F32 {
+		panic(fmt.Sprintf("kernel: %s: dst %d, x %d floats, w %s [%d,%d] %d bytes do not fit T=%d",
+			op, len(dst), len(x), w.DType, w.Rows, w.Cols, len(w.Data), T))
+	}
+}
+
+// Decode/prefill split and GEMM blocking. A micro-tile is gemmMR tokens × gemmNR
+// outputs (12 YMM accumulators); a weight block of gemmKC × gemmNC floats is packed
+// per worker and stays in L2 while gemmMC tokens of packed activations stream by.
+const (
+	smallT = 4 // T <= smallT uses the matvec kernels (one pass over the weights)
+	gemmMR = 6
+	gemmNR = 16
+	gemmKC = 256
+	gemmNC = 256
+	gemmMC = 72 // multiple of gemmMR
+)
+
+// mmTask carries one product through parallel.Pool.For without allocating: tasks are
+// pooled and their method values are bound once.
+type mmTask struct {
+	dst, x []float32
+	T      int
+	w      Mat
+	N, K   int
+	trans  bool // MatMulT (w [N,K]); else MatMulN (w [K,N])
+	acc    bool
+	k      *kernels
+
+	apack  []float32 // packed activations [K/KC][Tp/6][kc][6]
+	tp     int       // T rounded up to gemmMR
+	splitT bool      // GEMM work split over token panels (else output panels)
+
+	fnGeneric, fnMatvec, fnPackA, fnGemm func(lo, hi int)
+}
+
+var taskPool = sync.Pool{New: func() any {
+	t := new(mmTask)
+	t.fnGeneric, t.fnMatvec, t.fnPackA, t.fnGemm = t.generic, t.matvec, t.packA, t.gemm
+	return t
+}}
+
+// gemmBufLen is the per-worker scratch: a packed weight block and an edge tile.
+const gemmBufLen = gemmKC*gemmNC + gemmMR*gemmNR
+
+var gemmBufPool = sync.Pool{New: func() any {
+	b := make([]float32, gemmBufLen)
+	return &b
+}}
+
+func getTask(dst, x []float32, T int, w Mat, N, K int, trans, acc bool) *mmTask {
+	t := taskPool.Get().(*mmTask)
+	t.dst, t.x, t.T, t.w, t.N, t.K, t.trans, t.acc, t.k = dst, x, T, w, N, K, trans, acc, simd
+	return t
+}
+
+func putTask(t *mmTask) {
+	t.dst, t.x, t.w, t.k = nil, nil, Mat{}, nil
+	taskPool.Put(t)
+}
+
+func (t *mmTask) run(p *parallel.Pool) {
+	switch {
+	case t.k == nil:
+		p.For(t.N, 16, t.fnGeneric)
+	case t.T <= smallT:
+		p.For(t.N, 64, t.fnMatvec)
+	default:
+		t.tp = (t.T + gemmMR - 1) / gemmMR * gemmMR
+		if need := t.tp * t.K; cap(t.apack) < need {
+			t.apack = make([]float32, need)
+		}
+		t.apack = t.apack[:t.tp*t.K]
+		tPanels := t.tp / gemmMR
+		p.For(tPanels, 1, t.fnPackA)
+		nPanels := (t.N + gemmNR - 1) / gemmNR
+		t.splitT = nPanels < 2*p.Workers() && nPanels < tPanels
+		if t.splitT {
+			p.For(tPanels, 1, t.fnGemm)
+		} else {
+			p.For(nPanels, 1, t.fnGemm)
 		}
 	}
-	row := make([]float32, N)
-	for k := 0; k < K; k++ {
-		w.Row(row, k)
-		for t := 0; t < T; t++ {
-			a := x[t*K+k]
-			if a == 0 {
-				continue
+}
+
+func (t *mmTask) generic(lo, hi int) {
+	if t.trans {
+		matMulTGeneric(t.dst, t.x, t.T, t.w, lo, hi)
+	} else {
+		matMulNGeneric(t.dst, t.x, t.T, t.w, lo, hi, t.acc)
+	}
+}
+
+// matvec runs the decode kernels on output columns [lo, hi).
+func (t *mmTask) matvec(lo, hi int) {
+	d, es := dtIndex(t.w.DType), t.w.DType.Size()
+	T, N, K := t.T, t.N, t.K
+	dst, x, w := t.dst, t.x, t.w
+	if t.trans {
+		ks := t.k.mvT[d][T]
+		for n := lo; n < hi; n += len(ks) {
+			r := min(len(ks), hi-n)
+			ks[r-1](&dst[n], N, &x[0], K, &w.Data[n*K*es], K, K)
+		}
+		if k8 := K &^ 7; k8 < K { // the last K%8 columns
+			v := viewOf(w)
+			for t := 0; t < T; t++ {
+				xr := x[t*K+k8 : t*K+K]
+				for n := lo; n < hi; n++ {
+					s := dst[t*N+n]
+					for i, a := range xr {
+						s += a * v.at(n*K+k8+i)
+					}
+					dst[t*N+n] = s
+				}
 			}
-			AxpyF32(dst[t*N+n0:t*N+n1], a, row[n0:n1])
+		}
+		return
+	}
+	ks := t.k.mvN[d][T]
+	acc := 0
+	if t.acc {
+		acc = 1
+	}
+	j := lo
+	for j+8 <= hi {
+		c := min(len(ks), (hi-j)/8)
+		ks[c-1](&dst[j], N, &x[0], K, &w.Data[j*es], N, K, acc)
+		j += 8 * c
+	}
+	if j < hi {
+		matMulNGeneric(dst, x, T, w, j, hi, t.acc)
+	}
+}
+
+// packA packs token panels [lo, hi) of x into apack: for each KC block, panel ip
+// holds x[6ip+i, pc+kk] at [kk*6+i], zero rows past T.
+func (t *mmTask) packA(lo, hi int) {
+	T, K, tp := t.T, t.K, t.tp
+	for pc := 0; pc < K; pc += gemmKC {
+		kc := min(gemmKC, K-pc)
+		for ip := lo; ip < hi; ip++ {
+			off := pc*tp + ip*gemmMR*kc
+			a := t.apack[off : off+gemmMR*kc]
+			for i := 0; i < gemmMR; i++ {
+				r := ip*gemmMR + i
+				if r >= T {
+					for kk := 0; kk < kc; kk++ {
+						a[kk*gemmMR+i] = 0
+					}
+					continue
+				}
+				for kk, v := range t.x[r*K+pc : r*K+pc+kc] {
+					a[kk*gemmMR+i] = v
+				}
+			}
 		}
 	}
 }
 
-// DotF32 returns Σ a[i]·b[i] over len(a) elements.
-func DotF32(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
+// packB packs output columns [jc, jc+nc) × reduction rows [pc, pc+kc) of w into b
+// as nc/16 panels of [kc][16] floats, zero columns past the edge.
+func (t *mmTask) packB(b []float32, jc, nc, pc, kc int) {
+	d, es := dtIndex(t.w.DType), t.w.DType.Size()
+	N, K := t.N, t.K
+	v := viewOf(t.w)
+	for jr := 0; jr < nc; jr += gemmNR {
+		nr := min(gemmNR, nc-jr)
+		panel := b[jr*kc : jr*kc+gemmNR*kc]
+		n := jc + jr
+		if t.trans { // w [N, K]: rows n.., columns pc..
+			k8 := 0
+			if nr == gemmNR {
+				t.k.packT[d](&panel[0], &t.w.Data[(n*K+pc)*es], K, kc)
+				k8 = kc &^ 7
+			}
+			for i := k8; i < kc; i++ {
+				for j := 0; j < gemmNR; j++ {
+					var f float32
+					if j < nr {
+						f = v.at((n+j)*K + pc + i)
+					}
+					panel[i*gemmNR+j] = f
+				}
+			}
+			continue
+		}
+		// w [K, N]: rows pc.., columns n..
+		if nr == gemmNR {
+			t.k.packN[d](&panel[0], &t.w.Data[(pc*N+n)*es], N, kc)
+			continue
+		}
+		for i := 0; i < kc; i++ {
+			for j := 0; j < gemmNR; j++ {
+				var f float32
+				if j < nr {
+					f = v.at((pc+i)*N + n + j)
+				}
+				panel[i*gemmNR+j] = f
+			}
+		}
 	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
 }
 
-// AxpyF32 computes y[i] += a·x[i] over len(y) elements.
-func AxpyF32(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += a * x[i]
+// gemm runs the blocked product on a range of output panels (or token panels when
+// splitT): pack a weight block, then sweep the micro-kernel over it.
+func (t *mmTask) gemm(lo, hi int) {
+	N, K, T, tp := t.N, t.K, t.T, t.tp
+	n0, n1, p0, p1 := lo*gemmNR, min(hi*gemmNR, N), 0, tp/gemmMR
+	if t.splitT {
+		n0, n1, p0, p1 = 0, N, lo, hi
 	}
+	bp := gemmBufPool.Get().(*[]float32)
+	b := *bp
+	ctmp := b[gemmKC*gemmNC:]
+	const mcPanels = gemmMC / gemmMR
+	for jc := n0; jc < n1; jc += gemmNC {
+		nc := min(gemmNC, n1-jc)
+		for pc := 0; pc < K; pc += gemmKC {
+			kc := min(gemmKC, K-pc)
+			t.packB(b, jc, nc, pc, kc)
+			acc := 0
+			if pc > 0 || t.acc {
+				acc = 1
+			}
+			for ic := p0; ic < p1; ic += mcPanels {
+				icEnd := min(ic+mcPanels, p1)
+				for jr := 0; jr < nc; jr += gemmNR {
+					nr := min(gemmNR, nc-jr)
+					bpanel := &b[jr*kc]
+					for ip := ic; ip < icEnd; ip++ {
+						r0 := ip * gemmMR
+						mr := min(gemmMR, T-r0)
+						ap := &t.apack[pc*tp+ip*gemmMR*kc]
+						c := t.dst[r0*N+jc+jr:]
+						if nr == gemmNR {
+							t.k.gemm[mr](ap, bpanel, kc, &c[0], N, acc)
+							continue
+						}
+						t.k.gemm[mr](ap, bpanel, kc, &ctmp[0], gemmNR, 0)
+						for i := 0; i < mr; i++ {
+							row := c[i*N : i*N+nr]
+							for j := range row {
+								if acc != 0 {
+									row[j] += ctmp[i*gemmNR+j]
+								} else {
+									row[j] = ctmp[i*gemmNR+j]
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	gemmBufPool.Put(bp)
 }

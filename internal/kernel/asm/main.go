@@ -1,0 +1,946 @@
+// Command asm generates the amd64 assembly kernels of package kernel with avo.
+//
+// Run from this directory (it is its own module, so the engine does not depend on avo):
+//
+//	go run . -out ../kernels_amd64.s -stubs ../kernels_amd64_stub.go -pkg kernel
+//
+// or `go generate ./internal/kernel` from the repository root. Every generated
+// function has a plain-Go twin in package kernel, and the stub's doc comment shows
+// its Go loop. All kernels need AVX2, FMA and F16C; the Go side checks the CPU.
+package main
+
+import (
+	"fmt"
+	"math"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+func main() {
+	ConstraintExpr("!purego")
+	genCPUID()
+	genVector()
+	genExp()
+	genNorm()
+	for _, dt := range dtypes {
+		for t := 1; t <= 4; t++ {
+			for r := 1; r <= mvTRows[t]; r++ {
+				genMvT(dt, t, r)
+			}
+			for c := 1; c <= mvNCols[t]; c++ {
+				genMvN(dt, t, c)
+			}
+		}
+		genPackT(dt)
+		genPackN(dt)
+	}
+	for mr := 1; mr <= 6; mr++ {
+		genGemm(mr)
+	}
+	Generate()
+}
+
+// dtype is a weight storage type and how 8 elements of it are widened into a YMM.
+type dtype struct {
+	name string // F32, BF16, F16
+	size int    // bytes per element
+	goFn string // Go expression widening one element (for doc comments)
+}
+
+var dtypes = []dtype{
+	{"F32", 4, "w"},
+	{"BF16", 2, "bf16(w)"},
+	{"F16", 2, "f16(w)"},
+}
+
+// widen loads 8 elements at m into y as float32.
+func widen(dt dtype, m Mem, y VecVirtual) {
+	switch dt.name {
+	case "F32":
+		VMOVUPS(m, y)
+	case "BF16":
+		VPMOVZXWD(m, y)
+		VPSLLD(U8(16), y, y)
+	case "F16":
+		VCVTPH2PS(m, y)
+	}
+}
+
+// hsumStore reduces the 8 lanes of acc and stores the float32 sum at m.
+func hsumStore(acc VecVirtual, m Mem) {
+	x := XMM()
+	VEXTRACTF128(U8(1), acc, x)
+	VADDPS(acc.AsX(), x, x)
+	VHADDPS(x, x, x)
+	VHADDPS(x, x, x)
+	VMOVSS(x, m)
+}
+
+func loadPtr(name string) Register { return Load(Param(name), GP64()) }
+
+// bcastF32 loads a float32 parameter and broadcasts it to all 8 lanes.
+func bcastF32(name string) VecVirtual {
+	x := Load(Param(name), XMM())
+	y := YMM()
+	VBROADCASTSS(x, y)
+	return y
+}
+
+// ---------------------------------------------------------------- cpu features
+
+func genCPUID() {
+	TEXT("cpuid", NOSPLIT, "func(leaf, sub uint32) (eax, ebx, ecx, edx uint32)")
+	Doc("cpuid executes CPUID with EAX=leaf, ECX=sub.")
+	a, c := GP32(), GP32()
+	Load(Param("leaf"), a)
+	Load(Param("sub"), c)
+	MOVL(a, EAX)
+	MOVL(c, ECX)
+	CPUID()
+	Store(EAX, Return("eax"))
+	Store(EBX, Return("ebx"))
+	Store(ECX, Return("ecx"))
+	Store(EDX, Return("edx"))
+	RET()
+
+	TEXT("xgetbv0", NOSPLIT, "func() (eax, edx uint32)")
+	Doc("xgetbv0 reads XCR0, the register-state components the OS saves (XGETBV, ECX=0).")
+	XORL(ECX, ECX)
+	XGETBV()
+	Store(EAX, Return("eax"))
+	Store(EDX, Return("edx"))
+	RET()
+}
+
+// ---------------------------------------------------------------- vector ops
+
+func genVector() {
+	TEXT("dotF32AVX2", NOSPLIT, "func(a, b *float32, n int) float32")
+	Doc("dotF32AVX2 returns Σ a[i]·b[i] for i < n&^31 (32 lanes of FMA chains):",
+		"",
+		"\tfor i := 0; i < n&^31; i++ {",
+		"\t\ts += a[i] * b[i]",
+		"\t}")
+	{
+		a, b, n := loadPtr("a"), loadPtr("b"), Load(Param("n"), GP64())
+		ANDQ(I32(-32), n)
+		acc := []VecVirtual{YMM(), YMM(), YMM(), YMM()}
+		for _, r := range acc {
+			VXORPS(r, r, r)
+		}
+		i := GP64()
+		XORQ(i, i)
+		Label("dot_loop")
+		CMPQ(i, n)
+		JGE(LabelRef("dot_done"))
+		for u, r := range acc {
+			t := YMM()
+			VMOVUPS(Mem{Base: a, Index: i, Scale: 4, Disp: 32 * u}, t)
+			VFMADD231PS(Mem{Base: b, Index: i, Scale: 4, Disp: 32 * u}, t, r)
+		}
+		ADDQ(U8(32), i)
+		JMP(LabelRef("dot_loop"))
+		Label("dot_done")
+		VADDPS(acc[1], acc[0], acc[0])
+		VADDPS(acc[3], acc[2], acc[2])
+		VADDPS(acc[2], acc[0], acc[0])
+		x := XMM()
+		VEXTRACTF128(U8(1), acc[0], x)
+		VADDPS(acc[0].AsX(), x, x)
+		VHADDPS(x, x, x)
+		VHADDPS(x, x, x)
+		VZEROUPPER()
+		Store(x, ReturnIndex(0))
+		RET()
+	}
+
+	TEXT("axpyF32AVX2", NOSPLIT, "func(y *float32, a float32, x *float32, n int)")
+	Doc("axpyF32AVX2 is AxpyF32 over the first n&^7 elements, bit-exact (multiply, then add):",
+		"",
+		"\tfor i := 0; i < n&^7; i++ {",
+		"\t\ty[i] += a * x[i]",
+		"\t}")
+	elementwise("axpy", func() []VecVirtual { return []VecVirtual{bcastF32("a")} }, []string{"y", "x"},
+		func(k []VecVirtual, p []Register, i Register) {
+			t, u := YMM(), YMM()
+			VMULPS(Mem{Base: p[1], Index: i, Scale: 4}, k[0], t)
+			VMOVUPS(Mem{Base: p[0], Index: i, Scale: 4}, u)
+			VADDPS(t, u, u)
+			VMOVUPS(u, Mem{Base: p[0], Index: i, Scale: 4})
+		})
+
+	TEXT("scaleAddF32AVX2", NOSPLIT, "func(dst *float32, a, b float32, x *float32, n int)")
+	Doc("scaleAddF32AVX2 is ScaleAddF32 over the first n&^7 elements, bit-exact:",
+		"",
+		"\tfor i := 0; i < n&^7; i++ {",
+		"\t\tdst[i] = a*dst[i] + b*x[i]",
+		"\t}")
+	elementwise("scaleadd", func() []VecVirtual { return []VecVirtual{bcastF32("a"), bcastF32("b")} }, []string{"dst", "x"},
+		func(k []VecVirtual, p []Register, i Register) {
+			t, u := YMM(), YMM()
+			VMULPS(Mem{Base: p[0], Index: i, Scale: 4}, k[0], t)
+			VMULPS(Mem{Base: p[1], Index: i, Scale: 4}, k[1], u)
+			VADDPS(u, t, t)
+			VMOVUPS(t, Mem{Base: p[0], Index: i, Scale: 4})
+		})
+
+	TEXT("scaleF32AVX2", NOSPLIT, "func(x *float32, s float32, n int)")
+	Doc("scaleF32AVX2 multiplies the first n&^7 elements by s:",
+		"",
+		"\tfor i := 0; i < n&^7; i++ {",
+		"\t\tx[i] *= s",
+		"\t}")
+	elementwise("scale", func() []VecVirtual { return []VecVirtual{bcastF32("s")} }, []string{"x"},
+		func(k []VecVirtual, p []Register, i Register) {
+			t := YMM()
+			VMULPS(Mem{Base: p[0], Index: i, Scale: 4}, k[0], t)
+			VMOVUPS(t, Mem{Base: p[0], Index: i, Scale: 4})
+		})
+
+	TEXT("maxF32AVX2", NOSPLIT, "func(x *float32, n int) float32")
+	Doc("maxF32AVX2 returns the largest of x[:n&^7] (n >= 8); NaN handling is unspecified",
+		"(softmax turns any NaN input into NaN outputs through exp anyway):",
+		"",
+		"\tm := x[0]",
+		"\tfor i := 1; i < n&^7; i++ {",
+		"\t\tm = max(m, x[i])",
+		"\t}")
+	{
+		x, n := loadPtr("x"), Load(Param("n"), GP64())
+		ANDQ(I32(-8), n)
+		m := YMM()
+		VMOVUPS(Mem{Base: x}, m)
+		i := GP64()
+		MOVQ(U32(8), i)
+		Label("max_loop")
+		CMPQ(i, n)
+		JGE(LabelRef("max_done"))
+		VMAXPS(Mem{Base: x, Index: i, Scale: 4}, m, m)
+		ADDQ(U8(8), i)
+		JMP(LabelRef("max_loop"))
+		Label("max_done")
+		t := XMM()
+		VEXTRACTF128(U8(1), m, t)
+		VMAXPS(m.AsX(), t, t)
+		u := XMM()
+		VPERMILPS(U8(0x4e), t, u)
+		VMAXPS(u, t, t)
+		VPERMILPS(U8(0xb1), t, u)
+		VMAXPS(u, t, t)
+		VZEROUPPER()
+		Store(t, ReturnIndex(0))
+		RET()
+	}
+}
+
+// elementwise emits a loop over i in [0, n&^7) step 8 calling body with the
+// broadcast constants from consts and the pointer parameters ptrs.
+func elementwise(tag string, consts func() []VecVirtual, ptrs []string, body func(k []VecVirtual, p []Register, i Register)) {
+	var p []Register
+	for _, name := range ptrs {
+		p = append(p, loadPtr(name))
+	}
+	k := consts()
+	n := Load(Param("n"), GP64())
+	ANDQ(I32(-8), n)
+	i := GP64()
+	XORQ(i, i)
+	Label(tag + "_loop")
+	CMPQ(i, n)
+	JGE(LabelRef(tag + "_done"))
+	body(k, p, i)
+	ADDQ(U8(8), i)
+	JMP(LabelRef(tag + "_loop"))
+	Label(tag + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// ---------------------------------------------------------------- exp
+
+var vconsts = map[string]Mem{}
+
+// vconst returns a 32-byte read-only vector holding bits in all 8 lanes.
+func vconst(name string, bits uint32) Mem {
+	if m, ok := vconsts[name]; ok {
+		return m
+	}
+	m := GLOBL(name, RODATA|NOPTR)
+	for i := 0; i < 8; i++ {
+		DATA(4*i, U32(bits))
+	}
+	vconsts[name] = m
+	return m
+}
+
+func vconstF(name string, v float32) Mem { return vconst(name, math.Float32bits(v)) }
+
+var expPoly = [6]float32{1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1}
+
+// exp8 sets y = exp(x) for 8 lanes (x is clobbered). The Cephes expf polynomial on
+// r = x - n·ln2, |r| <= ln2/2, scaled by 2^n as 2^(n>>1)·2^(n-(n>>1)) so that both
+// factors stay normal: results are within ~2 ulp of the correctly rounded exp,
+// overflow to +Inf above 88.72, underflow gradually to 0 below -87.3, and NaN stays
+// NaN (the clamps keep a NaN operand: VMAXPS/VMINPS return their second source).
+func exp8(x, y VecVirtual) {
+	lim := YMM()
+	VMOVUPS(vconstF("exp_lo", -104), lim)
+	VMAXPS(x, lim, x)
+	VMOVUPS(vconstF("exp_hi", 89), lim)
+	VMINPS(x, lim, x)
+	n := YMM()
+	VMULPS(vconstF("exp_log2e", 1.44269504088896341), x, n)
+	VROUNDPS(U8(0), n, n) // nearest
+	VFNMADD231PS(vconstF("exp_c1", 0.693359375), n, x)
+	VFNMADD231PS(vconstF("exp_c2", -2.12194440e-4), n, x) // x = r
+	VMOVUPS(vconstF("exp_p0", expPoly[0]), y)
+	for i := 1; i < 6; i++ {
+		VFMADD213PS(vconstF(fmt.Sprintf("exp_p%d", i), expPoly[i]), x, y) // y = y*r + p[i]
+	}
+	r2 := YMM()
+	VMULPS(x, x, r2)
+	VFMADD213PS(x, r2, y) // y = y*r² + r
+	VADDPS(vconstF("f32_one", 1), y, y)
+	ni, n1 := YMM(), YMM()
+	VCVTPS2DQ(n, ni)
+	VPSRAD(U8(1), ni, n1)
+	VPSUBD(n1, ni, ni)
+	VPADDD(vconst("exp_bias", 127), n1, n1)
+	VPADDD(vconst("exp_bias", 127), ni, ni)
+	VPSLLD(U8(23), n1, n1)
+	VPSLLD(U8(23), ni, ni)
+	VMULPS(n1, y, y)
+	VMULPS(ni, y, y)
+}
+
+func genExp() {
+	TEXT("expSubSumF32AVX2", NOSPLIT, "func(x *float32, n int, m float32) float64")
+	Doc("expSubSumF32AVX2 replaces x[i] by exp(x[i]-m) for i < n&^7 (float32 exp within",
+		"~2 ulp) and returns their sum accumulated in float64:",
+		"",
+		"\tfor i := 0; i < n&^7; i++ {",
+		"\t\te := float32(math.Exp(float64(x[i] - m)))",
+		"\t\tx[i] = e",
+		"\t\ts += float64(e)",
+		"\t}")
+	{
+		x, n := loadPtr("x"), Load(Param("n"), GP64())
+		ANDQ(I32(-8), n)
+		m := bcastF32("m")
+		s0, s1 := YMM(), YMM()
+		VXORPD(s0, s0, s0)
+		VXORPD(s1, s1, s1)
+		i := GP64()
+		XORQ(i, i)
+		Label("expsub_loop")
+		CMPQ(i, n)
+		JGE(LabelRef("expsub_done"))
+		v, e := YMM(), YMM()
+		VMOVUPS(Mem{Base: x, Index: i, Scale: 4}, v)
+		VSUBPS(m, v, v)
+		exp8(v, e)
+		VMOVUPS(e, Mem{Base: x, Index: i, Scale: 4})
+		d := YMM()
+		VCVTPS2PD(e.AsX(), d)
+		VADDPD(d, s0, s0)
+		VEXTRACTF128(U8(1), e, e.AsX())
+		VCVTPS2PD(e.AsX(), d)
+		VADDPD(d, s1, s1)
+		ADDQ(U8(8), i)
+		JMP(LabelRef("expsub_loop"))
+		Label("expsub_done")
+		reduceF64(s0, s1)
+	}
+
+	TEXT("siluMulF32AVX2", NOSPLIT, "func(dst, gate, up *float32, n int)")
+	Doc("siluMulF32AVX2 is SiLUMulF32 over the first n&^7 elements, with a float32 exp",
+		"within ~2 ulp:",
+		"",
+		"\tfor i := 0; i < n&^7; i++ {",
+		"\t\tg := gate[i]",
+		"\t\tdst[i] = g / (1 + float32(math.Exp(float64(-g)))) * up[i]",
+		"\t}")
+	{
+		dst, gate, up := loadPtr("dst"), loadPtr("gate"), loadPtr("up")
+		n := Load(Param("n"), GP64())
+		ANDQ(I32(-8), n)
+		i := GP64()
+		XORQ(i, i)
+		Label("silu_loop")
+		CMPQ(i, n)
+		JGE(LabelRef("silu_done"))
+		g, x, e := YMM(), YMM(), YMM()
+		VMOVUPS(Mem{Base: gate, Index: i, Scale: 4}, g)
+		VXORPS(vconst("f32_sign", 0x80000000), g, x)
+		exp8(x, e)
+		VADDPS(vconstF("f32_one", 1), e, e)
+		VDIVPS(e, g, g)
+		VMULPS(Mem{Base: up, Index: i, Scale: 4}, g, g)
+		VMOVUPS(g, Mem{Base: dst, Index: i, Scale: 4})
+		ADDQ(U8(8), i)
+		JMP(LabelRef("silu_loop"))
+		Label("silu_done")
+		VZEROUPPER()
+		RET()
+	}
+}
+
+// reduceF64 adds the lanes of two float64 accumulators and returns the sum.
+func reduceF64(s0, s1 VecVirtual) {
+	VADDPD(s1, s0, s0)
+	x := XMM()
+	VEXTRACTF128(U8(1), s0, x)
+	VADDPD(s0.AsX(), x, x)
+	y := XMM()
+	VPERMILPD(U8(1), x, y)
+	VADDSD(y, x, x)
+	VZEROUPPER()
+	Store(x, ReturnIndex(0))
+	RET()
+}
+
+// ---------------------------------------------------------------- layer norm
+
+func genNorm() {
+	TEXT("sumF64AVX2", NOSPLIT, "func(x *float32, n int) float64")
+	Doc("sumF64AVX2 returns Σ float64(x[i]) for i < n&^7:",
+		"",
+		"\tfor i := 0; i < n&^7; i++ {",
+		"\t\ts += float64(x[i])",
+		"\t}")
+	{
+		x, n := loadPtr("x"), Load(Param("n"), GP64())
+		ANDQ(I32(-8), n)
+		s0, s1 := YMM(), YMM()
+		VXORPD(s0, s0, s0)
+		VXORPD(s1, s1, s1)
+		i := GP64()
+		XORQ(i, i)
+		Label("sum_loop")
+		CMPQ(i, n)
+		JGE(LabelRef("sum_done"))
+		d0, d1 := YMM(), YMM()
+		VCVTPS2PD(Mem{Base: x, Index: i, Scale: 4}, d0)
+		VCVTPS2PD(Mem{Base: x, Index: i, Scale: 4, Disp: 16}, d1)
+		VADDPD(d0, s0, s0)
+		VADDPD(d1, s1, s1)
+		ADDQ(U8(8), i)
+		JMP(LabelRef("sum_loop"))
+		Label("sum_done")
+		reduceF64(s0, s1)
+	}
+
+	TEXT("sqDevF64AVX2", NOSPLIT, "func(x *float32, n int, mean float64) float64")
+	Doc("sqDevF64AVX2 returns Σ (float64(x[i]) - mean)² for i < n&^7:",
+		"",
+		"\tfor i := 0; i < n&^7; i++ {",
+		"\t\td := float64(x[i]) - mean",
+		"\t\ts += d * d",
+		"\t}")
+	{
+		x, n := loadPtr("x"), Load(Param("n"), GP64())
+		ANDQ(I32(-8), n)
+		mx := Load(Param("mean"), XMM())
+		mean := YMM()
+		VBROADCASTSD(mx, mean)
+		s0, s1 := YMM(), YMM()
+		VXORPD(s0, s0, s0)
+		VXORPD(s1, s1, s1)
+		i := GP64()
+		XORQ(i, i)
+		Label("sqdev_loop")
+		CMPQ(i, n)
+		JGE(LabelRef("sqdev_done"))
+		d0, d1 := YMM(), YMM()
+		VCVTPS2PD(Mem{Base: x, Index: i, Scale: 4}, d0)
+		VCVTPS2PD(Mem{Base: x, Index: i, Scale: 4, Disp: 16}, d1)
+		VSUBPD(mean, d0, d0)
+		VSUBPD(mean, d1, d1)
+		VFMADD231PD(d0, d0, s0)
+		VFMADD231PD(d1, d1, s1)
+		ADDQ(U8(8), i)
+		JMP(LabelRef("sqdev_loop"))
+		Label("sqdev_done")
+		reduceF64(s0, s1)
+	}
+
+	TEXT("lnApplyAVX2", NOSPLIT, "func(dst, x, gamma *float32, n int, mean, rstd float64)")
+	Doc("lnApplyAVX2 normalises the first n&^7 elements, bit-exact with the Go loop:",
+		"",
+		"\tfor i := 0; i < n&^7; i++ {",
+		"\t\tdst[i] = float32((float64(x[i])-mean)*rstd) * gamma[i]",
+		"\t}")
+	{
+		dst, x, gamma := loadPtr("dst"), loadPtr("x"), loadPtr("gamma")
+		n := Load(Param("n"), GP64())
+		ANDQ(I32(-8), n)
+		mean, rstd := YMM(), YMM()
+		VBROADCASTSD(Load(Param("mean"), XMM()), mean)
+		VBROADCASTSD(Load(Param("rstd"), XMM()), rstd)
+		i := GP64()
+		XORQ(i, i)
+		Label("lnapply_loop")
+		CMPQ(i, n)
+		JGE(LabelRef("lnapply_done"))
+		d0, d1 := YMM(), YMM()
+		VCVTPS2PD(Mem{Base: x, Index: i, Scale: 4}, d0)
+		VCVTPS2PD(Mem{Base: x, Index: i, Scale: 4, Disp: 16}, d1)
+		VSUBPD(mean, d0, d0)
+		VSUBPD(mean, d1, d1)
+		VMULPD(rstd, d0, d0)
+		VMULPD(rstd, d1, d1)
+		f0, f1 := XMM(), XMM()
+		VCVTPD2PSY(d0, f0)
+		VCVTPD2PSY(d1, f1)
+		o := YMM()
+		VINSERTF128(U8(1), f1, f0.AsY(), o)
+		VMULPS(Mem{Base: gamma, Index: i, Scale: 4}, o, o)
+		VMOVUPS(o, Mem{Base: dst, Index: i, Scale: 4})
+		ADDQ(U8(8), i)
+		JMP(LabelRef("lnapply_loop"))
+		Label("lnapply_done")
+		VZEROUPPER()
+		RET()
+	}
+}
+
+// ---------------------------------------------------------------- matvec, x·wᵀ
+
+// mvTRows is the number of weight rows a decode MatMulT kernel handles at once for
+// T tokens: R·T accumulators, T activation vectors and one weight vector fit in 16.
+var mvTRows = [5]int{0, 8, 4, 4, 3}
+
+func genMvT(dt dtype, T, R int) {
+	name := fmt.Sprintf("mvT%s_%dx%d", dt.name, T, R)
+	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)")
+	Doc(fmt.Sprintf("%s computes %d token(s) x %d weight row(s) of dst = x·wᵀ over k&^7 columns:", name, T, R),
+		"",
+		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", T),
+		fmt.Sprintf("\t\tfor r := 0; r < %d; r++ {", R),
+		"\t\t\tvar s float32",
+		"\t\t\tfor i := 0; i < k&^7; i++ {",
+		fmt.Sprintf("\t\t\t\ts += x[t*ldx+i] * %s", fmt.Sprintf(wExpr(dt), "r*ldw+i")),
+		"\t\t\t}",
+		"\t\t\tdst[t*ldd+r] = s",
+		"\t\t}",
+		"\t}")
+	x, w := loadPtr("x"), loadPtr("w")
+	ldx, ldw := Load(Param("ldx"), GP64()), Load(Param("ldw"), GP64())
+	k := Load(Param("k"), GP64())
+	ANDQ(I32(-8), k)
+	SHLQ(U8(2), ldx)
+	if dt.size == 4 {
+		SHLQ(U8(2), ldw)
+	} else {
+		SHLQ(U8(1), ldw)
+	}
+	xs := make([]Register, T)
+	xs[0] = x
+	for t := 1; t < T; t++ {
+		xs[t] = GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: ldx, Scale: 1}, xs[t])
+	}
+	ws := make([]Register, R)
+	ws[0] = w
+	for r := 1; r < R; r++ {
+		ws[r] = GP64()
+		LEAQ(Mem{Base: ws[r-1], Index: ldw, Scale: 1}, ws[r])
+	}
+	acc := make([][]VecVirtual, R)
+	for r := range acc {
+		acc[r] = make([]VecVirtual, T)
+		for t := range acc[r] {
+			acc[r][t] = YMM()
+			VXORPS(acc[r][t], acc[r][t], acc[r][t])
+		}
+	}
+	xInRegs := R*T+T+1 <= 16
+	i := GP64()
+	XORQ(i, i)
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	CMPQ(i, k)
+	JGE(LabelRef(done))
+	xm := func(t int) Mem { return Mem{Base: xs[t], Index: i, Scale: 4} }
+	wm := func(r int) Mem { return Mem{Base: ws[r], Index: i, Scale: uint8(dt.size)} }
+	var xv []VecVirtual
+	if xInRegs {
+		for t := 0; t < T; t++ {
+			v := YMM()
+			VMOVUPS(xm(t), v)
+			xv = append(xv, v)
+		}
+	}
+	for r := 0; r < R; r++ {
+		if xInRegs && dt.size == 4 {
+			for t := 0; t < T; t++ {
+				VFMADD231PS(wm(r), xv[t], acc[r][t])
+			}
+			continue
+		}
+		wv := YMM()
+		widen(dt, wm(r), wv)
+		for t := 0; t < T; t++ {
+			if xInRegs {
+				VFMADD231PS(xv[t], wv, acc[r][t])
+			} else {
+				VFMADD231PS(xm(t), wv, acc[r][t])
+			}
+		}
+	}
+	ADDQ(U8(8), i)
+	JMP(LabelRef(loop))
+	Label(done)
+	dst := loadPtr("dst")
+	ldd := Load(Param("ldd"), GP64())
+	SHLQ(U8(2), ldd)
+	for t := 0; t < T; t++ {
+		for r := 0; r < R; r++ {
+			hsumStore(acc[r][t], Mem{Base: dst, Disp: 4 * r})
+		}
+		if t+1 < T {
+			ADDQ(ldd, dst)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// wExpr is the Go expression (with %s for the element index) of one widened weight.
+func wExpr(dt dtype) string {
+	switch dt.name {
+	case "BF16":
+		return "bf16(w[%s])"
+	case "F16":
+		return "f16(w[%s])"
+	}
+	return "w[%s]"
+}
+
+// ---------------------------------------------------------------- matvec, x·w
+
+// mvNCols is the number of 8-column vectors a decode MatMulN kernel handles at once
+// for T tokens: T·C accumulators, T broadcasts and one weight vector fit in 16.
+var mvNCols = [5]int{0, 8, 6, 4, 2}
+
+func genMvN(dt dtype, T, C int) {
+	name := fmt.Sprintf("mvN%s_%dx%d", dt.name, T, C)
+	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)")
+	Doc(fmt.Sprintf("%s computes %d token(s) x %d columns of dst (+)= x·w over k rows of w:", name, T, 8*C),
+		"",
+		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", T),
+		fmt.Sprintf("\t\tfor j := 0; j < %d; j++ {", 8*C),
+		"\t\t\tvar s float32",
+		"\t\t\tfor i := 0; i < k; i++ {",
+		fmt.Sprintf("\t\t\t\ts += x[t*ldx+i] * %s", fmt.Sprintf(wExpr(dt), "i*ldw+j")),
+		"\t\t\t}",
+		"\t\t\tif acc != 0 {",
+		"\t\t\t\ts += dst[t*ldd+j]",
+		"\t\t\t}",
+		"\t\t\tdst[t*ldd+j] = s",
+		"\t\t}",
+		"\t}")
+	x, w := loadPtr("x"), loadPtr("w")
+	ldx, ldw := Load(Param("ldx"), GP64()), Load(Param("ldw"), GP64())
+	k := Load(Param("k"), GP64())
+	SHLQ(U8(2), ldx)
+	if dt.size == 4 {
+		SHLQ(U8(2), ldw)
+	} else {
+		SHLQ(U8(1), ldw)
+	}
+	xs := make([]Register, T)
+	xs[0] = x
+	for t := 1; t < T; t++ {
+		xs[t] = GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: ldx, Scale: 1}, xs[t])
+	}
+	acc := make([][]VecVirtual, T)
+	for t := range acc {
+		acc[t] = make([]VecVirtual, C)
+		for c := range acc[t] {
+			acc[t][c] = YMM()
+			VXORPS(acc[t][c], acc[t][c], acc[t][c])
+		}
+	}
+	i := GP64()
+	XORQ(i, i)
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	CMPQ(i, k)
+	JGE(LabelRef(done))
+	bx := make([]VecVirtual, T)
+	for t := range bx {
+		bx[t] = YMM()
+		VBROADCASTSS(Mem{Base: xs[t], Index: i, Scale: 4}, bx[t])
+	}
+	for c := 0; c < C; c++ {
+		m := Mem{Base: w, Disp: 8 * c * dt.size}
+		if dt.size == 4 && T == 1 {
+			VFMADD231PS(m, bx[0], acc[0][c])
+			continue
+		}
+		wv := YMM()
+		widen(dt, m, wv)
+		for t := 0; t < T; t++ {
+			VFMADD231PS(wv, bx[t], acc[t][c])
+		}
+	}
+	ADDQ(ldw, w)
+	INCQ(i)
+	JMP(LabelRef(loop))
+	Label(done)
+	dst := loadPtr("dst")
+	ldd := Load(Param("ldd"), GP64())
+	SHLQ(U8(2), ldd)
+	flag := Load(Param("acc"), GP64())
+	store := name + "_store"
+	TESTQ(flag, flag)
+	JZ(LabelRef(store))
+	d := dst
+	p := GP64()
+	MOVQ(d, p)
+	for t := 0; t < T; t++ {
+		for c := 0; c < C; c++ {
+			VADDPS(Mem{Base: p, Disp: 32 * c}, acc[t][c], acc[t][c])
+		}
+		if t+1 < T {
+			ADDQ(ldd, p)
+		}
+	}
+	Label(store)
+	for t := 0; t < T; t++ {
+		for c := 0; c < C; c++ {
+			VMOVUPS(acc[t][c], Mem{Base: d, Disp: 32 * c})
+		}
+		if t+1 < T {
+			ADDQ(ldd, d)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// ---------------------------------------------------------------- GEMM
+
+// genPackT packs 16 rows × kc columns (kc a multiple of 8) of a row-major [N, K]
+// weight into the [kc][16] float32 panel the micro-kernel reads: an 8×8 transpose
+// per block after widening.
+func genPackT(dt dtype) {
+	name := "packT" + dt.name
+	TEXT(name, NOSPLIT, "func(dst *float32, w *byte, ldw int, kc int)")
+	Doc(name+" transposes and widens 16 weight rows × kc&^7 columns into a panel:",
+		"",
+		"\tfor i := 0; i < kc&^7; i++ {",
+		"\t\tfor j := 0; j < 16; j++ {",
+		"\t\t\tdst[i*16+j] = "+fmt.Sprintf(wExpr(dt), "j*ldw+i"),
+		"\t\t}",
+		"\t}")
+	dst, w := loadPtr("dst"), loadPtr("w")
+	ldw, kc := Load(Param("ldw"), GP64()), Load(Param("kc"), GP64())
+	SHRQ(U8(3), kc)
+	if dt.size == 4 {
+		SHLQ(U8(2), ldw)
+	} else {
+		SHLQ(U8(1), ldw)
+	}
+	// Rows 4q..4q+3 are at p[q] + {0, ldw, 2·ldw, 3·ldw}.
+	ld3 := GP64()
+	LEAQ(Mem{Base: ldw, Index: ldw, Scale: 2}, ld3)
+	p := [4]Register{w, GP64(), GP64(), GP64()}
+	for q := 1; q < 4; q++ {
+		LEAQ(Mem{Base: p[q-1], Index: ldw, Scale: 4}, p[q])
+	}
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	TESTQ(kc, kc)
+	JZ(LabelRef(done))
+	for h := 0; h < 2; h++ {
+		var r [8]VecVirtual
+		for j := 0; j < 8; j++ {
+			r[j] = YMM()
+			base := p[2*h+j/4]
+			m := Mem{Base: base}
+			switch j % 4 {
+			case 1:
+				m = Mem{Base: base, Index: ldw, Scale: 1}
+			case 2:
+				m = Mem{Base: base, Index: ldw, Scale: 2}
+			case 3:
+				m = Mem{Base: base, Index: ld3, Scale: 1}
+			}
+			widen(dt, m, r[j])
+		}
+		o := transpose8(r)
+		for j := 0; j < 8; j++ {
+			VMOVUPS(o[j], Mem{Base: dst, Disp: 64*j + 32*h})
+		}
+	}
+	for q := 0; q < 4; q++ {
+		ADDQ(U8(8*dt.size), p[q])
+	}
+	ADDQ(U32(512), dst)
+	DECQ(kc)
+	JMP(LabelRef(loop))
+	Label(done)
+	VZEROUPPER()
+	RET()
+}
+
+// transpose8 transposes the 8×8 float32 matrix held in r (row j in r[j]) and
+// returns the columns.
+func transpose8(r [8]VecVirtual) [8]VecVirtual {
+	var t, s, o [8]VecVirtual
+	for q := 0; q < 4; q++ {
+		t[2*q], t[2*q+1] = YMM(), YMM()
+		VUNPCKLPS(r[2*q+1], r[2*q], t[2*q])   // r0[0] r1[0] r0[1] r1[1] | 4,5
+		VUNPCKHPS(r[2*q+1], r[2*q], t[2*q+1]) // r0[2] r1[2] r0[3] r1[3] | 6,7
+	}
+	for h := 0; h < 2; h++ { // rows 0-3, rows 4-7
+		a, b, c, d := t[4*h], t[4*h+1], t[4*h+2], t[4*h+3]
+		for q := 0; q < 4; q++ {
+			s[4*h+q] = YMM()
+		}
+		VSHUFPS(U8(0x44), c, a, s[4*h+0]) // column 0 | 4
+		VSHUFPS(U8(0xee), c, a, s[4*h+1]) // column 1 | 5
+		VSHUFPS(U8(0x44), d, b, s[4*h+2]) // column 2 | 6
+		VSHUFPS(U8(0xee), d, b, s[4*h+3]) // column 3 | 7
+	}
+	for q := 0; q < 4; q++ {
+		o[q], o[q+4] = YMM(), YMM()
+		VPERM2F128(U8(0x20), s[4+q], s[q], o[q])
+		VPERM2F128(U8(0x31), s[4+q], s[q], o[q+4])
+	}
+	return o
+}
+
+// genPackN packs kc rows × 16 columns of a row-major [K, N] weight into the
+// [kc][16] float32 panel: a widening copy.
+func genPackN(dt dtype) {
+	name := "packN" + dt.name
+	TEXT(name, NOSPLIT, "func(dst *float32, w *byte, ldw int, kc int)")
+	Doc(name+" widens kc weight rows × 16 columns into a panel:",
+		"",
+		"\tfor i := 0; i < kc; i++ {",
+		"\t\tfor j := 0; j < 16; j++ {",
+		"\t\t\tdst[i*16+j] = "+fmt.Sprintf(wExpr(dt), "i*ldw+j"),
+		"\t\t}",
+		"\t}")
+	dst, w := loadPtr("dst"), loadPtr("w")
+	ldw, kc := Load(Param("ldw"), GP64()), Load(Param("kc"), GP64())
+	if dt.size == 4 {
+		SHLQ(U8(2), ldw)
+	} else {
+		SHLQ(U8(1), ldw)
+	}
+	loop, done := name+"_loop", name+"_done"
+	Label(loop)
+	TESTQ(kc, kc)
+	JZ(LabelRef(done))
+	a, b := YMM(), YMM()
+	widen(dt, Mem{Base: w}, a)
+	widen(dt, Mem{Base: w, Disp: 8 * dt.size}, b)
+	VMOVUPS(a, Mem{Base: dst})
+	VMOVUPS(b, Mem{Base: dst, Disp: 32})
+	ADDQ(ldw, w)
+	ADDQ(U8(64), dst)
+	DECQ(kc)
+	JMP(LabelRef(loop))
+	Label(done)
+	VZEROUPPER()
+	RET()
+}
+
+// genGemm emits the mr×16 register-tiled micro-kernel: 2·mr accumulators, two
+// vectors of the packed weight panel and one broadcast activation per step.
+func genGemm(mr int) {
+	name := fmt.Sprintf("gemm%dx16", mr)
+	TEXT(name, NOSPLIT, "func(a, b *float32, kc int, c *float32, ldc int, acc int)")
+	Doc(name+" multiplies an activation panel a [kc][6] by a weight panel b [kc][16]",
+		fmt.Sprintf("into the %dx16 tile of c (row stride ldc), adding to c when acc != 0:", mr),
+		"",
+		fmt.Sprintf("\tfor i := 0; i < %d; i++ {", mr),
+		"\t\tfor j := 0; j < 16; j++ {",
+		"\t\t\tvar s float32",
+		"\t\t\tfor p := 0; p < kc; p++ {",
+		"\t\t\t\ts += a[p*6+i] * b[p*16+j]",
+		"\t\t\t}",
+		"\t\t\tif acc != 0 {",
+		"\t\t\t\ts += c[i*ldc+j]",
+		"\t\t\t}",
+		"\t\t\tc[i*ldc+j] = s",
+		"\t\t}",
+		"\t}")
+	a, b := loadPtr("a"), loadPtr("b")
+	kc := Load(Param("kc"), GP64())
+	acc := make([][2]VecVirtual, mr)
+	for i := range acc {
+		for j := 0; j < 2; j++ {
+			acc[i][j] = YMM()
+			VXORPS(acc[i][j], acc[i][j], acc[i][j])
+		}
+	}
+	step := func(u int) {
+		b0, b1 := YMM(), YMM()
+		VMOVUPS(Mem{Base: b, Disp: 64 * u}, b0)
+		VMOVUPS(Mem{Base: b, Disp: 64*u + 32}, b1)
+		for i := 0; i < mr; i++ {
+			av := YMM()
+			VBROADCASTSS(Mem{Base: a, Disp: 24*u + 4*i}, av)
+			VFMADD231PS(b0, av, acc[i][0])
+			VFMADD231PS(b1, av, acc[i][1])
+		}
+	}
+	k4 := GP64()
+	MOVQ(kc, k4)
+	SHRQ(U8(2), k4)
+	ANDQ(U8(3), kc)
+	loop4, loop1, done := name+"_loop4", name+"_loop1", name+"_done"
+	Label(loop4)
+	TESTQ(k4, k4)
+	JZ(LabelRef(loop1))
+	for u := 0; u < 4; u++ {
+		step(u)
+	}
+	ADDQ(U8(96), a)
+	ADDQ(U32(256), b)
+	DECQ(k4)
+	JMP(LabelRef(loop4))
+	Label(loop1)
+	TESTQ(kc, kc)
+	JZ(LabelRef(done))
+	step(0)
+	ADDQ(U8(24), a)
+	ADDQ(U8(64), b)
+	DECQ(kc)
+	JMP(LabelRef(loop1))
+	Label(done)
+	c := loadPtr("c")
+	ldc := Load(Param("ldc"), GP64())
+	SHLQ(U8(2), ldc)
+	flag := Load(Param("acc"), GP64())
+	store := name + "_store"
+	TESTQ(flag, flag)
+	JZ(LabelRef(store))
+	p := GP64()
+	MOVQ(c, p)
+	for i := 0; i < mr; i++ {
+		VADDPS(Mem{Base: p}, acc[i][0], acc[i][0])
+		VADDPS(Mem{Base: p, Disp: 32}, acc[i][1], acc[i][1])
+		if i+1 < mr {
+			ADDQ(ldc, p)
+		}
+	}
+	Label(store)
+	for i := 0; i < mr; i++ {
+		VMOVUPS(acc[i][0], Mem{Base: c})
+		VMOVUPS(acc[i][1], Mem{Base: c, Disp: 32})
+		if i+1 < mr {
+			ADDQ(ldc, c)
+		}
+	}
+	VZEROUPPER()
+	RET()
+}

@@ -1,0 +1,349 @@
+package kernel
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/dbrx-engine/dbrx/internal/parallel"
+	"github.com/dbrx-engine/dbrx/tensor"
+)
+
+// Test conventions (DESIGN habit 4): odd sizes, data at odd element offsets (so never
+// 32-byte aligned), guard bands of sentinels around every output, NaN/Inf inputs.
+//
+// Tolerance for reordered float32 sums of K products: two summation orders of the
+// same terms differ by at most about 2·K·u·Σ|terms| with u = 2⁻²⁴, so
+//
+//	|fast − twin| <= 2·K·2⁻²⁴·Σ_k |x_k·w_k|
+//
+// which is the "relative 1e-6·K" bound stated against the magnitude of the terms
+// rather than of the (possibly cancelling) result.
+
+var oddSizes = []int{0, 1, 7, 15, 17, 33, 4096 + 3}
+
+const guard = 19 // guard-band length (odd, so data behind it is misaligned)
+
+var dtypeList = []tensor.DType{tensor.F32, tensor.BF16, tensor.F16}
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) }
+
+// sentinel is a NaN payload no kernel produces.
+var sentinel = math.Float32frombits(0x7fc0dead)
+
+// guarded returns a slice of n floats with guard bands of sentinels on both sides,
+// and a check function that reports any write into the bands.
+func guarded(t *testing.T, n int) ([]float32, func()) {
+	t.Helper()
+	buf := make([]float32, n+2*guard)
+	for i := range buf {
+		buf[i] = sentinel
+	}
+	return buf[guard : guard+n], func() {
+		t.Helper()
+		for i := 0; i < guard; i++ {
+			if math.Float32bits(buf[i]) != 0x7fc0dead || math.Float32bits(buf[guard+n+i]) != 0x7fc0dead {
+				t.Fatalf("guard band overwritten (n=%d)", n)
+			}
+		}
+	}
+}
+
+// randF32 returns n random floats in [-1, 1) at an odd offset into a larger slice.
+func randF32(r *rand.Rand, n int) []float32 {
+	buf := make([]float32, n+3)
+	for i := range buf {
+		buf[i] = 2*r.Float32() - 1
+	}
+	return buf[1 : 1+n]
+}
+
+// randMat returns a rows×cols matrix of dt whose data starts at an odd element offset.
+func randMat(r *rand.Rand, dt tensor.DType, rows, cols int) Mat {
+	es := dt.Size()
+	buf := make([]byte, (rows*cols+3)*es)
+	data := buf[es : es+rows*cols*es]
+	f := tensor.Float32s
+	for i := 0; i < rows*cols; i++ {
+		v := 2*r.Float32() - 1
+		switch dt {
+		case tensor.F32:
+			f(data)[i] = v
+		case tensor.BF16:
+			tensor.Uint16s(data)[i] = tensor.F32ToBF16(v)
+		case tensor.F16:
+			tensor.Uint16s(data)[i] = tensor.F32ToF16(v)
+		}
+	}
+	m, err := NewMat(dt, rows, cols, data)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// setW stores v at element i of m.
+func setW(m Mat, i int, v float32) {
+	switch m.DType {
+	case tensor.F32:
+		tensor.Float32s(m.Data)[i] = v
+	case tensor.BF16:
+		tensor.Uint16s(m.Data)[i] = tensor.F32ToBF16(v)
+	case tensor.F16:
+		tensor.Uint16s(m.Data)[i] = tensor.F32ToF16(v)
+	}
+}
+
+// closeTo reports whether got matches want within tol; NaN must match NaN and an
+// infinity the same infinity.
+func closeTo(got, want float32, tol float64) bool {
+	switch {
+	case math.IsNaN(float64(want)):
+		return math.IsNaN(float64(got))
+	case math.IsInf(float64(want), 0):
+		return got == want
+	}
+	return math.Abs(float64(got)-float64(want)) <= tol
+}
+
+// withKernels runs f with the low-level kernels replaced by k (nil: generic twins).
+func withKernels(k *kernels, f func()) {
+	saved := simd
+	simd = k
+	defer func() { simd = saved }()
+	f()
+}
+
+// implementations lists the kernel sets to test: the assembly (when this CPU has it)
+// and the Go twins of the low-level kernels driven by the same blocked code.
+func implementations() []*kernels {
+	impls := []*kernels{goKernels()}
+	if simd != nil {
+		impls = append([]*kernels{simd}, impls...)
+	}
+	return impls
+}
+
+// sumAbsT returns Σ_k |x[t,k]·w[n,k]| (MatMulT) or Σ_k |x[t,k]·w[k,n]| (MatMulN).
+func sumAbs(x []float32, T, N, K int, w Mat, trans bool, t, n int) float64 {
+	v := viewOf(w)
+	var s float64
+	for k := 0; k < K; k++ {
+		i := k*N + n
+		if trans {
+			i = n*K + k
+		}
+		s += math.Abs(float64(x[t*K+k]) * float64(v.at(i)))
+	}
+	return s
+}
+
+// checkMatMul compares one MatMulT/MatMulN call on impl against the generic twin.
+func checkProduct(t *testing.T, impl *kernels, p *parallel.Pool, dt tensor.DType, T, N, K int, trans, accumulate bool, poison func(x []float32, w Mat)) {
+	t.Helper()
+	r := newRand(uint64(T*1000003 + N*1009 + K*7 + int(dt)))
+	x := randF32(r, T*K)
+	var w Mat
+	if trans {
+		w = randMat(r, dt, N, K)
+	} else {
+		w = randMat(r, dt, K, N)
+	}
+	if poison != nil {
+		poison(x, w)
+	}
+	init := randF32(r, T*N)
+	want := append([]float32(nil), init...)
+	if trans {
+		matMulTGeneric(want, x, T, w, 0, N)
+	} else {
+		matMulNGeneric(want, x, T, w, 0, N, accumulate)
+	}
+	got, check := guarded(t, T*N)
+	copy(got, init)
+	withKernels(impl, func() {
+		if trans {
+			MatMulT(p, got, x, T, w)
+		} else {
+			MatMulN(p, got, x, T, w, accumulate)
+		}
+	})
+	check()
+	bad := 0
+	for tt := 0; tt < T; tt++ {
+		for n := 0; n < N; n++ {
+			tol := 2*float64(K+1)*0x1p-24*sumAbs(x, T, N, K, w, trans, tt, n) + 1e-30
+			if accumulate {
+				tol += 0x1p-23 * math.Abs(float64(init[tt*N+n]))
+			}
+			g, wnt := got[tt*N+n], want[tt*N+n]
+			if !closeTo(g, wnt, tol) {
+				if bad < 5 {
+					t.Errorf("%s %s trans=%v acc=%v T=%d N=%d K=%d: dst[%d,%d] = %v, twin %v (tol %.3g)",
+						impl.name, dt, trans, accumulate, T, N, K, tt, n, g, wnt, tol)
+				}
+				bad++
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d mismatches", bad)
+	}
+}
+
+func TestMatMulOddSizes(t *testing.T) {
+	p := parallel.New(2)
+	defer p.Close()
+	ts := []int{1, 2, 3, 4, 5, 7, 13}
+	for _, impl := range implementations() {
+		for _, dt := range dtypeList {
+			for _, T := range ts {
+				for _, N := range oddSizes {
+					for _, K := range oddSizes {
+						if impl.name == "go" && T*N*K > 1<<18 || T > 1 && T*N*K > 1<<21 {
+							continue // the twins are slow; big shapes run at T=1 and below
+						}
+						checkProduct(t, impl, p, dt, T, N, K, true, false, nil)
+						checkProduct(t, impl, p, dt, T, N, K, false, false, nil)
+						checkProduct(t, impl, p, dt, T, N, K, false, true, nil)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulBlocking crosses every blocking boundary: R/C blocks of the decode
+// kernels, KC/NC/MC blocks of the GEMM, token-split and column-split GEMM, 1 to 3
+// workers and the nil pool.
+func TestMatMulBlocking(t *testing.T) {
+	shapes := [][3]int{ // T, N, K
+		{1, 300, 600}, {2, 301, 257}, {3, 77, 513}, {4, 259, 300},
+		{6, 48, 40}, {8, 289, 531}, {75, 70, 300}, {150, 20, 100}, {97, 530, 77},
+	}
+	for _, workers := range []int{0, 1, 2, 3} {
+		var p *parallel.Pool
+		if workers > 0 {
+			p = parallel.New(workers)
+		}
+		for _, impl := range implementations() {
+			for _, dt := range dtypeList {
+				for _, s := range shapes {
+					if impl.name == "go" && workers > 1 {
+						continue
+					}
+					checkProduct(t, impl, p, dt, s[0], s[1], s[2], true, false, nil)
+					checkProduct(t, impl, p, dt, s[0], s[1], s[2], false, true, nil)
+				}
+			}
+		}
+		p.Close()
+	}
+}
+
+func TestMatMulPrefillShape(t *testing.T) {
+	if testing.Short() {
+		t.Skip("large")
+	}
+	p := parallel.New(2)
+	defer p.Close()
+	if simd == nil {
+		t.Skip("no assembly kernels")
+	}
+	checkProduct(t, simd, p, tensor.BF16, 512, 200, 768, true, false, nil)
+	checkProduct(t, simd, p, tensor.BF16, 512, 136, 1344, false, true, nil)
+}
+
+func TestMatMulNaNInf(t *testing.T) {
+	p := parallel.New(2)
+	defer p.Close()
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	cases := map[string]func(T, N, K int, trans bool) func(x []float32, w Mat){
+		"nan-x": func(T, N, K int, trans bool) func([]float32, Mat) {
+			return func(x []float32, w Mat) { x[(T-1)*K+K/2] = nan }
+		},
+		"inf-w-zero-x": func(T, N, K int, trans bool) func([]float32, Mat) {
+			return func(x []float32, w Mat) {
+				x[K-1] = 0
+				if trans {
+					setW(w, (N/2)*K+K-1, inf) // w[N/2, K-1]
+				} else {
+					setW(w, (K-1)*N+N/2, inf) // w[K-1, N/2]
+				}
+			}
+		},
+		"inf-x": func(T, N, K int, trans bool) func([]float32, Mat) {
+			return func(x []float32, w Mat) { x[0] = -inf }
+		},
+		"nan-w": func(T, N, K int, trans bool) func([]float32, Mat) {
+			return func(x []float32, w Mat) { setW(w, (N*K)/2, nan) }
+		},
+	}
+	for _, impl := range implementations() {
+		for name, mk := range cases {
+			for _, dt := range dtypeList {
+				for _, s := range [][3]int{{1, 33, 17}, {3, 17, 33}, {4, 40, 8}, {7, 33, 4099}, {13, 35, 300}} {
+					T, N, K := s[0], s[1], s[2]
+					if impl.name == "go" && T*N*K > 1<<16 {
+						continue
+					}
+					t.Run(fmt.Sprintf("%s/%s/%s/T=%d", impl.name, name, dt, T), func(t *testing.T) {
+						checkProduct(t, impl, p, dt, T, N, K, true, false, mk(T, N, K, true))
+						checkProduct(t, impl, p, dt, T, N, K, false, false, mk(T, N, K, false))
+					})
+				}
+			}
+		}
+	}
+}
+
+func TestMatMulAllocs(t *testing.T) {
+	p := parallel.New(2)
+	defer p.Close()
+	r := newRand(1)
+	for _, dt := range dtypeList {
+		for _, T := range []int{1, 3, 64} {
+			w := randMat(r, dt, 300, 264)
+			x := randF32(r, T*264)
+			dst := make([]float32, T*300)
+			if a := testing.AllocsPerRun(20, func() { MatMulT(p, dst, x, T, w) }); a != 0 {
+				t.Errorf("MatMulT %s T=%d: %.1f allocs per call", dt, T, a)
+			}
+			wn := randMat(r, dt, 264, 300)
+			if a := testing.AllocsPerRun(20, func() { MatMulN(p, dst, x, T, wn, true) }); a != 0 {
+				t.Errorf("MatMulN %s T=%d: %.1f allocs per call", dt, T, a)
+			}
+		}
+	}
+}
+
+func TestMatMulZeroSizes(t *testing.T) {
+	w := randMat(newRand(2), tensor.BF16, 5, 0)
+	dst := []float32{1, 2, 3, 4, 5}
+	MatMulT(nil, dst, nil, 1, w) // K = 0: zeros
+	for _, v := range dst {
+		if v != 0 {
+			t.Fatalf("K=0 MatMulT left %v", dst)
+		}
+	}
+	MatMulT(nil, nil, nil, 0, w)
+	wn := randMat(newRand(2), tensor.BF16, 0, 5)
+	dst = []float32{1, 2, 3, 4, 5}
+	MatMulN(nil, dst, nil, 1, wn, true)
+	if dst[4] != 5 {
+		t.Fatal("K=0 accumulating MatMulN changed dst")
+	}
+	MatMulN(nil, dst, nil, 1, wn, false)
+	if dst[4] != 0 {
+		t.Fatal("K=0 MatMulN did not clear dst")
+	}
+}
+
+func TestCPUFeatures(t *testing.T) {
+	name := "generic"
+	if simd != nil {
+		name = simd.name
+	}
+	t.Logf("kernels: %s", name)
+}

@@ -1,0 +1,84 @@
+//go:build !purego
+
+package kernel
+
+// haveAVX2 reports whether the kernels of kernels_amd64.s can run here: they use
+// AVX2, FMA3 and F16C (VCVTPH2PS), and the OS must save the YMM state.
+var haveAVX2 = detectAVX2()
+
+func detectAVX2() bool {
+	maxLeaf, _, _, _ := cpuid(0, 0)
+	if maxLeaf < 7 {
+		return false
+	}
+	_, _, c1, _ := cpuid(1, 0)
+	const fma, osxsave, avx, f16c = 1 << 12, 1 << 27, 1 << 28, 1 << 29
+	if c1&(fma|osxsave|avx|f16c) != fma|osxsave|avx|f16c {
+		return false
+	}
+	if xcr0, _ := xgetbv0(); xcr0&6 != 6 { // XMM and YMM state enabled by the OS
+		return false
+	}
+	_, b7, _, _ := cpuid(7, 0)
+	return b7&(1<<5) != 0 // AVX2
+}
+
+func init() {
+	if haveAVX2 {
+		simd = avx2Kernels()
+	}
+}
+
+// avx2Kernels returns the generated AVX2+FMA kernels.
+func avx2Kernels() *kernels {
+	return &kernels{
+		name: "avx2",
+		mvT: [3][5][]mvTFunc{
+			{nil,
+				{mvTF32_1x1, mvTF32_1x2, mvTF32_1x3, mvTF32_1x4, mvTF32_1x5, mvTF32_1x6, mvTF32_1x7, mvTF32_1x8},
+				{mvTF32_2x1, mvTF32_2x2, mvTF32_2x3, mvTF32_2x4},
+				{mvTF32_3x1, mvTF32_3x2, mvTF32_3x3, mvTF32_3x4},
+				{mvTF32_4x1, mvTF32_4x2, mvTF32_4x3}},
+			{nil,
+				{mvTBF16_1x1, mvTBF16_1x2, mvTBF16_1x3, mvTBF16_1x4, mvTBF16_1x5, mvTBF16_1x6, mvTBF16_1x7, mvTBF16_1x8},
+				{mvTBF16_2x1, mvTBF16_2x2, mvTBF16_2x3, mvTBF16_2x4},
+				{mvTBF16_3x1, mvTBF16_3x2, mvTBF16_3x3, mvTBF16_3x4},
+				{mvTBF16_4x1, mvTBF16_4x2, mvTBF16_4x3}},
+			{nil,
+				{mvTF16_1x1, mvTF16_1x2, mvTF16_1x3, mvTF16_1x4, mvTF16_1x5, mvTF16_1x6, mvTF16_1x7, mvTF16_1x8},
+				{mvTF16_2x1, mvTF16_2x2, mvTF16_2x3, mvTF16_2x4},
+				{mvTF16_3x1, mvTF16_3x2, mvTF16_3x3, mvTF16_3x4},
+				{mvTF16_4x1, mvTF16_4x2, mvTF16_4x3}},
+		},
+		mvN: [3][5][]mvNFunc{
+			{nil,
+				{mvNF32_1x1, mvNF32_1x2, mvNF32_1x3, mvNF32_1x4, mvNF32_1x5, mvNF32_1x6, mvNF32_1x7, mvNF32_1x8},
+				{mvNF32_2x1, mvNF32_2x2, mvNF32_2x3, mvNF32_2x4, mvNF32_2x5, mvNF32_2x6},
+				{mvNF32_3x1, mvNF32_3x2, mvNF32_3x3, mvNF32_3x4},
+				{mvNF32_4x1, mvNF32_4x2}},
+			{nil,
+				{mvNBF16_1x1, mvNBF16_1x2, mvNBF16_1x3, mvNBF16_1x4, mvNBF16_1x5, mvNBF16_1x6, mvNBF16_1x7, mvNBF16_1x8},
+				{mvNBF16_2x1, mvNBF16_2x2, mvNBF16_2x3, mvNBF16_2x4, mvNBF16_2x5, mvNBF16_2x6},
+				{mvNBF16_3x1, mvNBF16_3x2, mvNBF16_3x3, mvNBF16_3x4},
+				{mvNBF16_4x1, mvNBF16_4x2}},
+			{nil,
+				{mvNF16_1x1, mvNF16_1x2, mvNF16_1x3, mvNF16_1x4, mvNF16_1x5, mvNF16_1x6, mvNF16_1x7, mvNF16_1x8},
+				{mvNF16_2x1, mvNF16_2x2, mvNF16_2x3, mvNF16_2x4, mvNF16_2x5, mvNF16_2x6},
+				{mvNF16_3x1, mvNF16_3x2, mvNF16_3x3, mvNF16_3x4},
+				{mvNF16_4x1, mvNF16_4x2}},
+		},
+		gemm:      [7]gemmFunc{nil, gemm1x16, gemm2x16, gemm3x16, gemm4x16, gemm5x16, gemm6x16},
+		packT:     [3]packFunc{packTF32, packTBF16, packTF16},
+		packN:     [3]packFunc{packNF32, packNBF16, packNF16},
+		dot:       dotF32AVX2,
+		axpy:      axpyF32AVX2,
+		scaleAdd:  scaleAddF32AVX2,
+		scale:     scaleF32AVX2,
+		max:       maxF32AVX2,
+		expSubSum: expSubSumF32AVX2,
+		siluMul:   siluMulF32AVX2,
+		sumF64:    sumF64AVX2,
+		sqDev:     sqDevF64AVX2,
+		lnApply:   lnApplyAVX2,
+	}
+}

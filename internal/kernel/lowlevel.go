@@ -1,0 +1,227 @@
+package kernel
+
+import (
+	"unsafe"
+
+	"github.com/dbrx-engine/dbrx/tensor"
+)
+
+// The low-level kernels below work on raw pointers with element strides, the shape of
+// the generated assembly (kernels_amd64.s). Each has a plain-Go twin here (the
+// *Go functions) that the tests compare the assembly against and that lets the
+// blocked drivers run, and be tested, without assembly.
+
+type (
+	// mvTFunc: dst[t*ldd+r] = Σ_{i < k&^7} x[t*ldx+i]·w[r*ldw+i] for a fixed T×R block.
+	mvTFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
+	// mvNFunc: dst[t*ldd+j] (+)= Σ_{i < k} x[t*ldx+i]·w[i*ldw+j] for a fixed T×8C block.
+	mvNFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+	// gemmFunc: the mr×16 micro-kernel over packed panels a [kc][6] and b [kc][16].
+	gemmFunc func(a, b *float32, kc int, c *float32, ldc int, acc int)
+	// packFunc packs 16 weight rows (packT, kc&^7 columns) or 16 columns (packN, kc rows).
+	packFunc func(dst *float32, w *byte, ldw int, kc int)
+)
+
+// kernels is one implementation of the low-level kernels. Index dtypes with dtIndex.
+type kernels struct {
+	name string
+	mvT  [3][5][]mvTFunc // [dtype][T][R-1]
+	mvN  [3][5][]mvNFunc // [dtype][T][C-1]
+	gemm [7]gemmFunc     // [mr], mr in 1..6
+	// packT/packN per dtype
+	packT, packN [3]packFunc
+
+	dot       func(a, b *float32, n int) float32
+	axpy      func(y *float32, a float32, x *float32, n int)
+	scaleAdd  func(dst *float32, a, b float32, x *float32, n int)
+	scale     func(x *float32, s float32, n int)
+	max       func(x *float32, n int) float32
+	expSubSum func(x *float32, n int, m float32) float64
+	siluMul   func(dst, gate, up *float32, n int)
+	sumF64    func(x *float32, n int) float64
+	sqDev     func(x *float32, n int, mean float64) float64
+	lnApply   func(dst, x, gamma *float32, n int, mean, rstd float64)
+}
+
+// simd is the assembly implementation, nil when unavailable (purego, other
+// architectures, CPUs without AVX2+FMA+F16C). Tests may swap in goKernels to run
+// the blocked drivers on the Go twins.
+var simd *kernels
+
+// mvTRows and mvNCols are the largest blocks of the decode kernels per T (they match
+// the generator: accumulators and operands must fit in 16 YMM registers).
+var (
+	mvTRows = [5]int{0, 8, 4, 4, 3}
+	mvNCols = [5]int{0, 8, 6, 4, 2}
+)
+
+func dtIndex(dt tensor.DType) int {
+	switch dt {
+	case tensor.BF16:
+		return 1
+	case tensor.F16:
+		return 2
+	}
+	return 0
+}
+
+// widenOne reads element i of a weight array of dtype index d starting at w.
+func widenOne(d int, w *byte, i int) float32 {
+	switch d {
+	case 0:
+		return *(*float32)(unsafe.Add(unsafe.Pointer(w), 4*i))
+	case 1:
+		return tensor.BF16ToF32(*(*uint16)(unsafe.Add(unsafe.Pointer(w), 2*i)))
+	}
+	return tensor.F16ToF32(*(*uint16)(unsafe.Add(unsafe.Pointer(w), 2*i)))
+}
+
+func f32At(p *float32, i int) *float32 { return (*float32)(unsafe.Add(unsafe.Pointer(p), 4*i)) }
+
+func mvTGo(d, T, R int) mvTFunc {
+	return func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int) {
+		for t := 0; t < T; t++ {
+			for r := 0; r < R; r++ {
+				var s float32
+				for i := 0; i < k&^7; i++ {
+					s += *f32At(x, t*ldx+i) * widenOne(d, w, r*ldw+i)
+				}
+				*f32At(dst, t*ldd+r) = s
+			}
+		}
+	}
+}
+
+func mvNGo(d, T, C int) mvNFunc {
+	return func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int) {
+		for t := 0; t < T; t++ {
+			for j := 0; j < 8*C; j++ {
+				var s float32
+				for i := 0; i < k; i++ {
+					s += *f32At(x, t*ldx+i) * widenOne(d, w, i*ldw+j)
+				}
+				if acc != 0 {
+					s += *f32At(dst, t*ldd+j)
+				}
+				*f32At(dst, t*ldd+j) = s
+			}
+		}
+	}
+}
+
+func gemmGo(mr int) gemmFunc {
+	return func(a, b *float32, kc int, c *float32, ldc int, acc int) {
+		for i := 0; i < mr; i++ {
+			for j := 0; j < 16; j++ {
+				var s float32
+				for p := 0; p < kc; p++ {
+					s += *f32At(a, p*6+i) * *f32At(b, p*16+j)
+				}
+				if acc != 0 {
+					s += *f32At(c, i*ldc+j)
+				}
+				*f32At(c, i*ldc+j) = s
+			}
+		}
+	}
+}
+
+func packTGo(d int) packFunc {
+	return func(dst *float32, w *byte, ldw int, kc int) {
+		for i := 0; i < kc&^7; i++ {
+			for j := 0; j < 16; j++ {
+				*f32At(dst, i*16+j) = widenOne(d, w, j*ldw+i)
+			}
+		}
+	}
+}
+
+func packNGo(d int) packFunc {
+	return func(dst *float32, w *byte, ldw int, kc int) {
+		for i := 0; i < kc; i++ {
+			for j := 0; j < 16; j++ {
+				*f32At(dst, i*16+j) = widenOne(d, w, i*ldw+j)
+			}
+		}
+	}
+}
+
+// goKernels returns the Go twins of every low-level kernel.
+func goKernels() *kernels {
+	k := &kernels{name: "go"}
+	for d := 0; d < 3; d++ {
+		for T := 1; T <= 4; T++ {
+			for r := 1; r <= mvTRows[T]; r++ {
+				k.mvT[d][T] = append(k.mvT[d][T], mvTGo(d, T, r))
+			}
+			for c := 1; c <= mvNCols[T]; c++ {
+				k.mvN[d][T] = append(k.mvN[d][T], mvNGo(d, T, c))
+			}
+		}
+		k.packT[d], k.packN[d] = packTGo(d), packNGo(d)
+	}
+	for mr := 1; mr <= 6; mr++ {
+		k.gemm[mr] = gemmGo(mr)
+	}
+	n8 := func(n int) int { return n &^ 7 }
+	k.dot = func(a, b *float32, n int) float32 {
+		var s float32
+		for i := 0; i < n&^31; i++ {
+			s += *f32At(a, i) * *f32At(b, i)
+		}
+		return s
+	}
+	k.axpy = func(y *float32, a float32, x *float32, n int) {
+		axpyF32Generic(unsafe.Slice(y, n8(n)), a, unsafe.Slice(x, n8(n)))
+	}
+	k.scaleAdd = func(dst *float32, a, b float32, x *float32, n int) {
+		scaleAddF32Generic(unsafe.Slice(dst, n8(n)), a, b, unsafe.Slice(x, n8(n)))
+	}
+	k.scale = func(x *float32, s float32, n int) {
+		for i := range unsafe.Slice(x, n8(n)) {
+			*f32At(x, i) *= s
+		}
+	}
+	k.max = func(x *float32, n int) float32 {
+		m := *x
+		for _, v := range unsafe.Slice(x, n8(n)) {
+			m = max(m, v)
+		}
+		return m
+	}
+	k.expSubSum = func(x *float32, n int, m float32) float64 {
+		var s float64
+		xs := unsafe.Slice(x, n8(n))
+		for i, v := range xs {
+			e := expF32(v - m)
+			xs[i] = e
+			s += float64(e)
+		}
+		return s
+	}
+	k.siluMul = func(dst, gate, up *float32, n int) {
+		siluMulF32Generic(unsafe.Slice(dst, n8(n)), unsafe.Slice(gate, n8(n)), unsafe.Slice(up, n8(n)))
+	}
+	k.sumF64 = func(x *float32, n int) float64 {
+		var s float64
+		for _, v := range unsafe.Slice(x, n8(n)) {
+			s += float64(v)
+		}
+		return s
+	}
+	k.sqDev = func(x *float32, n int, mean float64) float64 {
+		var s float64
+		for _, v := range unsafe.Slice(x, n8(n)) {
+			d := float64(v) - mean
+			s += d * d
+		}
+		return s
+	}
+	k.lnApply = func(dst, x, gamma *float32, n int, mean, rstd float64) {
+		ds, xs, gs := unsafe.Slice(dst, n8(n)), unsafe.Slice(x, n8(n)), unsafe.Slice(gamma, n8(n))
+		for i, v := range xs {
+			ds[i] = float32((float64(v)-mean)*rstd) * gs[i]
+		}
+	}
+	return k
+}

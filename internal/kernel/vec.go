@@ -1,0 +1,117 @@
+package kernel
+
+import "math"
+
+// DotF32 returns Σ a[i]·b[i] over len(a) elements (float32, order unspecified).
+func DotF32(a, b []float32) float32 {
+	b = b[:len(a)]
+	n := len(a)
+	if simd == nil || n < 32 {
+		return dotF32Generic(a, b)
+	}
+	s := simd.dot(&a[0], &b[0], n)
+	for i := n &^ 31; i < n; i++ {
+		s += a[i] * b[i]
+	}
+	return s
+}
+
+// AxpyF32 computes y[i] += a·x[i] over len(y) elements (multiply, then add: the
+// same rounding on every path).
+func AxpyF32(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	n := len(y)
+	if simd == nil || n < 8 {
+		axpyF32Generic(y, a, x)
+		return
+	}
+	simd.axpy(&y[0], a, &x[0], n)
+	axpyF32Generic(y[n&^7:], a, x[n&^7:])
+}
+
+// ScaleAddF32 computes dst[i] = a·dst[i] + b·x[i] over len(dst) elements (two
+// products, then the sum: the same rounding on every path). With a = 1 it is a
+// residual add of b·x; with b = 1, a rescale-and-add as in online softmax.
+func ScaleAddF32(dst []float32, a, b float32, x []float32) {
+	x = x[:len(dst)]
+	n := len(dst)
+	if simd == nil || n < 8 {
+		scaleAddF32Generic(dst, a, b, x)
+		return
+	}
+	simd.scaleAdd(&dst[0], a, b, &x[0], n)
+	scaleAddF32Generic(dst[n&^7:], a, b, x[n&^7:])
+}
+
+// SoftmaxF32 replaces x with softmax(x): the maximum is subtracted, exp is taken in
+// float32 (within ~2 ulp on the assembly path) and summed in float64, so each
+// result is within ~1e-6 relative of a float64 softmax. -Inf entries become 0; a
+// NaN anywhere, an +Inf, or a row of only -Inf makes every entry NaN.
+func SoftmaxF32(x []float32) {
+	n := len(x)
+	if simd == nil || n < 8 {
+		softmaxF32Generic(x)
+		return
+	}
+	m := simd.max(&x[0], n)
+	for _, v := range x[n&^7:] {
+		if v > m {
+			m = v
+		}
+	}
+	s := simd.expSubSum(&x[0], n, m)
+	for i := n &^ 7; i < n; i++ {
+		e := expF32(x[i] - m)
+		x[i] = e
+		s += float64(e)
+	}
+	inv := float32(1 / s)
+	simd.scale(&x[0], inv, n)
+	for i := n &^ 7; i < n; i++ {
+		x[i] *= inv
+	}
+}
+
+// LayerNormF32 sets dst = (x - mean(x)) / sqrt(var(x) + eps) · gamma with the biased
+// variance and no bias (DBRX's LayerNorm). Mean and variance are accumulated in
+// float64, which tracks PyTorch's float32 kernel to about 1 ulp.
+//
+//	dst, x, gamma [D]
+func LayerNormF32(dst, x, gamma []float32, eps float32) {
+	n := len(x)
+	dst = dst[:n]
+	gamma = gamma[:n]
+	if simd == nil || n < 8 {
+		layerNormF32Generic(dst, x, gamma, eps)
+		return
+	}
+	sum := simd.sumF64(&x[0], n)
+	for _, v := range x[n&^7:] {
+		sum += float64(v)
+	}
+	mean := sum / float64(n)
+	ss := simd.sqDev(&x[0], n, mean)
+	for _, v := range x[n&^7:] {
+		d := float64(v) - mean
+		ss += d * d
+	}
+	rstd := 1 / math.Sqrt(ss/float64(n)+float64(eps))
+	simd.lnApply(&dst[0], &x[0], &gamma[0], n, mean, rstd)
+	for i := n &^ 7; i < n; i++ {
+		dst[i] = float32((float64(x[i])-mean)*rstd) * gamma[i]
+	}
+}
+
+// SiLUMulF32 computes dst[i] = silu(gate[i]) · up[i] with silu(g) = g / (1 + exp(-g))
+// in float32 (DBRX's GLU experts). dst may alias gate or up.
+func SiLUMulF32(dst, gate, up []float32) {
+	n := len(gate)
+	up = up[:n]
+	dst = dst[:n]
+	if simd == nil || n < 8 {
+		siluMulF32Generic(dst, gate, up)
+		return
+	}
+	simd.siluMul(&dst[0], &gate[0], &up[0], n)
+	siluMulF32Generic(dst[n&^7:], gate[n&^7:], up[n&^7:])
+}
