@@ -38,6 +38,9 @@ func (d DType) String() string {
 	if int(d) < len(dtypeNames) {
 		return dtypeNames[d]
 	}
+	if n, ok := blockName(d); ok {
+		return n
+	}
 	return fmt.Sprintf("DType(%d)", uint8(d))
 }
 
