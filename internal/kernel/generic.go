@@ -123,7 +123,7 @@ func softmaxF32Generic(x []float32) {
 	}
 	var s float64
 	for i, v := range x {
-		e := expF32(v - m)
+		e := float32(math.Exp(float64(v) - float64(m)))
 		x[i] = e
 		s += float64(e)
 	}

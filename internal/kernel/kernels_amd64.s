@@ -173,59 +173,78 @@ TEXT ·expSubSumF32AVX2(SB), NOSPLIT, $0-32
 	ANDQ         $-8, CX
 	MOVSS        m+16(FP), X0
 	VBROADCASTSS X0, Y0
-	VXORPD       Y1, Y1, Y1
+	VXORPS       f32_sign<>+0(SB), Y0, Y1
 	VXORPD       Y2, Y2, Y2
+	VXORPD       Y3, Y3, Y3
 	XORQ         DX, DX
 
 expsub_loop:
 	CMPQ         DX, CX
 	JGE          expsub_done
-	VMOVUPS      (AX)(DX*4), Y3
-	VSUBPS       Y0, Y3, Y3
+	VMOVUPS      (AX)(DX*4), Y4
+	VSUBPS       Y0, Y4, Y5
+	VSUBPS       Y4, Y5, Y6
+	VSUBPS       Y6, Y5, Y7
+	VSUBPS       Y7, Y4, Y7
+	VSUBPS       Y6, Y1, Y4
+	VADDPS       Y4, Y7, Y7
+	VCMPPS       $0x07, Y7, Y7, Y4
+	VANDPS       Y4, Y7, Y7
 	VMOVUPS      exp_lo<>+0(SB), Y4
-	VMAXPS       Y3, Y4, Y3
+	VMAXPS       Y5, Y4, Y5
 	VMOVUPS      exp_hi<>+0(SB), Y4
-	VMINPS       Y3, Y4, Y3
-	VMULPS       exp_log2e<>+0(SB), Y3, Y5
-	VROUNDPS     $0x00, Y5, Y5
-	VFNMADD231PS exp_c1<>+0(SB), Y5, Y3
-	VFNMADD231PS exp_c2<>+0(SB), Y5, Y3
-	VMOVUPS      exp_p0<>+0(SB), Y4
-	VFMADD213PS  exp_p1<>+0(SB), Y3, Y4
-	VFMADD213PS  exp_p2<>+0(SB), Y3, Y4
-	VFMADD213PS  exp_p3<>+0(SB), Y3, Y4
-	VFMADD213PS  exp_p4<>+0(SB), Y3, Y4
-	VFMADD213PS  exp_p5<>+0(SB), Y3, Y4
-	VMULPS       Y3, Y3, Y6
-	VFMADD213PS  Y3, Y6, Y4
-	VADDPS       f32_one<>+0(SB), Y4, Y4
-	VCVTPS2DQ    Y5, Y3
-	VPSRAD       $0x01, Y3, Y5
-	VPSUBD       Y5, Y3, Y3
+	VMINPS       Y5, Y4, Y5
+	VMULPS       exp_log2e<>+0(SB), Y5, Y4
+	VROUNDPS     $0x00, Y4, Y4
+	VFNMADD231PS exp_c1<>+0(SB), Y4, Y5
+	VFNMADD231PS exp_c2<>+0(SB), Y4, Y5
+	VADDPS       Y7, Y5, Y5
+	VMOVUPS      exp_p0<>+0(SB), Y6
+	VFMADD213PS  exp_p1<>+0(SB), Y5, Y6
+	VFMADD213PS  exp_p2<>+0(SB), Y5, Y6
+	VFMADD213PS  exp_p3<>+0(SB), Y5, Y6
+	VFMADD213PS  exp_p4<>+0(SB), Y5, Y6
+	VFMADD213PS  exp_p5<>+0(SB), Y5, Y6
+	VMULPS       Y5, Y5, Y7
+	VFMADD213PS  Y5, Y7, Y6
+	VADDPS       f32_one<>+0(SB), Y6, Y6
+	VCVTPS2DQ    Y4, Y4
+	VPSRAD       $0x01, Y4, Y5
+	VPSUBD       Y5, Y4, Y4
 	VPADDD       exp_bias<>+0(SB), Y5, Y5
-	VPADDD       exp_bias<>+0(SB), Y3, Y3
+	VPADDD       exp_bias<>+0(SB), Y4, Y4
 	VPSLLD       $0x17, Y5, Y5
-	VPSLLD       $0x17, Y3, Y3
-	VMULPS       Y5, Y4, Y4
-	VMULPS       Y3, Y4, Y4
-	VMOVUPS      Y4, (AX)(DX*4)
-	VCVTPS2PD    X4, Y3
-	VADDPD       Y3, Y1, Y1
-	VEXTRACTF128 $0x01, Y4, X4
-	VCVTPS2PD    X4, Y3
-	VADDPD       Y3, Y2, Y2
+	VPSLLD       $0x17, Y4, Y4
+	VMULPS       Y5, Y6, Y6
+	VMULPS       Y4, Y6, Y6
+	VMOVUPS      Y6, (AX)(DX*4)
+	VCVTPS2PD    X6, Y4
+	VADDPD       Y4, Y2, Y2
+	VEXTRACTF128 $0x01, Y6, X6
+	VCVTPS2PD    X6, Y4
+	VADDPD       Y4, Y3, Y3
 	ADDQ         $0x08, DX
 	JMP          expsub_loop
 
 expsub_done:
-	VADDPD       Y2, Y1, Y1
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPD       X1, X0, X0
+	VADDPD       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPD       X2, X0, X0
 	VPERMILPD    $0x01, X0, X1
 	VADDSD       X1, X0, X0
 	VZEROUPPER
 	MOVSD        X0, ret+24(FP)
 	RET
+
+DATA f32_sign<>+0(SB)/4, $0x80000000
+DATA f32_sign<>+4(SB)/4, $0x80000000
+DATA f32_sign<>+8(SB)/4, $0x80000000
+DATA f32_sign<>+12(SB)/4, $0x80000000
+DATA f32_sign<>+16(SB)/4, $0x80000000
+DATA f32_sign<>+20(SB)/4, $0x80000000
+DATA f32_sign<>+24(SB)/4, $0x80000000
+DATA f32_sign<>+28(SB)/4, $0x80000000
+GLOBL f32_sign<>(SB), RODATA|NOPTR, $32
 
 DATA exp_lo<>+0(SB)/4, $0xc2d00000
 DATA exp_lo<>+4(SB)/4, $0xc2d00000
@@ -408,16 +427,6 @@ silu_loop:
 silu_done:
 	VZEROUPPER
 	RET
-
-DATA f32_sign<>+0(SB)/4, $0x80000000
-DATA f32_sign<>+4(SB)/4, $0x80000000
-DATA f32_sign<>+8(SB)/4, $0x80000000
-DATA f32_sign<>+12(SB)/4, $0x80000000
-DATA f32_sign<>+16(SB)/4, $0x80000000
-DATA f32_sign<>+20(SB)/4, $0x80000000
-DATA f32_sign<>+24(SB)/4, $0x80000000
-DATA f32_sign<>+28(SB)/4, $0x80000000
-GLOBL f32_sign<>(SB), RODATA|NOPTR, $32
 
 // func sumF64AVX2(x *float32, n int) float64
 // Requires: AVX, SSE2

@@ -47,11 +47,11 @@ func scaleF32AVX2(x *float32, s float32, n int)
 //	}
 func maxF32AVX2(x *float32, n int) float32
 
-// expSubSumF32AVX2 replaces x[i] by exp(x[i]-m) for i < n&^7 (float32 exp within
-// ~2 ulp) and returns their sum accumulated in float64:
+// expSubSumF32AVX2 replaces x[i] by exp(x[i]-m) for i < n&^7 (the difference taken
+// exactly, float32 exp within ~2 ulp) and returns their sum accumulated in float64:
 //
 //	for i := 0; i < n&^7; i++ {
-//		e := float32(math.Exp(float64(x[i] - m)))
+//		e := float32(math.Exp(float64(x[i]) - float64(m)))
 //		x[i] = e
 //		s += float64(e)
 //	}

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"math"
 	"unsafe"
 
 	"github.com/dbrx-engine/dbrx/tensor"
@@ -193,7 +194,7 @@ func goKernels() *kernels {
 		var s float64
 		xs := unsafe.Slice(x, n8(n))
 		for i, v := range xs {
-			e := expF32(v - m)
+			e := float32(math.Exp(float64(v) - float64(m)))
 			xs[i] = e
 			s += float64(e)
 		}

@@ -61,7 +61,7 @@ func SoftmaxF32(x []float32) {
 	}
 	s := simd.expSubSum(&x[0], n, m)
 	for i := n &^ 7; i < n; i++ {
-		e := expF32(x[i] - m)
+		e := float32(math.Exp(float64(x[i]) - float64(m)))
 		x[i] = e
 		s += float64(e)
 	}

@@ -284,7 +284,10 @@ var expPoly = [6]float32{1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.16
 // factors stay normal: results are within ~2 ulp of the correctly rounded exp,
 // overflow to +Inf above 88.72, underflow gradually to 0 below -87.3, and NaN stays
 // NaN (the clamps keep a NaN operand: VMAXPS/VMINPS return their second source).
-func exp8(x, y VecVirtual) {
+//
+// If corr is not nil it is a small correction added to x after range reduction
+// (exp(x+corr) with x+corr not representable), e.g. the rounding error of x = v-m.
+func exp8(x, y VecVirtual, corr ...VecVirtual) {
 	lim := YMM()
 	VMOVUPS(vconstF("exp_lo", -104), lim)
 	VMAXPS(x, lim, x)
@@ -295,6 +298,9 @@ func exp8(x, y VecVirtual) {
 	VROUNDPS(U8(0), n, n) // nearest
 	VFNMADD231PS(vconstF("exp_c1", 0.693359375), n, x)
 	VFNMADD231PS(vconstF("exp_c2", -2.12194440e-4), n, x) // x = r
+	for _, c := range corr {
+		VADDPS(c, x, x)
+	}
 	VMOVUPS(vconstF("exp_p0", expPoly[0]), y)
 	for i := 1; i < 6; i++ {
 		VFMADD213PS(vconstF(fmt.Sprintf("exp_p%d", i), expPoly[i]), x, y) // y = y*r + p[i]
@@ -317,11 +323,11 @@ func exp8(x, y VecVirtual) {
 
 func genExp() {
 	TEXT("expSubSumF32AVX2", NOSPLIT, "func(x *float32, n int, m float32) float64")
-	Doc("expSubSumF32AVX2 replaces x[i] by exp(x[i]-m) for i < n&^7 (float32 exp within",
-		"~2 ulp) and returns their sum accumulated in float64:",
+	Doc("expSubSumF32AVX2 replaces x[i] by exp(x[i]-m) for i < n&^7 (the difference taken",
+		"exactly, float32 exp within ~2 ulp) and returns their sum accumulated in float64:",
 		"",
 		"\tfor i := 0; i < n&^7; i++ {",
-		"\t\te := float32(math.Exp(float64(x[i] - m)))",
+		"\t\te := float32(math.Exp(float64(x[i]) - float64(m)))",
 		"\t\tx[i] = e",
 		"\t\ts += float64(e)",
 		"\t}")
@@ -329,6 +335,8 @@ func genExp() {
 		x, n := loadPtr("x"), Load(Param("n"), GP64())
 		ANDQ(I32(-8), n)
 		m := bcastF32("m")
+		negm := YMM()
+		VXORPS(vconst("f32_sign", 0x80000000), m, negm)
 		s0, s1 := YMM(), YMM()
 		VXORPD(s0, s0, s0)
 		VXORPD(s1, s1, s1)
@@ -339,15 +347,25 @@ func genExp() {
 		JGE(LabelRef("expsub_done"))
 		v, e := YMM(), YMM()
 		VMOVUPS(Mem{Base: x, Index: i, Scale: 4}, v)
-		VSUBPS(m, v, v)
-		exp8(v, e)
+		// d = v - m rounded, plus its exact error (TwoSum), zeroed when not finite
+		// (v = -Inf must still give exactly 0).
+		d, bb, e1, e2 := YMM(), YMM(), YMM(), YMM()
+		VSUBPS(m, v, d)
+		VSUBPS(v, d, bb)  // bb = d - v
+		VSUBPS(bb, d, e1) // d - bb
+		VSUBPS(e1, v, e1) // v - (d - bb)
+		VSUBPS(bb, negm, e2)
+		VADDPS(e2, e1, e1)
+		VCMPPS(U8(7), e1, e1, e2) // ordered: not NaN
+		VANDPS(e2, e1, e1)
+		exp8(d, e, e1)
 		VMOVUPS(e, Mem{Base: x, Index: i, Scale: 4})
-		d := YMM()
-		VCVTPS2PD(e.AsX(), d)
-		VADDPD(d, s0, s0)
+		w := YMM()
+		VCVTPS2PD(e.AsX(), w)
+		VADDPD(w, s0, s0)
 		VEXTRACTF128(U8(1), e, e.AsX())
-		VCVTPS2PD(e.AsX(), d)
-		VADDPD(d, s1, s1)
+		VCVTPS2PD(e.AsX(), w)
+		VADDPD(w, s1, s1)
 		ADDQ(U8(8), i)
 		JMP(LabelRef("expsub_loop"))
 		Label("expsub_done")
