@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"encoding/json"
 	"flag"
 	"io/fs"
 	"math/rand/v2"
@@ -20,7 +21,10 @@ import (
 // can be written out for the reference benchmark (scripts/bench-tokenizer.sh):
 //
 //	go test ./tokenizer -run TestWriteBenchCorpus -corpus-out /tmp/corpus.txt
-var corpusOut = flag.String("corpus-out", "", "write the benchmark corpus to this file (TestWriteBenchCorpus)")
+var (
+	corpusOut = flag.String("corpus-out", "", "write the benchmark corpus to this file (TestWriteBenchCorpus)")
+	corpusIDs = flag.String("corpus-ids", "", "JSON array of the reference's ids for the corpus (TestBenchCorpusIDs)")
+)
 
 const corpusSize = 10 << 20
 
@@ -76,6 +80,25 @@ func TestWriteBenchCorpus(t *testing.T) {
 	if err := os.WriteFile(*corpusOut, []byte(benchCorpus(t)), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestBenchCorpusIDs compares the ids of the corpus with the reference's.
+func TestBenchCorpusIDs(t *testing.T) {
+	if *corpusIDs == "" {
+		t.Skip("set -corpus-ids to compare with the reference's ids")
+	}
+	data, err := os.ReadFile(*corpusIDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []int
+	if err := json.Unmarshal(data, &want); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffIDs(DBRX().Encode(benchCorpus(t), AllowNone), want); d != "" {
+		t.Fatal(d)
+	}
+	t.Logf("%d ids equal", len(want))
 }
 
 // BenchmarkEncode measures Encode over the 10 MB corpus on GOMAXPROCS cores

@@ -7,7 +7,7 @@ const longPiece = 128
 // scratch is per-call working memory for merging; reused so that the merge loop does not
 // allocate.
 type scratch struct {
-	cache *[cacheSize]cacheEntry // allocated on first use
+	cache *[cacheSize]cacheEntry // nil: no piece cache (small inputs)
 	parts []part
 	next  []int32
 	prev  []int32
@@ -18,11 +18,13 @@ type scratch struct {
 
 // The piece cache remembers the ids of recently merged pre-tokens (identifiers and rare
 // words repeat): direct-mapped by hash, one 64-byte line per entry, checked byte for
-// byte. It lives in the scratch, so it is per goroutine and outlives a call.
+// byte. It lives in the scratch, so it is per goroutine and outlives a call. Inputs
+// shorter than cacheMinText do not allocate it.
 const (
-	cacheSize   = 4096
-	cacheKeyLen = 22
-	cacheIDs    = 8
+	cacheMinText = 16 << 10
+	cacheSize    = 4096
+	cacheKeyLen  = 22
+	cacheIDs     = 8
 )
 
 type cacheEntry struct {
@@ -47,7 +49,7 @@ func (r *ranks) appendPiece(dst []int, p string, sc *scratch) []int {
 		return append(dst, int(r.byteRank[p[0]]))
 	}
 	if len(p) == 2 {
-		if rk := r.pairRank[int(p[0])<<8|int(p[1])]; rk != noRank {
+		if rk := r.pair(p[0], p[1]); rk != noRank {
 			return append(dst, int(rk))
 		}
 		return append(dst, int(r.byteRank[p[0]]), int(r.byteRank[p[1]]))
@@ -64,7 +66,7 @@ func (r *ranks) appendPiece(dst []int, p string, sc *scratch) []int {
 		return r.mergeScan(dst, p, sc)
 	}
 	if sc.cache == nil {
-		sc.cache = new([cacheSize]cacheEntry)
+		return r.mergeScan(dst, p, sc)
 	}
 	e := &sc.cache[h>>(64-12)]
 	if e.h == h && int(e.n) == len(p) && string(e.key[:e.n]) == p {
@@ -91,7 +93,7 @@ func (r *ranks) mergeScan(dst []int, p string, sc *scratch) []int {
 	n := len(p)
 	parts := sc.parts[:0]
 	for i := 0; i+1 < n; i++ {
-		parts = append(parts, part{uint32(i), r.byteRank[p[i]], r.pairRank[int(p[i])<<8|int(p[i+1])]})
+		parts = append(parts, part{uint32(i), r.byteRank[p[i]], r.pair(p[i], p[i+1])})
 	}
 	parts = append(parts, part{uint32(n - 1), r.byteRank[p[n-1]], noRank}, part{uint32(n), noRank, noRank})
 	for {
@@ -137,7 +139,7 @@ func (r *ranks) mergeHeap(dst []int, p string, sc *scratch) []int {
 		self[i] = r.byteRank[p[i]]
 		rank[i] = noRank
 		if i+1 < n {
-			rank[i] = r.pairRank[int(p[i])<<8|int(p[i+1])]
+			rank[i] = r.pair(p[i], p[i+1])
 			if rank[i] != noRank {
 				h = append(h, uint64(rank[i])<<32|uint64(i))
 			}

@@ -34,13 +34,14 @@ type ranks struct {
 	off   []uint32 // [n+1] token id's bytes are arena[off[id]:off[id+1]]; empty = hole
 	slots []slot   // open addressing, linear probing; load factor below 1/2
 	mask  uint64
-	// filter has bit hash>>(64-filterBits) set for every token: a cache-resident test
-	// that rejects most strings that are no token (the common case while merging)
-	// without touching the large slot table.
+	// filter has bit hash>>fshift set for every token: a cache-resident test (256 KiB
+	// for cl100k, 16 bits per token) that rejects most strings that are no token (the
+	// common case while merging) without touching the large slot table.
 	filter []uint64
+	fshift uint
 
 	byteRank [256]uint32 // rank of each single byte
-	pairRank []uint32    // [65536] rank of each two-byte string, noRank if none
+	pairRank []uint32    // [65536] rank+1 of each two-byte string, 0 if none (see pair)
 	n        int         // number of ids (max rank + 1)
 	count    int         // number of tokens (ids minus holes)
 }
@@ -56,7 +57,6 @@ type slot struct {
 const (
 	maxTokenLen  = 255
 	maxArenaSize = 1 << 24
-	filterBits   = 21
 )
 
 // parseRanks parses a .tiktoken file: one "<base64 bytes> <rank>" entry per non-empty
@@ -163,15 +163,14 @@ func parseRanks(name string, data []byte, maxID int) (*ranks, error) {
 
 	size := 1 << bits.Len(uint(2*len(entries)))
 	r.slots = make([]slot, size)
+	filterBits := max(bits.Len(uint(16*len(entries)-1)), 6)
 	r.filter = make([]uint64, 1<<filterBits/64)
+	r.fshift = uint(64 - filterBits)
 	r.mask = uint64(size - 1)
 	for i := range r.byteRank {
 		r.byteRank[i] = noRank
 	}
 	r.pairRank = make([]uint32, 1<<16)
-	for i := range r.pairRank {
-		r.pairRank[i] = noRank
-	}
 	for id := 0; id < r.n; id++ {
 		tok := r.token(uint32(id))
 		if len(tok) == 0 {
@@ -183,7 +182,7 @@ func parseRanks(name string, data []byte, maxID int) (*ranks, error) {
 		}
 		k := key8(string(tok))
 		h := hashKey(k, string(tok))
-		r.filter[h>>(64-filterBits)/64] |= 1 << (h >> (64 - filterBits) % 64)
+		r.filter[h>>r.fshift/64] |= 1 << (h >> r.fshift % 64)
 		i := h & r.mask
 		for r.slots[i].val != 0 {
 			i = (i + 1) & r.mask
@@ -193,7 +192,7 @@ func parseRanks(name string, data []byte, maxID int) (*ranks, error) {
 		case 1:
 			r.byteRank[tok[0]] = uint32(id)
 		case 2:
-			r.pairRank[int(tok[0])<<8|int(tok[1])] = uint32(id)
+			r.pairRank[int(tok[0])<<8|int(tok[1])] = uint32(id) + 1
 		}
 	}
 	for b, rk := range r.byteRank {
@@ -218,7 +217,7 @@ func (r *ranks) find(s string) (uint32, bool) {
 // findHashed is find given k = key8(s) and h = hashKey(k, s).
 func (r *ranks) findHashed(s string, k, h uint64) (uint32, bool) {
 	n := len(s)
-	if n > maxTokenLen || r.filter[h>>(64-filterBits)/64]&(1<<(h>>(64-filterBits)%64)) == 0 {
+	if n > maxTokenLen || r.filter[h>>r.fshift/64]&(1<<(h>>r.fshift%64)) == 0 {
 		return 0, false
 	}
 	for i := h & r.mask; ; i = (i + 1) & r.mask {
@@ -238,13 +237,18 @@ func (r *ranks) findHashed(s string, k, h uint64) (uint32, bool) {
 	}
 }
 
+// pair returns the rank of the two-byte string ab, or noRank (0 - 1 wraps to noRank).
+func (r *ranks) pair(a, b byte) uint32 {
+	return r.pairRank[int(a)<<8|int(b)] - 1
+}
+
 // rank returns the rank of s, or noRank.
 func (r *ranks) rank(s string) uint32 {
 	switch len(s) {
 	case 1:
 		return r.byteRank[s[0]]
 	case 2:
-		return r.pairRank[int(s[0])<<8|int(s[1])]
+		return r.pair(s[0], s[1])
 	}
 	if id, ok := r.find(s); ok {
 		return id

@@ -377,6 +377,9 @@ func safeCut(s string, from int) int {
 
 // appendEncode encodes valid UTF-8 text serially.
 func (t *Tokenizer) appendEncode(dst []int, text string, allowed AllowedSpecial, sc *scratch) []int {
+	if sc.cache == nil && len(text) >= cacheMinText {
+		sc.cache = new([cacheSize]cacheEntry)
+	}
 	for allowed.mask != 0 {
 		at, sp := findSpecial(text, allowed)
 		if at < 0 {

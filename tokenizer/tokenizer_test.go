@@ -526,6 +526,10 @@ func TestEncodeParallel(t *testing.T) {
 	tok := DBRX()
 	rng := rand.New(rand.NewPCG(5, 6))
 	s := stressText(rng, 3*parallelMin)
+	// The piece cache (used for inputs this large) changes nothing.
+	if sc := new(scratch); !slices.Equal(tok.appendOrdinary(nil, s, sc), tok.AppendEncode(nil, s, AllowNone)) || sc.cache != nil {
+		t.Fatal("cached and uncached encodings differ")
+	}
 	for _, a := range []AllowedSpecial{AllowNone, AllowAll} {
 		want := tok.AppendEncode(nil, s, a)
 		for _, w := range []int{0, 1, 2, 3, 8, 64} {
