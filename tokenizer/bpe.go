@@ -22,7 +22,8 @@ type scratch struct {
 // shorter than cacheMinText do not allocate it.
 const (
 	cacheMinText = 16 << 10
-	cacheSize    = 4096
+	cacheBits    = 12
+	cacheSize    = 1 << cacheBits
 	cacheKeyLen  = 22
 	cacheIDs     = 8
 )
@@ -68,7 +69,7 @@ func (r *ranks) appendPiece(dst []int, p string, sc *scratch) []int {
 	if sc.cache == nil {
 		return r.mergeScan(dst, p, sc)
 	}
-	e := &sc.cache[h>>(64-12)]
+	e := &sc.cache[h>>(64-cacheBits)]
 	if e.h == h && int(e.n) == len(p) && string(e.key[:e.n]) == p {
 		for _, id := range e.ids[:e.nids] {
 			dst = append(dst, int(id))
