@@ -16,12 +16,36 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// spinIters bounds the busy-wait of a worker looking for the next loop, and of a
-// caller waiting for the last chunk, before they block on a channel. One iteration
-// is an atomic load (a few ns); every 64th yields the processor.
-const spinIters = 1 << 14
+// spinTime bounds the busy-wait of a worker looking for the next loop, and of a
+// caller waiting for the last chunk, before they block on a channel: long enough to
+// bridge the gap between two kernel calls of a decode step, short enough not to
+// steal a shared machine's cores. Spinners yield the processor every 64 checks.
+const spinTime = 20 * time.Microsecond
+
+// spinner tracks one bounded busy-wait.
+type spinner struct {
+	n        int
+	deadline time.Time
+}
+
+// spin reports whether to keep spinning.
+func (s *spinner) spin() bool {
+	s.n++
+	if s.n&63 != 0 {
+		return true
+	}
+	now := time.Now()
+	if s.deadline.IsZero() {
+		s.deadline = now.Add(spinTime)
+	} else if now.After(s.deadline) {
+		return false
+	}
+	runtime.Gosched()
+	return true
+}
 
 // maxWorkers keeps the chunk count within the 16 bits that Pool.claim gives it.
 const maxWorkers = 1<<16 - 1
@@ -111,10 +135,8 @@ func (p *Pool) For(n, grain int, fn func(lo, hi int)) {
 		}
 	}
 	p.runChunks(g)
-	for i := 0; p.pending.Load() != 0 && i < spinIters; i++ {
-		if i&63 == 63 {
-			runtime.Gosched()
-		}
+	var s spinner
+	for p.pending.Load() != 0 && s.spin() {
 	}
 	<-p.done // exactly one token per loop, sent by whoever finished the last chunk
 	p.fn = nil
@@ -145,16 +167,11 @@ func (p *Pool) work(wake chan struct{}) {
 	defer p.exit.Done()
 	seen := p.gen.Load()
 	for {
-		spun := 0
+		var s spinner
 		for p.gen.Load() == seen && !p.closed.Load() {
-			if spun < spinIters {
-				spun++
-				if spun&63 == 0 {
-					runtime.Gosched()
-				}
-				continue
+			if !s.spin() {
+				<-wake // tokens may be stale: the loop condition re-checks
 			}
-			<-wake // tokens may be stale: the loop condition re-checks
 		}
 		if p.closed.Load() {
 			return
