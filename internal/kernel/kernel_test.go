@@ -64,16 +64,24 @@ func randMat(r *rand.Rand, dt tensor.DType, rows, cols int) Mat {
 	es := dt.Size()
 	buf := make([]byte, (rows*cols+3)*es)
 	data := buf[es : es+rows*cols*es]
-	f := tensor.Float32s
-	for i := 0; i < rows*cols; i++ {
-		v := 2*r.Float32() - 1
-		switch dt {
-		case tensor.F32:
-			f(data)[i] = v
-		case tensor.BF16:
-			tensor.Uint16s(data)[i] = tensor.F32ToBF16(v)
-		case tensor.F16:
-			tensor.Uint16s(data)[i] = tensor.F32ToF16(v)
+	switch dt {
+	case tensor.F32:
+		f := tensor.Float32s(data)
+		for i := range f {
+			f[i] = 2*r.Float32() - 1
+		}
+	default:
+		// Random finite values in (-2, 2) straight from bits: bf16 exponents
+		// 0x70-0x7f, f16 exponents 0x00-0x0f (subnormals included).
+		u := tensor.Uint16s(data)
+		for i := range u {
+			b := r.Uint32()
+			sign, e := uint16(b>>31)<<15, uint16(b>>16)&0xf
+			if dt == tensor.BF16 {
+				u[i] = sign | (0x70+e)<<7 | uint16(b)&0x7f
+			} else {
+				u[i] = sign | e<<10 | uint16(b)&0x3ff
+			}
 		}
 	}
 	m, err := NewMat(dt, rows, cols, data)
@@ -125,16 +133,16 @@ func implementations() []*kernels {
 	return impls
 }
 
-// sumAbsT returns Σ_k |x[t,k]·w[n,k]| (MatMulT) or Σ_k |x[t,k]·w[k,n]| (MatMulN).
-func sumAbs(x []float32, T, N, K int, w Mat, trans bool, t, n int) float64 {
-	v := viewOf(w)
+// sumAbs returns Σ_k |x[t,k]·w[n,k]| (trans) or Σ_k |x[t,k]·w[k,n]|, with wf the
+// weights widened to float32.
+func sumAbs(x []float32, N, K int, wf []float32, trans bool, t, n int) float64 {
 	var s float64
-	for k := 0; k < K; k++ {
+	for k, a := range x[t*K : (t+1)*K] {
 		i := k*N + n
 		if trans {
 			i = n*K + k
 		}
-		s += math.Abs(float64(x[t*K+k]) * float64(v.at(i)))
+		s += math.Abs(float64(a) * float64(wf[i]))
 	}
 	return s
 }
@@ -170,10 +178,14 @@ func checkProduct(t *testing.T, impl *kernels, p *parallel.Pool, dt tensor.DType
 		}
 	})
 	check()
+	wf := make([]float32, N*K)
+	if err := tensor.ToFloat32(wf, dt, w.Data); err != nil {
+		t.Fatal(err)
+	}
 	bad := 0
 	for tt := 0; tt < T; tt++ {
 		for n := 0; n < N; n++ {
-			tol := 2*float64(K+1)*0x1p-24*sumAbs(x, T, N, K, w, trans, tt, n) + 1e-30
+			tol := 2*float64(K+1)*0x1p-24*sumAbs(x, N, K, wf, trans, tt, n) + 1e-30
 			if accumulate {
 				tol += 0x1p-23 * math.Abs(float64(init[tt*N+n]))
 			}
