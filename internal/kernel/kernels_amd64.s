@@ -9196,19 +9196,25 @@ packNF16_done:
 	RET
 
 // func gemm1x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemm1x16(SB), NOSPLIT, $0-48
-	MOVQ   a+0(FP), AX
-	MOVQ   b+8(FP), CX
-	MOVQ   kc+16(FP), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	MOVQ   DX, BX
-	SHRQ   $0x02, BX
-	ANDQ   $0x03, DX
+	MOVQ       a+0(FP), AX
+	MOVQ       b+8(FP), CX
+	MOVQ       kc+16(FP), DX
+	MOVQ       c+24(FP), BX
+	MOVQ       ldc+32(FP), SI
+	SHLQ       $0x02, SI
+	MOVQ       BX, SI
+	PREFETCHT0 (SI)
+	PREFETCHT0 60(SI)
+	VXORPS     Y0, Y0, Y0
+	VXORPS     Y1, Y1, Y1
+	MOVQ       DX, SI
+	SHRQ       $0x02, SI
+	ANDQ       $0x03, DX
 
 gemm1x16_loop4:
-	TESTQ        BX, BX
+	TESTQ        SI, SI
 	JZ           gemm1x16_loop1
 	VMOVUPS      (CX), Y2
 	VMOVUPS      32(CX), Y3
@@ -9232,7 +9238,7 @@ gemm1x16_loop4:
 	VFMADD231PS  Y3, Y4, Y1
 	ADDQ         $0x60, AX
 	ADDQ         $0x00000100, CX
-	DECQ         BX
+	DECQ         SI
 	JMP          gemm1x16_loop4
 
 gemm1x16_loop1:
@@ -9249,38 +9255,44 @@ gemm1x16_loop1:
 	JMP          gemm1x16_loop1
 
 gemm1x16_done:
-	MOVQ   c+24(FP), AX
-	MOVQ   ldc+32(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+40(FP), CX
-	TESTQ  CX, CX
+	MOVQ   acc+40(FP), AX
+	TESTQ  AX, AX
 	JZ     gemm1x16_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
+	MOVQ   BX, AX
+	VADDPS (AX), Y0, Y0
+	VADDPS 32(AX), Y1, Y1
 
 gemm1x16_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
+	VMOVUPS Y0, (BX)
+	VMOVUPS Y1, 32(BX)
 	VZEROUPPER
 	RET
 
 // func gemm2x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemm2x16(SB), NOSPLIT, $0-48
-	MOVQ   a+0(FP), AX
-	MOVQ   b+8(FP), CX
-	MOVQ   kc+16(FP), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	MOVQ   DX, BX
-	SHRQ   $0x02, BX
-	ANDQ   $0x03, DX
+	MOVQ       a+0(FP), AX
+	MOVQ       b+8(FP), CX
+	MOVQ       kc+16(FP), DX
+	MOVQ       c+24(FP), BX
+	MOVQ       ldc+32(FP), SI
+	SHLQ       $0x02, SI
+	MOVQ       BX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	VXORPS     Y0, Y0, Y0
+	VXORPS     Y1, Y1, Y1
+	VXORPS     Y2, Y2, Y2
+	VXORPS     Y3, Y3, Y3
+	MOVQ       DX, DI
+	SHRQ       $0x02, DI
+	ANDQ       $0x03, DX
 
 gemm2x16_loop4:
-	TESTQ        BX, BX
+	TESTQ        DI, DI
 	JZ           gemm2x16_loop1
 	VMOVUPS      (CX), Y4
 	VMOVUPS      32(CX), Y5
@@ -9316,7 +9328,7 @@ gemm2x16_loop4:
 	VFMADD231PS  Y5, Y6, Y3
 	ADDQ         $0x60, AX
 	ADDQ         $0x00000100, CX
-	DECQ         BX
+	DECQ         DI
 	JMP          gemm2x16_loop4
 
 gemm2x16_loop1:
@@ -9336,46 +9348,55 @@ gemm2x16_loop1:
 	JMP          gemm2x16_loop1
 
 gemm2x16_done:
-	MOVQ   c+24(FP), AX
-	MOVQ   ldc+32(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+40(FP), DX
-	TESTQ  DX, DX
+	MOVQ   acc+40(FP), AX
+	TESTQ  AX, AX
 	JZ     gemm2x16_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
+	MOVQ   BX, AX
+	VADDPS (AX), Y0, Y0
+	VADDPS 32(AX), Y1, Y1
+	ADDQ   SI, AX
+	VADDPS (AX), Y2, Y2
+	VADDPS 32(AX), Y3, Y3
 
 gemm2x16_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
+	VMOVUPS Y0, (BX)
+	VMOVUPS Y1, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y2, (BX)
+	VMOVUPS Y3, 32(BX)
 	VZEROUPPER
 	RET
 
 // func gemm3x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemm3x16(SB), NOSPLIT, $0-48
-	MOVQ   a+0(FP), AX
-	MOVQ   b+8(FP), CX
-	MOVQ   kc+16(FP), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	MOVQ   DX, BX
-	SHRQ   $0x02, BX
-	ANDQ   $0x03, DX
+	MOVQ       a+0(FP), AX
+	MOVQ       b+8(FP), CX
+	MOVQ       kc+16(FP), DX
+	MOVQ       c+24(FP), BX
+	MOVQ       ldc+32(FP), SI
+	SHLQ       $0x02, SI
+	MOVQ       BX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	VXORPS     Y0, Y0, Y0
+	VXORPS     Y1, Y1, Y1
+	VXORPS     Y2, Y2, Y2
+	VXORPS     Y3, Y3, Y3
+	VXORPS     Y4, Y4, Y4
+	VXORPS     Y5, Y5, Y5
+	MOVQ       DX, DI
+	SHRQ       $0x02, DI
+	ANDQ       $0x03, DX
 
 gemm3x16_loop4:
-	TESTQ        BX, BX
+	TESTQ        DI, DI
 	JZ           gemm3x16_loop1
 	VMOVUPS      (CX), Y6
 	VMOVUPS      32(CX), Y7
@@ -9423,7 +9444,7 @@ gemm3x16_loop4:
 	VFMADD231PS  Y7, Y8, Y5
 	ADDQ         $0x60, AX
 	ADDQ         $0x00000100, CX
-	DECQ         BX
+	DECQ         DI
 	JMP          gemm3x16_loop4
 
 gemm3x16_loop1:
@@ -9446,54 +9467,66 @@ gemm3x16_loop1:
 	JMP          gemm3x16_loop1
 
 gemm3x16_done:
-	MOVQ   c+24(FP), AX
-	MOVQ   ldc+32(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+40(FP), DX
-	TESTQ  DX, DX
+	MOVQ   acc+40(FP), AX
+	TESTQ  AX, AX
 	JZ     gemm3x16_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
+	MOVQ   BX, AX
+	VADDPS (AX), Y0, Y0
+	VADDPS 32(AX), Y1, Y1
+	ADDQ   SI, AX
+	VADDPS (AX), Y2, Y2
+	VADDPS 32(AX), Y3, Y3
+	ADDQ   SI, AX
+	VADDPS (AX), Y4, Y4
+	VADDPS 32(AX), Y5, Y5
 
 gemm3x16_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
+	VMOVUPS Y0, (BX)
+	VMOVUPS Y1, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y2, (BX)
+	VMOVUPS Y3, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y4, (BX)
+	VMOVUPS Y5, 32(BX)
 	VZEROUPPER
 	RET
 
 // func gemm4x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemm4x16(SB), NOSPLIT, $0-48
-	MOVQ   a+0(FP), AX
-	MOVQ   b+8(FP), CX
-	MOVQ   kc+16(FP), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	MOVQ   DX, BX
-	SHRQ   $0x02, BX
-	ANDQ   $0x03, DX
+	MOVQ       a+0(FP), AX
+	MOVQ       b+8(FP), CX
+	MOVQ       kc+16(FP), DX
+	MOVQ       c+24(FP), BX
+	MOVQ       ldc+32(FP), SI
+	SHLQ       $0x02, SI
+	MOVQ       BX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	VXORPS     Y0, Y0, Y0
+	VXORPS     Y1, Y1, Y1
+	VXORPS     Y2, Y2, Y2
+	VXORPS     Y3, Y3, Y3
+	VXORPS     Y4, Y4, Y4
+	VXORPS     Y5, Y5, Y5
+	VXORPS     Y6, Y6, Y6
+	VXORPS     Y7, Y7, Y7
+	MOVQ       DX, DI
+	SHRQ       $0x02, DI
+	ANDQ       $0x03, DX
 
 gemm4x16_loop4:
-	TESTQ        BX, BX
+	TESTQ        DI, DI
 	JZ           gemm4x16_loop1
 	VMOVUPS      (CX), Y8
 	VMOVUPS      32(CX), Y9
@@ -9553,7 +9586,7 @@ gemm4x16_loop4:
 	VFMADD231PS  Y9, Y10, Y7
 	ADDQ         $0x60, AX
 	ADDQ         $0x00000100, CX
-	DECQ         BX
+	DECQ         DI
 	JMP          gemm4x16_loop4
 
 gemm4x16_loop1:
@@ -9579,62 +9612,77 @@ gemm4x16_loop1:
 	JMP          gemm4x16_loop1
 
 gemm4x16_done:
-	MOVQ   c+24(FP), AX
-	MOVQ   ldc+32(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+40(FP), DX
-	TESTQ  DX, DX
+	MOVQ   acc+40(FP), AX
+	TESTQ  AX, AX
 	JZ     gemm4x16_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
+	MOVQ   BX, AX
+	VADDPS (AX), Y0, Y0
+	VADDPS 32(AX), Y1, Y1
+	ADDQ   SI, AX
+	VADDPS (AX), Y2, Y2
+	VADDPS 32(AX), Y3, Y3
+	ADDQ   SI, AX
+	VADDPS (AX), Y4, Y4
+	VADDPS 32(AX), Y5, Y5
+	ADDQ   SI, AX
+	VADDPS (AX), Y6, Y6
+	VADDPS 32(AX), Y7, Y7
 
 gemm4x16_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
+	VMOVUPS Y0, (BX)
+	VMOVUPS Y1, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y2, (BX)
+	VMOVUPS Y3, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y4, (BX)
+	VMOVUPS Y5, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y6, (BX)
+	VMOVUPS Y7, 32(BX)
 	VZEROUPPER
 	RET
 
 // func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemm5x16(SB), NOSPLIT, $0-48
-	MOVQ   a+0(FP), AX
-	MOVQ   b+8(FP), CX
-	MOVQ   kc+16(FP), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	MOVQ   DX, BX
-	SHRQ   $0x02, BX
-	ANDQ   $0x03, DX
+	MOVQ       a+0(FP), AX
+	MOVQ       b+8(FP), CX
+	MOVQ       kc+16(FP), DX
+	MOVQ       c+24(FP), BX
+	MOVQ       ldc+32(FP), SI
+	SHLQ       $0x02, SI
+	MOVQ       BX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	VXORPS     Y0, Y0, Y0
+	VXORPS     Y1, Y1, Y1
+	VXORPS     Y2, Y2, Y2
+	VXORPS     Y3, Y3, Y3
+	VXORPS     Y4, Y4, Y4
+	VXORPS     Y5, Y5, Y5
+	VXORPS     Y6, Y6, Y6
+	VXORPS     Y7, Y7, Y7
+	VXORPS     Y8, Y8, Y8
+	VXORPS     Y9, Y9, Y9
+	MOVQ       DX, DI
+	SHRQ       $0x02, DI
+	ANDQ       $0x03, DX
 
 gemm5x16_loop4:
-	TESTQ        BX, BX
+	TESTQ        DI, DI
 	JZ           gemm5x16_loop1
 	VMOVUPS      (CX), Y10
 	VMOVUPS      32(CX), Y11
@@ -9706,7 +9754,7 @@ gemm5x16_loop4:
 	VFMADD231PS  Y11, Y12, Y9
 	ADDQ         $0x60, AX
 	ADDQ         $0x00000100, CX
-	DECQ         BX
+	DECQ         DI
 	JMP          gemm5x16_loop4
 
 gemm5x16_loop1:
@@ -9735,70 +9783,88 @@ gemm5x16_loop1:
 	JMP          gemm5x16_loop1
 
 gemm5x16_done:
-	MOVQ   c+24(FP), AX
-	MOVQ   ldc+32(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+40(FP), DX
-	TESTQ  DX, DX
+	MOVQ   acc+40(FP), AX
+	TESTQ  AX, AX
 	JZ     gemm5x16_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	ADDQ   CX, DX
-	VADDPS (DX), Y8, Y8
-	VADDPS 32(DX), Y9, Y9
+	MOVQ   BX, AX
+	VADDPS (AX), Y0, Y0
+	VADDPS 32(AX), Y1, Y1
+	ADDQ   SI, AX
+	VADDPS (AX), Y2, Y2
+	VADDPS 32(AX), Y3, Y3
+	ADDQ   SI, AX
+	VADDPS (AX), Y4, Y4
+	VADDPS 32(AX), Y5, Y5
+	ADDQ   SI, AX
+	VADDPS (AX), Y6, Y6
+	VADDPS 32(AX), Y7, Y7
+	ADDQ   SI, AX
+	VADDPS (AX), Y8, Y8
+	VADDPS 32(AX), Y9, Y9
 
 gemm5x16_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y8, (AX)
-	VMOVUPS Y9, 32(AX)
+	VMOVUPS Y0, (BX)
+	VMOVUPS Y1, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y2, (BX)
+	VMOVUPS Y3, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y4, (BX)
+	VMOVUPS Y5, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y6, (BX)
+	VMOVUPS Y7, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y8, (BX)
+	VMOVUPS Y9, 32(BX)
 	VZEROUPPER
 	RET
 
 // func gemm6x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·gemm6x16(SB), NOSPLIT, $0-48
-	MOVQ   a+0(FP), AX
-	MOVQ   b+8(FP), CX
-	MOVQ   kc+16(FP), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	MOVQ   DX, BX
-	SHRQ   $0x02, BX
-	ANDQ   $0x03, DX
+	MOVQ       a+0(FP), AX
+	MOVQ       b+8(FP), CX
+	MOVQ       kc+16(FP), DX
+	MOVQ       c+24(FP), BX
+	MOVQ       ldc+32(FP), SI
+	SHLQ       $0x02, SI
+	MOVQ       BX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	ADDQ       SI, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 60(DI)
+	VXORPS     Y0, Y0, Y0
+	VXORPS     Y1, Y1, Y1
+	VXORPS     Y2, Y2, Y2
+	VXORPS     Y3, Y3, Y3
+	VXORPS     Y4, Y4, Y4
+	VXORPS     Y5, Y5, Y5
+	VXORPS     Y6, Y6, Y6
+	VXORPS     Y7, Y7, Y7
+	VXORPS     Y8, Y8, Y8
+	VXORPS     Y9, Y9, Y9
+	VXORPS     Y10, Y10, Y10
+	VXORPS     Y11, Y11, Y11
+	MOVQ       DX, DI
+	SHRQ       $0x02, DI
+	ANDQ       $0x03, DX
 
 gemm6x16_loop4:
-	TESTQ        BX, BX
+	TESTQ        DI, DI
 	JZ           gemm6x16_loop1
 	VMOVUPS      (CX), Y12
 	VMOVUPS      32(CX), Y13
@@ -9882,7 +9948,7 @@ gemm6x16_loop4:
 	VFMADD231PS  Y13, Y14, Y11
 	ADDQ         $0x60, AX
 	ADDQ         $0x00000100, CX
-	DECQ         BX
+	DECQ         DI
 	JMP          gemm6x16_loop4
 
 gemm6x16_loop1:
@@ -9914,48 +9980,45 @@ gemm6x16_loop1:
 	JMP          gemm6x16_loop1
 
 gemm6x16_done:
-	MOVQ   c+24(FP), AX
-	MOVQ   ldc+32(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+40(FP), DX
-	TESTQ  DX, DX
+	MOVQ   acc+40(FP), AX
+	TESTQ  AX, AX
 	JZ     gemm6x16_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	ADDQ   CX, DX
-	VADDPS (DX), Y8, Y8
-	VADDPS 32(DX), Y9, Y9
-	ADDQ   CX, DX
-	VADDPS (DX), Y10, Y10
-	VADDPS 32(DX), Y11, Y11
+	MOVQ   BX, AX
+	VADDPS (AX), Y0, Y0
+	VADDPS 32(AX), Y1, Y1
+	ADDQ   SI, AX
+	VADDPS (AX), Y2, Y2
+	VADDPS 32(AX), Y3, Y3
+	ADDQ   SI, AX
+	VADDPS (AX), Y4, Y4
+	VADDPS 32(AX), Y5, Y5
+	ADDQ   SI, AX
+	VADDPS (AX), Y6, Y6
+	VADDPS 32(AX), Y7, Y7
+	ADDQ   SI, AX
+	VADDPS (AX), Y8, Y8
+	VADDPS 32(AX), Y9, Y9
+	ADDQ   SI, AX
+	VADDPS (AX), Y10, Y10
+	VADDPS 32(AX), Y11, Y11
 
 gemm6x16_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y8, (AX)
-	VMOVUPS Y9, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y10, (AX)
-	VMOVUPS Y11, 32(AX)
+	VMOVUPS Y0, (BX)
+	VMOVUPS Y1, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y2, (BX)
+	VMOVUPS Y3, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y4, (BX)
+	VMOVUPS Y5, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y6, (BX)
+	VMOVUPS Y7, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y8, (BX)
+	VMOVUPS Y9, 32(BX)
+	ADDQ    SI, BX
+	VMOVUPS Y10, (BX)
+	VMOVUPS Y11, 32(BX)
 	VZEROUPPER
 	RET

@@ -107,9 +107,9 @@ const (
 	smallT = 4 // T <= smallT uses the matvec kernels (one pass over the weights)
 	gemmMR = 6
 	gemmNR = 16
-	gemmKC = 256
-	gemmNC = 256
-	gemmMC = 72 // multiple of gemmMR
+	gemmKC = 256 // B micro-panel 16 KB and A micro-panel 6 KB in L1
+	gemmNC = 256 // B block 256 KB in L2
+	gemmMC = 72  // A block 72 KB in L2; a multiple of gemmMR
 )
 
 // mmTask carries one product through parallel.Pool.For without allocating: tasks are

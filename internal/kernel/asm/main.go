@@ -893,6 +893,22 @@ func genGemm(mr int) {
 		"\t}")
 	a, b := loadPtr("a"), loadPtr("b")
 	kc := Load(Param("kc"), GP64())
+	c := loadPtr("c")
+	ldc := Load(Param("ldc"), GP64())
+	SHLQ(U8(2), ldc)
+	// The C tile is usually out of cache (a pass per KC block over dst): start
+	// fetching it now, the loads at the end then hit.
+	{
+		p := GP64()
+		MOVQ(c, p)
+		for i := 0; i < mr; i++ {
+			PREFETCHT0(Mem{Base: p})
+			PREFETCHT0(Mem{Base: p, Disp: 60})
+			if i+1 < mr {
+				ADDQ(ldc, p)
+			}
+		}
+	}
 	acc := make([][2]VecVirtual, mr)
 	for i := range acc {
 		for j := 0; j < 2; j++ {
@@ -935,9 +951,6 @@ func genGemm(mr int) {
 	DECQ(kc)
 	JMP(LabelRef(loop1))
 	Label(done)
-	c := loadPtr("c")
-	ldc := Load(Param("ldc"), GP64())
-	SHLQ(U8(2), ldc)
 	flag := Load(Param("acc"), GP64())
 	store := name + "_store"
 	TESTQ(flag, flag)
