@@ -226,3 +226,21 @@ func groupByExpert(cnt, order, topIdx []int, E int) {
 	}
 	cnt[0] = 0
 }
+
+// AddExpertCounts adds to dst [L·E] (layer-major) the number of (token, slot)
+// assignments each expert of each layer received in the last successful Forward, and
+// returns that forward's token count (B·T; 0 and nothing added if there was none).
+// Each token is routed to top_k experts per layer.
+func (s *TrainState) AddExpertCounts(dst []int64) int {
+	if !s.ready {
+		return 0
+	}
+	E := s.p.Config.FFNConfig.MoENumExperts
+	for l := range s.layers {
+		cnt := s.layers[l].cnt
+		for e := 0; e < E; e++ {
+			dst[l*E+e] += int64(cnt[e+1] - cnt[e])
+		}
+	}
+	return s.n
+}
