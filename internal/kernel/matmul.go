@@ -104,12 +104,17 @@ func checkMatMul(op string, dst, x []float32, T int, w Mat, N, K int) {
 // outputs (12 YMM accumulators); a weight block of gemmKC × gemmNC floats is packed
 // per worker and stays in L2 while gemmMC tokens of packed activations stream by.
 const (
-	smallT = 4 // T <= smallT uses the matvec kernels (one pass over the weights)
-	gemmMR = 6
-	gemmNR = 16
-	gemmKC = 256 // B micro-panel 16 KB and A micro-panel 6 KB in L1
-	gemmNC = 256 // B block 256 KB in L2
-	gemmMC = 72  // A block 72 KB in L2; a multiple of gemmMR
+	// T <= matvecMaxT uses the matvec kernels: weights are read from memory once,
+	// in blocks of mvRowBlock rows (or mvColBlock columns) that stay in L1/L2 while
+	// groups of up to 4 tokens sweep them.
+	matvecMaxT = 16
+	mvRowBlock = 24 // a multiple of every mvTRows entry
+	mvColBlock = 64 // a multiple of 8·mvNCols[1]
+	gemmMR     = 6
+	gemmNR     = 16
+	gemmKC     = 256 // B micro-panel 16 KB and A micro-panel 6 KB in L1
+	gemmNC     = 256 // B block 256 KB in L2
+	gemmMC     = 72  // A block 72 KB in L2; a multiple of gemmMR
 )
 
 // mmTask carries one product through parallel.Pool.For without allocating: tasks are
@@ -159,7 +164,7 @@ func (t *mmTask) run(p *parallel.Pool) {
 	switch {
 	case t.k == nil:
 		p.For(t.N, 16, t.fnGeneric)
-	case t.T <= smallT:
+	case t.T <= matvecMaxT:
 		p.For(t.N, 64, t.fnMatvec)
 	default:
 		t.tp = (t.T + gemmMR - 1) / gemmMR * gemmMR
@@ -193,10 +198,15 @@ func (t *mmTask) matvec(lo, hi int) {
 	T, N, K := t.T, t.N, t.K
 	dst, x, w := t.dst, t.x, t.w
 	if t.trans {
-		ks := t.k.mvT[d][T]
-		for n := lo; n < hi; n += len(ks) {
-			r := min(len(ks), hi-n)
-			ks[r-1](&dst[n], N, &x[0], K, &w.Data[n*K*es], K, K)
+		for n0 := lo; n0 < hi; n0 += mvRowBlock {
+			n1 := min(n0+mvRowBlock, hi)
+			for t0 := 0; t0 < T; t0 += 4 {
+				ks := t.k.mvT[d][min(4, T-t0)]
+				for n := n0; n < n1; n += len(ks) {
+					r := min(len(ks), n1-n)
+					ks[r-1](&dst[t0*N+n], N, &x[t0*K], K, &w.Data[n*K*es], K, K)
+				}
+			}
 		}
 		if k8 := K &^ 7; k8 < K { // the last K%8 columns
 			v := viewOf(w)
@@ -213,19 +223,24 @@ func (t *mmTask) matvec(lo, hi int) {
 		}
 		return
 	}
-	ks := t.k.mvN[d][T]
 	acc := 0
 	if t.acc {
 		acc = 1
 	}
-	j := lo
-	for j+8 <= hi {
-		c := min(len(ks), (hi-j)/8)
-		ks[c-1](&dst[j], N, &x[0], K, &w.Data[j*es], N, K, acc)
-		j += 8 * c
+	n8 := lo + (hi-lo)&^7 // end of the whole 8-column vectors
+	for j0 := lo; j0 < n8; j0 += mvColBlock {
+		j1 := min(j0+mvColBlock, n8)
+		for t0 := 0; t0 < T; t0 += 4 {
+			ks := t.k.mvN[d][min(4, T-t0)]
+			for j := j0; j < j1; {
+				c := min(len(ks), (j1-j)/8)
+				ks[c-1](&dst[t0*N+j], N, &x[t0*K], K, &w.Data[j*es], N, K, acc)
+				j += 8 * c
+			}
+		}
 	}
-	if j < hi {
-		matMulNGeneric(dst, x, T, w, j, hi, t.acc)
+	if n8 < hi {
+		matMulNGeneric(dst, x, T, w, n8, hi, t.acc)
 	}
 }
 
