@@ -1,6 +1,12 @@
-// Package engine owns the generation loop: it loads a model, prefills prompts,
-// decodes with the KV cache, samples, applies stop rules and streams tokens.
-// Servers, evaluation and the command line are thin clients of it.
+// Package engine owns the generation loop: it prefills prompts, decodes with the KV
+// cache, samples, applies stop rules (stop ids and text stop sequences matched
+// across token boundaries) and streams tokens. Servers, evaluation and the command
+// line are thin clients of it.
+//
+// Engine is the continuous-batching scheduler: one goroutine advances all running
+// sequences together, one batched forward pass per step, admits queued requests
+// between steps, splits long prompts into chunks, and reuses the KV of earlier
+// prompts through an LRU prefix cache. Generator is the plain single-sequence loop.
 package engine
 
 import (
@@ -23,6 +29,9 @@ type Request struct {
 	// StopIDs end generation when sampled (they are reported, then generation stops).
 	// Nil means the model's EOS ids (generation_config.json).
 	StopIDs []int
+	// Stop lists text stop sequences (Engine only; it needs a tokenizer): generation
+	// ends when the decoded text contains one, which is not emitted.
+	Stop []string
 	// IgnoreEOS disables stopping on StopIDs (benchmarks).
 	IgnoreEOS bool
 }
@@ -41,12 +50,17 @@ type Token struct {
 	ID      int
 	LogProb float32
 	Top     []sample.TokenLogProb // top alternatives when Sampling.LogProbs > 0
+	// Text is the decoded text this token releases (Engine with a tokenizer): it can
+	// be empty (an incomplete character, or text held back because it may begin a
+	// stop sequence) or carry text of earlier tokens. Stop ids and stop sequences are
+	// never part of it.
+	Text string
 	// Finish is set on the last token of a sequence.
 	Finish FinishReason
 }
 
-// Generator runs single sequences on a model (no batching); it is what `dbrx run`
-// and `dbrx chat` use.
+// Generator runs single sequences on a model (no batching, no tokenizer: Request.Stop
+// is ignored); it is what `dbrx run --ids` uses.
 type Generator struct {
 	Model *dbrx.Model
 	Pool  *parallel.Pool
