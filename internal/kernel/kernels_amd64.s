@@ -528,7 +528,7 @@ lnapply_done:
 	RET
 
 // func mvTF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_1x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -539,17 +539,35 @@ TEXT ·mvTF32_1x1(SB), NOSPLIT, $0-56
 	SHLQ   $0x02, DX
 	SHLQ   $0x02, BX
 	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
 	XORQ   DX, DX
+	MOVQ   SI, DI
+	ANDQ   $-16, DI
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_1x1_loop:
-	CMPQ        DX, SI
-	JGE         mvTF32_1x1_done
-	VMOVUPS     (AX)(DX*4), Y1
-	VFMADD231PS (CX)(DX*4), Y1, Y0
-	ADDQ        $0x08, DX
+	CMPQ        DX, DI
+	JGE         mvTF32_1x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(DX*4), Y2
+	VFMADD231PS (CX)(DX*4), Y2, Y0
+	VMOVUPS     32(AX)(DX*4), Y2
+	VFMADD231PS 32(CX)(DX*4), Y2, Y1
+	ADDQ        $0x10, DX
 	JMP         mvTF32_1x1_loop
 
+mvTF32_1x1_loop1:
+	CMPQ        DX, SI
+	JGE         mvTF32_1x1_done
+	VMOVUPS     (AX)(DX*4), Y2
+	VFMADD231PS (CX)(DX*4), Y2, Y0
+	ADDQ        $0x08, DX
+	JMP         mvTF32_1x1_loop1
+
 mvTF32_1x1_done:
+	VADDPS       Y1, Y0, Y0
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -562,7 +580,7 @@ mvTF32_1x1_done:
 	RET
 
 // func mvTF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_1x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -575,18 +593,41 @@ TEXT ·mvTF32_1x2(SB), NOSPLIT, $0-56
 	LEAQ   (CX)(BX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   BX, BX
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ   DI, DI
+	MOVQ   SI, R8
+	ANDQ   $-16, R8
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_1x2_loop:
-	CMPQ        BX, SI
-	JGE         mvTF32_1x2_done
-	VMOVUPS     (AX)(BX*4), Y2
-	VFMADD231PS (CX)(BX*4), Y2, Y0
-	VFMADD231PS (DX)(BX*4), Y2, Y1
-	ADDQ        $0x08, BX
+	CMPQ        DI, R8
+	JGE         mvTF32_1x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(DI*4), Y4
+	VFMADD231PS (CX)(DI*4), Y4, Y0
+	VFMADD231PS (DX)(DI*4), Y4, Y1
+	VMOVUPS     32(AX)(DI*4), Y4
+	VFMADD231PS 32(CX)(DI*4), Y4, Y2
+	VFMADD231PS 32(DX)(DI*4), Y4, Y3
+	ADDQ        $0x10, DI
 	JMP         mvTF32_1x2_loop
 
+mvTF32_1x2_loop1:
+	CMPQ        DI, SI
+	JGE         mvTF32_1x2_done
+	VMOVUPS     (AX)(DI*4), Y4
+	VFMADD231PS (CX)(DI*4), Y4, Y0
+	VFMADD231PS (DX)(DI*4), Y4, Y1
+	ADDQ        $0x08, DI
+	JMP         mvTF32_1x2_loop1
+
 mvTF32_1x2_done:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -603,836 +644,1190 @@ mvTF32_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
-TEXT ·mvTF32_1x3(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   DI, DI
+// func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         n+48(FP), BX
+	ANDQ         $-8, BX
+	MOVQ         acc+56(FP), SI
+	MOVQ         BX, DI
+	ANDQ         $-16, DI
+	XORQ         R8, R8
+	TESTQ        SI, SI
+	JZ           mvRF32_1x1_set
 
-mvTF32_1x3_loop:
-	CMPQ        DI, SI
-	JGE         mvTF32_1x3_done
-	VMOVUPS     (AX)(DI*4), Y3
-	VFMADD231PS (CX)(DI*4), Y3, Y0
-	VFMADD231PS (DX)(DI*4), Y3, Y1
-	VFMADD231PS (BX)(DI*4), Y3, Y2
-	ADDQ        $0x08, DI
-	JMP         mvTF32_1x3_loop
+mvRF32_1x1_acc_loop:
+	CMPQ        R8, DI
+	JGE         mvRF32_1x1_acc_loop1
+	PREFETCHNTA (AX)(R8*4)
+	VMOVUPS     (CX)(R8*4), Y2
+	VMOVUPS     (DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
+	VMOVUPS     32(CX)(R8*4), Y2
+	VMOVUPS     32(DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, 32(DX)(R8*4)
+	ADDQ        $0x10, R8
+	JMP         mvRF32_1x1_acc_loop
 
-mvTF32_1x3_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X3
-	VADDPS       X0, X3, X3
-	VHADDPS      X3, X3, X3
-	VHADDPS      X3, X3, X3
-	VMOVSS       X3, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VZEROUPPER
-	RET
-
-// func mvTF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
-TEXT ·mvTF32_1x4(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   R8, R8
-
-mvTF32_1x4_loop:
-	CMPQ        R8, SI
-	JGE         mvTF32_1x4_done
-	VMOVUPS     (AX)(R8*4), Y4
-	VFMADD231PS (CX)(R8*4), Y4, Y0
-	VFMADD231PS (DX)(R8*4), Y4, Y1
-	VFMADD231PS (DI)(R8*4), Y4, Y2
-	VFMADD231PS (BX)(R8*4), Y4, Y3
+mvRF32_1x1_acc_loop1:
+	CMPQ        R8, BX
+	JGE         mvRF32_1x1_done
+	VMOVUPS     (CX)(R8*4), Y2
+	VMOVUPS     (DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
 	ADDQ        $0x08, R8
-	JMP         mvTF32_1x4_loop
+	JMP         mvRF32_1x1_acc_loop1
 
-mvTF32_1x4_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X4
-	VADDPS       X0, X4, X4
-	VHADDPS      X4, X4, X4
-	VHADDPS      X4, X4, X4
-	VMOVSS       X4, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
+mvRF32_1x1_set:
+mvRF32_1x1_set_loop:
+	CMPQ        R8, DI
+	JGE         mvRF32_1x1_set_loop1
+	PREFETCHNTA (AX)(R8*4)
+	VMOVUPS     (CX)(R8*4), Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
+	VMOVUPS     32(CX)(R8*4), Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, 32(DX)(R8*4)
+	ADDQ        $0x10, R8
+	JMP         mvRF32_1x1_set_loop
+
+mvRF32_1x1_set_loop1:
+	CMPQ    R8, BX
+	JGE     mvRF32_1x1_done
+	VMOVUPS (CX)(R8*4), Y1
+	VMULPS  Y1, Y0, Y1
+	VMOVUPS Y1, (DX)(R8*4)
+	ADDQ    $0x08, R8
+	JMP     mvRF32_1x1_set_loop1
+
+mvRF32_1x1_done:
 	VZEROUPPER
 	RET
 
-// func mvTF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
-TEXT ·mvTF32_1x5(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	XORQ   R9, R9
+// func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	MOVQ         DI, R9
+	ANDQ         $-16, R9
+	XORQ         R10, R10
+	TESTQ        R8, R8
+	JZ           mvRF32_1x2_set
 
-mvTF32_1x5_loop:
-	CMPQ        R9, SI
-	JGE         mvTF32_1x5_done
-	VMOVUPS     (AX)(R9*4), Y5
-	VFMADD231PS (CX)(R9*4), Y5, Y0
-	VFMADD231PS (DX)(R9*4), Y5, Y1
-	VFMADD231PS (DI)(R9*4), Y5, Y2
-	VFMADD231PS (R8)(R9*4), Y5, Y3
-	VFMADD231PS (BX)(R9*4), Y5, Y4
-	ADDQ        $0x08, R9
-	JMP         mvTF32_1x5_loop
+mvRF32_1x2_acc_loop:
+	CMPQ        R10, R9
+	JGE         mvRF32_1x2_acc_loop1
+	PREFETCHNTA (DX)(R10*4)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R10*4)
+	IMUL3Q      $0x00000001, BX, R8
+	SUBQ        R8, DX
+	VMOVUPS     (CX)(R10*4), Y3
+	VMOVUPS     (SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VMOVUPS     (AX)(R10*4), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
+	VMOVUPS     32(CX)(R10*4), Y3
+	VMOVUPS     32(SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VMOVUPS     32(AX)(R10*4), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 32(SI)(R10*4)
+	ADDQ        $0x10, R10
+	JMP         mvRF32_1x2_acc_loop
 
-mvTF32_1x5_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X5
-	VADDPS       X0, X5, X5
-	VHADDPS      X5, X5, X5
-	VHADDPS      X5, X5, X5
-	VMOVSS       X5, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VZEROUPPER
-	RET
-
-// func mvTF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
-TEXT ·mvTF32_1x6(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   R10, R10
-
-mvTF32_1x6_loop:
-	CMPQ        R10, SI
-	JGE         mvTF32_1x6_done
-	VMOVUPS     (AX)(R10*4), Y6
-	VFMADD231PS (CX)(R10*4), Y6, Y0
-	VFMADD231PS (DX)(R10*4), Y6, Y1
-	VFMADD231PS (DI)(R10*4), Y6, Y2
-	VFMADD231PS (R8)(R10*4), Y6, Y3
-	VFMADD231PS (R9)(R10*4), Y6, Y4
-	VFMADD231PS (BX)(R10*4), Y6, Y5
+mvRF32_1x2_acc_loop1:
+	CMPQ        R10, DI
+	JGE         mvRF32_1x2_done
+	VMOVUPS     (CX)(R10*4), Y3
+	VMOVUPS     (SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VMOVUPS     (AX)(R10*4), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
 	ADDQ        $0x08, R10
-	JMP         mvTF32_1x6_loop
+	JMP         mvRF32_1x2_acc_loop1
 
-mvTF32_1x6_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X6
-	VADDPS       X0, X6, X6
-	VHADDPS      X6, X6, X6
-	VHADDPS      X6, X6, X6
-	VMOVSS       X6, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
+mvRF32_1x2_set:
+mvRF32_1x2_set_loop:
+	CMPQ        R10, R9
+	JGE         mvRF32_1x2_set_loop1
+	PREFETCHNTA (DX)(R10*4)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R10*4)
+	IMUL3Q      $0x00000001, BX, R8
+	SUBQ        R8, DX
+	VMOVUPS     (CX)(R10*4), Y2
+	VMULPS      Y2, Y0, Y2
+	VMOVUPS     (AX)(R10*4), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
+	VMOVUPS     32(CX)(R10*4), Y2
+	VMULPS      Y2, Y0, Y2
+	VMOVUPS     32(AX)(R10*4), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 32(SI)(R10*4)
+	ADDQ        $0x10, R10
+	JMP         mvRF32_1x2_set_loop
+
+mvRF32_1x2_set_loop1:
+	CMPQ    R10, DI
+	JGE     mvRF32_1x2_done
+	VMOVUPS (CX)(R10*4), Y2
+	VMULPS  Y2, Y0, Y2
+	VMOVUPS (AX)(R10*4), Y3
+	VMULPS  Y3, Y1, Y3
+	VADDPS  Y3, Y2, Y2
+	VMOVUPS Y2, (SI)(R10*4)
+	ADDQ    $0x08, R10
+	JMP     mvRF32_1x2_set_loop1
+
+mvRF32_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
-TEXT ·mvTF32_1x7(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), R10
-	LEAQ   (R10)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	XORQ   R11, R11
+// func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-16, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRF32_1x3_set
 
-mvTF32_1x7_loop:
-	CMPQ        R11, SI
-	JGE         mvTF32_1x7_done
-	VMOVUPS     (AX)(R11*4), Y7
-	VFMADD231PS (CX)(R11*4), Y7, Y0
-	VFMADD231PS (DX)(R11*4), Y7, Y1
-	VFMADD231PS (DI)(R11*4), Y7, Y2
-	VFMADD231PS (R8)(R11*4), Y7, Y3
-	VFMADD231PS (R9)(R11*4), Y7, Y4
-	VFMADD231PS (R10)(R11*4), Y7, Y5
-	VFMADD231PS (BX)(R11*4), Y7, Y6
+mvRF32_1x3_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRF32_1x3_acc_loop1
+	PREFETCHNTA (SI)(R11*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*4)
+	IMUL3Q      $0x00000002, BX, R9
+	SUBQ        R9, SI
+	VMOVUPS     (CX)(R11*4), Y4
+	VMOVUPS     (DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VMOVUPS     (AX)(R11*4), Y4
+	VMULPS      Y4, Y1, Y4
+	VMOVUPS     (DX)(R11*4), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	VMOVUPS     32(CX)(R11*4), Y4
+	VMOVUPS     32(DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VMOVUPS     32(AX)(R11*4), Y4
+	VMULPS      Y4, Y1, Y4
+	VMOVUPS     32(DX)(R11*4), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 32(DI)(R11*4)
+	ADDQ        $0x10, R11
+	JMP         mvRF32_1x3_acc_loop
+
+mvRF32_1x3_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRF32_1x3_done
+	VMOVUPS     (CX)(R11*4), Y4
+	VMOVUPS     (DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VMOVUPS     (AX)(R11*4), Y4
+	VMULPS      Y4, Y1, Y4
+	VMOVUPS     (DX)(R11*4), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
 	ADDQ        $0x08, R11
-	JMP         mvTF32_1x7_loop
+	JMP         mvRF32_1x3_acc_loop1
 
-mvTF32_1x7_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X7
-	VADDPS       X0, X7, X7
-	VHADDPS      X7, X7, X7
-	VHADDPS      X7, X7, X7
-	VMOVSS       X7, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 24(AX)
+mvRF32_1x3_set:
+mvRF32_1x3_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRF32_1x3_set_loop1
+	PREFETCHNTA (SI)(R11*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*4)
+	IMUL3Q      $0x00000002, BX, R9
+	SUBQ        R9, SI
+	VMOVUPS     (CX)(R11*4), Y3
+	VMULPS      Y3, Y0, Y3
+	VMOVUPS     (AX)(R11*4), Y4
+	VMULPS      Y4, Y1, Y4
+	VMOVUPS     (DX)(R11*4), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	VMOVUPS     32(CX)(R11*4), Y3
+	VMULPS      Y3, Y0, Y3
+	VMOVUPS     32(AX)(R11*4), Y4
+	VMULPS      Y4, Y1, Y4
+	VMOVUPS     32(DX)(R11*4), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 32(DI)(R11*4)
+	ADDQ        $0x10, R11
+	JMP         mvRF32_1x3_set_loop
+
+mvRF32_1x3_set_loop1:
+	CMPQ        R11, R8
+	JGE         mvRF32_1x3_done
+	VMOVUPS     (CX)(R11*4), Y3
+	VMULPS      Y3, Y0, Y3
+	VMOVUPS     (AX)(R11*4), Y4
+	VMULPS      Y4, Y1, Y4
+	VMOVUPS     (DX)(R11*4), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRF32_1x3_set_loop1
+
+mvRF32_1x3_done:
 	VZEROUPPER
 	RET
 
-// func mvTF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
-TEXT ·mvTF32_1x8(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), R10
-	LEAQ   (R10)(BX*1), R11
-	LEAQ   (R11)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   R12, R12
+// func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-16, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRF32_1x4_set
 
-mvTF32_1x8_loop:
-	CMPQ        R12, SI
-	JGE         mvTF32_1x8_done
-	VMOVUPS     (AX)(R12*4), Y8
-	VFMADD231PS (CX)(R12*4), Y8, Y0
-	VFMADD231PS (DX)(R12*4), Y8, Y1
-	VFMADD231PS (DI)(R12*4), Y8, Y2
-	VFMADD231PS (R8)(R12*4), Y8, Y3
-	VFMADD231PS (R9)(R12*4), Y8, Y4
-	VFMADD231PS (R10)(R12*4), Y8, Y5
-	VFMADD231PS (R11)(R12*4), Y8, Y6
-	VFMADD231PS (BX)(R12*4), Y8, Y7
+mvRF32_1x4_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRF32_1x4_acc_loop1
+	PREFETCHNTA (DI)(R12*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*4)
+	IMUL3Q      $0x00000003, BX, R10
+	SUBQ        R10, DI
+	VMOVUPS     (CX)(R12*4), Y5
+	VMOVUPS     (R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (AX)(R12*4), Y5
+	VMULPS      Y5, Y1, Y5
+	VMOVUPS     (DX)(R12*4), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	VMOVUPS     32(CX)(R12*4), Y5
+	VMOVUPS     32(R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     32(AX)(R12*4), Y5
+	VMULPS      Y5, Y1, Y5
+	VMOVUPS     32(DX)(R12*4), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VMOVUPS     32(SI)(R12*4), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(R8)(R12*4)
+	ADDQ        $0x10, R12
+	JMP         mvRF32_1x4_acc_loop
+
+mvRF32_1x4_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF32_1x4_done
+	VMOVUPS     (CX)(R12*4), Y5
+	VMOVUPS     (R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (AX)(R12*4), Y5
+	VMULPS      Y5, Y1, Y5
+	VMOVUPS     (DX)(R12*4), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
 	ADDQ        $0x08, R12
-	JMP         mvTF32_1x8_loop
+	JMP         mvRF32_1x4_acc_loop1
 
-mvTF32_1x8_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X8
-	VADDPS       X0, X8, X8
-	VHADDPS      X8, X8, X8
-	VHADDPS      X8, X8, X8
-	VMOVSS       X8, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 24(AX)
-	VEXTRACTF128 $0x01, Y7, X0
-	VADDPS       X7, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 28(AX)
+mvRF32_1x4_set:
+mvRF32_1x4_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRF32_1x4_set_loop1
+	PREFETCHNTA (DI)(R12*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*4)
+	IMUL3Q      $0x00000003, BX, R10
+	SUBQ        R10, DI
+	VMOVUPS     (CX)(R12*4), Y4
+	VMULPS      Y4, Y0, Y4
+	VMOVUPS     (AX)(R12*4), Y5
+	VMULPS      Y5, Y1, Y5
+	VMOVUPS     (DX)(R12*4), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	VMOVUPS     32(CX)(R12*4), Y4
+	VMULPS      Y4, Y0, Y4
+	VMOVUPS     32(AX)(R12*4), Y5
+	VMULPS      Y5, Y1, Y5
+	VMOVUPS     32(DX)(R12*4), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VMOVUPS     32(SI)(R12*4), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(R8)(R12*4)
+	ADDQ        $0x10, R12
+	JMP         mvRF32_1x4_set_loop
+
+mvRF32_1x4_set_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF32_1x4_done
+	VMOVUPS     (CX)(R12*4), Y4
+	VMULPS      Y4, Y0, Y4
+	VMOVUPS     (AX)(R12*4), Y5
+	VMULPS      Y5, Y1, Y5
+	VMOVUPS     (DX)(R12*4), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRF32_1x4_set_loop1
+
+mvRF32_1x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_1x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	XORQ   DX, DX
+// func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x5(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	IMUL3Q       $0x00000005, BX, R8
+	ADDQ         CX, R8
+	MOVQ         dst+0(FP), R9
+	MOVQ         ldd+8(FP), R10
+	SHLQ         $0x02, R10
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-16, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRF32_1x5_set
 
-mvNF32_1x1_loop:
-	CMPQ         DX, SI
-	JGE          mvNF32_1x1_done
-	VBROADCASTSS (AX)(DX*4), Y1
-	VFMADD231PS  (CX), Y1, Y0
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF32_1x1_loop
+mvRF32_1x5_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRF32_1x5_acc_loop1
+	PREFETCHNTA (R8)(R13*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*4)
+	IMUL3Q      $0x00000004, BX, R11
+	SUBQ        R11, R8
+	VMOVUPS     (CX)(R13*4), Y6
+	VMOVUPS     (R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VMOVUPS     (AX)(R13*4), Y6
+	VMULPS      Y6, Y1, Y6
+	VMOVUPS     (DX)(R13*4), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VMOVUPS     (SI)(R13*4), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VMOVUPS     (DI)(R13*4), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	VMOVUPS     32(CX)(R13*4), Y6
+	VMOVUPS     32(R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VMOVUPS     32(AX)(R13*4), Y6
+	VMULPS      Y6, Y1, Y6
+	VMOVUPS     32(DX)(R13*4), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VMOVUPS     32(SI)(R13*4), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VMOVUPS     32(DI)(R13*4), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 32(R9)(R13*4)
+	ADDQ        $0x10, R13
+	JMP         mvRF32_1x5_acc_loop
 
-mvNF32_1x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF32_1x1_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
+mvRF32_1x5_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF32_1x5_done
+	VMOVUPS     (CX)(R13*4), Y6
+	VMOVUPS     (R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VMOVUPS     (AX)(R13*4), Y6
+	VMULPS      Y6, Y1, Y6
+	VMOVUPS     (DX)(R13*4), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VMOVUPS     (SI)(R13*4), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VMOVUPS     (DI)(R13*4), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF32_1x5_acc_loop1
 
-mvNF32_1x1_store:
-	VMOVUPS Y0, (AX)
+mvRF32_1x5_set:
+mvRF32_1x5_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRF32_1x5_set_loop1
+	PREFETCHNTA (R8)(R13*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*4)
+	IMUL3Q      $0x00000004, BX, R11
+	SUBQ        R11, R8
+	VMOVUPS     (CX)(R13*4), Y5
+	VMULPS      Y5, Y0, Y5
+	VMOVUPS     (AX)(R13*4), Y6
+	VMULPS      Y6, Y1, Y6
+	VMOVUPS     (DX)(R13*4), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VMOVUPS     (SI)(R13*4), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VMOVUPS     (DI)(R13*4), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	VMOVUPS     32(CX)(R13*4), Y5
+	VMULPS      Y5, Y0, Y5
+	VMOVUPS     32(AX)(R13*4), Y6
+	VMULPS      Y6, Y1, Y6
+	VMOVUPS     32(DX)(R13*4), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VMOVUPS     32(SI)(R13*4), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VMOVUPS     32(DI)(R13*4), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 32(R9)(R13*4)
+	ADDQ        $0x10, R13
+	JMP         mvRF32_1x5_set_loop
+
+mvRF32_1x5_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF32_1x5_done
+	VMOVUPS     (CX)(R13*4), Y5
+	VMULPS      Y5, Y0, Y5
+	VMOVUPS     (AX)(R13*4), Y6
+	VMULPS      Y6, Y1, Y6
+	VMOVUPS     (DX)(R13*4), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VMOVUPS     (SI)(R13*4), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VMOVUPS     (DI)(R13*4), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF32_1x5_set_loop1
+
+mvRF32_1x5_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_1x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	XORQ   DX, DX
+// func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x6(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	IMUL3Q       $0x00000006, BX, R9
+	ADDQ         CX, R9
+	MOVQ         dst+0(FP), R10
+	MOVQ         ldd+8(FP), R11
+	SHLQ         $0x02, R11
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-16, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRF32_1x6_set
 
-mvNF32_1x2_loop:
-	CMPQ         DX, SI
-	JGE          mvNF32_1x2_done
-	VBROADCASTSS (AX)(DX*4), Y2
-	VFMADD231PS  (CX), Y2, Y0
-	VFMADD231PS  32(CX), Y2, Y1
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF32_1x2_loop
+mvRF32_1x6_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRF32_1x6_acc_loop1
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	IMUL3Q      $0x00000005, BX, R12
+	SUBQ        R12, R9
+	VMOVUPS     (CX)(R14*4), Y7
+	VMOVUPS     (R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (AX)(R14*4), Y7
+	VMULPS      Y7, Y1, Y7
+	VMOVUPS     (DX)(R14*4), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (SI)(R14*4), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     (DI)(R14*4), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VMOVUPS     (R8)(R14*4), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	VMOVUPS     32(CX)(R14*4), Y7
+	VMOVUPS     32(R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     32(AX)(R14*4), Y7
+	VMULPS      Y7, Y1, Y7
+	VMOVUPS     32(DX)(R14*4), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     32(SI)(R14*4), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     32(DI)(R14*4), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VMOVUPS     32(R8)(R14*4), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(R10)(R14*4)
+	ADDQ        $0x10, R14
+	JMP         mvRF32_1x6_acc_loop
 
-mvNF32_1x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF32_1x2_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
+mvRF32_1x6_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF32_1x6_done
+	VMOVUPS     (CX)(R14*4), Y7
+	VMOVUPS     (R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (AX)(R14*4), Y7
+	VMULPS      Y7, Y1, Y7
+	VMOVUPS     (DX)(R14*4), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (SI)(R14*4), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     (DI)(R14*4), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VMOVUPS     (R8)(R14*4), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF32_1x6_acc_loop1
 
-mvNF32_1x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
+mvRF32_1x6_set:
+mvRF32_1x6_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRF32_1x6_set_loop1
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*4)
+	IMUL3Q      $0x00000005, BX, R12
+	SUBQ        R12, R9
+	VMOVUPS     (CX)(R14*4), Y6
+	VMULPS      Y6, Y0, Y6
+	VMOVUPS     (AX)(R14*4), Y7
+	VMULPS      Y7, Y1, Y7
+	VMOVUPS     (DX)(R14*4), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (SI)(R14*4), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     (DI)(R14*4), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VMOVUPS     (R8)(R14*4), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	VMOVUPS     32(CX)(R14*4), Y6
+	VMULPS      Y6, Y0, Y6
+	VMOVUPS     32(AX)(R14*4), Y7
+	VMULPS      Y7, Y1, Y7
+	VMOVUPS     32(DX)(R14*4), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     32(SI)(R14*4), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     32(DI)(R14*4), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VMOVUPS     32(R8)(R14*4), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(R10)(R14*4)
+	ADDQ        $0x10, R14
+	JMP         mvRF32_1x6_set_loop
+
+mvRF32_1x6_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF32_1x6_done
+	VMOVUPS     (CX)(R14*4), Y6
+	VMULPS      Y6, Y0, Y6
+	VMOVUPS     (AX)(R14*4), Y7
+	VMULPS      Y7, Y1, Y7
+	VMOVUPS     (DX)(R14*4), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (SI)(R14*4), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     (DI)(R14*4), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VMOVUPS     (R8)(R14*4), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF32_1x6_set_loop1
+
+mvRF32_1x6_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_1x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   DX, DX
+// func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x7(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	LEAQ         (R8)(BX*1), R9
+	IMUL3Q       $0x00000007, BX, R10
+	ADDQ         CX, R10
+	MOVQ         dst+0(FP), R11
+	MOVQ         ldd+8(FP), R12
+	SHLQ         $0x02, R12
+	MOVQ         n+48(FP), R12
+	ANDQ         $-8, R12
+	MOVQ         acc+56(FP), R13
+	MOVQ         R12, R14
+	ANDQ         $-16, R14
+	XORQ         R15, R15
+	TESTQ        R13, R13
+	JZ           mvRF32_1x7_set
 
-mvNF32_1x3_loop:
-	CMPQ         DX, SI
-	JGE          mvNF32_1x3_done
-	VBROADCASTSS (AX)(DX*4), Y3
-	VFMADD231PS  (CX), Y3, Y0
-	VFMADD231PS  32(CX), Y3, Y1
-	VFMADD231PS  64(CX), Y3, Y2
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF32_1x3_loop
+mvRF32_1x7_acc_loop:
+	CMPQ        R15, R14
+	JGE         mvRF32_1x7_acc_loop1
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	IMUL3Q      $0x00000006, BX, R13
+	SUBQ        R13, R10
+	VMOVUPS     (CX)(R15*4), Y8
+	VMOVUPS     (R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VMOVUPS     (AX)(R15*4), Y8
+	VMULPS      Y8, Y1, Y8
+	VMOVUPS     (DX)(R15*4), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VMOVUPS     (SI)(R15*4), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VMOVUPS     (DI)(R15*4), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VMOVUPS     (R8)(R15*4), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VMOVUPS     (R9)(R15*4), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	VMOVUPS     32(CX)(R15*4), Y8
+	VMOVUPS     32(R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VMOVUPS     32(AX)(R15*4), Y8
+	VMULPS      Y8, Y1, Y8
+	VMOVUPS     32(DX)(R15*4), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VMOVUPS     32(SI)(R15*4), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VMOVUPS     32(DI)(R15*4), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VMOVUPS     32(R8)(R15*4), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VMOVUPS     32(R9)(R15*4), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 32(R11)(R15*4)
+	ADDQ        $0x10, R15
+	JMP         mvRF32_1x7_acc_loop
 
-mvNF32_1x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF32_1x3_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
+mvRF32_1x7_acc_loop1:
+	CMPQ        R15, R12
+	JGE         mvRF32_1x7_done
+	VMOVUPS     (CX)(R15*4), Y8
+	VMOVUPS     (R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VMOVUPS     (AX)(R15*4), Y8
+	VMULPS      Y8, Y1, Y8
+	VMOVUPS     (DX)(R15*4), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VMOVUPS     (SI)(R15*4), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VMOVUPS     (DI)(R15*4), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VMOVUPS     (R8)(R15*4), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VMOVUPS     (R9)(R15*4), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRF32_1x7_acc_loop1
 
-mvNF32_1x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
+mvRF32_1x7_set:
+mvRF32_1x7_set_loop:
+	CMPQ        R15, R14
+	JGE         mvRF32_1x7_set_loop1
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*4)
+	IMUL3Q      $0x00000006, BX, R13
+	SUBQ        R13, R10
+	VMOVUPS     (CX)(R15*4), Y7
+	VMULPS      Y7, Y0, Y7
+	VMOVUPS     (AX)(R15*4), Y8
+	VMULPS      Y8, Y1, Y8
+	VMOVUPS     (DX)(R15*4), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VMOVUPS     (SI)(R15*4), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VMOVUPS     (DI)(R15*4), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VMOVUPS     (R8)(R15*4), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VMOVUPS     (R9)(R15*4), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	VMOVUPS     32(CX)(R15*4), Y7
+	VMULPS      Y7, Y0, Y7
+	VMOVUPS     32(AX)(R15*4), Y8
+	VMULPS      Y8, Y1, Y8
+	VMOVUPS     32(DX)(R15*4), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VMOVUPS     32(SI)(R15*4), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VMOVUPS     32(DI)(R15*4), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VMOVUPS     32(R8)(R15*4), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VMOVUPS     32(R9)(R15*4), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 32(R11)(R15*4)
+	ADDQ        $0x10, R15
+	JMP         mvRF32_1x7_set_loop
+
+mvRF32_1x7_set_loop1:
+	CMPQ        R15, R12
+	JGE         mvRF32_1x7_done
+	VMOVUPS     (CX)(R15*4), Y7
+	VMULPS      Y7, Y0, Y7
+	VMOVUPS     (AX)(R15*4), Y8
+	VMULPS      Y8, Y1, Y8
+	VMOVUPS     (DX)(R15*4), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VMOVUPS     (SI)(R15*4), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VMOVUPS     (DI)(R15*4), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VMOVUPS     (R8)(R15*4), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VMOVUPS     (R9)(R15*4), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRF32_1x7_set_loop1
+
+mvRF32_1x7_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_1x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   DX, DX
+// func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x8(SB), NOSPLIT, $8-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	VBROADCASTSS 28(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	LEAQ         (R8)(BX*1), R9
+	LEAQ         (R9)(BX*1), R10
+	IMUL3Q       $0x00000008, BX, R11
+	ADDQ         CX, R11
+	MOVQ         dst+0(FP), R12
+	MOVQ         ldd+8(FP), R13
+	SHLQ         $0x02, R13
+	MOVQ         n+48(FP), R13
+	ANDQ         $-8, R13
+	MOVQ         acc+56(FP), R14
+	MOVQ         R13, R15
+	ANDQ         $-16, R15
+	XORQ         BP, BP
+	TESTQ        R14, R14
+	JZ           mvRF32_1x8_set
 
-mvNF32_1x4_loop:
-	CMPQ         DX, SI
-	JGE          mvNF32_1x4_done
-	VBROADCASTSS (AX)(DX*4), Y4
-	VFMADD231PS  (CX), Y4, Y0
-	VFMADD231PS  32(CX), Y4, Y1
-	VFMADD231PS  64(CX), Y4, Y2
-	VFMADD231PS  96(CX), Y4, Y3
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF32_1x4_loop
+mvRF32_1x8_acc_loop:
+	CMPQ        BP, R15
+	JGE         mvRF32_1x8_acc_loop1
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	IMUL3Q      $0x00000007, BX, R14
+	SUBQ        R14, R11
+	VMOVUPS     (CX)(BP*4), Y9
+	VMOVUPS     (R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (AX)(BP*4), Y9
+	VMULPS      Y9, Y1, Y9
+	VMOVUPS     (DX)(BP*4), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VMOVUPS     (SI)(BP*4), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VMOVUPS     (DI)(BP*4), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VMOVUPS     (R8)(BP*4), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VMOVUPS     (R9)(BP*4), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VMOVUPS     (R10)(BP*4), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	VMOVUPS     32(CX)(BP*4), Y9
+	VMOVUPS     32(R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     32(AX)(BP*4), Y9
+	VMULPS      Y9, Y1, Y9
+	VMOVUPS     32(DX)(BP*4), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VMOVUPS     32(SI)(BP*4), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VMOVUPS     32(DI)(BP*4), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VMOVUPS     32(R8)(BP*4), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VMOVUPS     32(R9)(BP*4), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VMOVUPS     32(R10)(BP*4), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R12)(BP*4)
+	ADDQ        $0x10, BP
+	JMP         mvRF32_1x8_acc_loop
 
-mvNF32_1x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF32_1x4_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
+mvRF32_1x8_acc_loop1:
+	CMPQ        BP, R13
+	JGE         mvRF32_1x8_done
+	VMOVUPS     (CX)(BP*4), Y9
+	VMOVUPS     (R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (AX)(BP*4), Y9
+	VMULPS      Y9, Y1, Y9
+	VMOVUPS     (DX)(BP*4), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VMOVUPS     (SI)(BP*4), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VMOVUPS     (DI)(BP*4), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VMOVUPS     (R8)(BP*4), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VMOVUPS     (R9)(BP*4), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VMOVUPS     (R10)(BP*4), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	ADDQ        $0x08, BP
+	JMP         mvRF32_1x8_acc_loop1
 
-mvNF32_1x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VZEROUPPER
-	RET
+mvRF32_1x8_set:
+mvRF32_1x8_set_loop:
+	CMPQ        BP, R15
+	JGE         mvRF32_1x8_set_loop1
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*4)
+	IMUL3Q      $0x00000007, BX, R14
+	SUBQ        R14, R11
+	VMOVUPS     (CX)(BP*4), Y8
+	VMULPS      Y8, Y0, Y8
+	VMOVUPS     (AX)(BP*4), Y9
+	VMULPS      Y9, Y1, Y9
+	VMOVUPS     (DX)(BP*4), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VMOVUPS     (SI)(BP*4), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VMOVUPS     (DI)(BP*4), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VMOVUPS     (R8)(BP*4), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VMOVUPS     (R9)(BP*4), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VMOVUPS     (R10)(BP*4), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	VMOVUPS     32(CX)(BP*4), Y8
+	VMULPS      Y8, Y0, Y8
+	VMOVUPS     32(AX)(BP*4), Y9
+	VMULPS      Y9, Y1, Y9
+	VMOVUPS     32(DX)(BP*4), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VMOVUPS     32(SI)(BP*4), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VMOVUPS     32(DI)(BP*4), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VMOVUPS     32(R8)(BP*4), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VMOVUPS     32(R9)(BP*4), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VMOVUPS     32(R10)(BP*4), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R12)(BP*4)
+	ADDQ        $0x10, BP
+	JMP         mvRF32_1x8_set_loop
 
-// func mvNF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_1x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	XORQ   DX, DX
+mvRF32_1x8_set_loop1:
+	CMPQ        BP, R13
+	JGE         mvRF32_1x8_done
+	VMOVUPS     (CX)(BP*4), Y8
+	VMULPS      Y8, Y0, Y8
+	VMOVUPS     (AX)(BP*4), Y9
+	VMULPS      Y9, Y1, Y9
+	VMOVUPS     (DX)(BP*4), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VMOVUPS     (SI)(BP*4), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VMOVUPS     (DI)(BP*4), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VMOVUPS     (R8)(BP*4), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VMOVUPS     (R9)(BP*4), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VMOVUPS     (R10)(BP*4), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	ADDQ        $0x08, BP
+	JMP         mvRF32_1x8_set_loop1
 
-mvNF32_1x5_loop:
-	CMPQ         DX, SI
-	JGE          mvNF32_1x5_done
-	VBROADCASTSS (AX)(DX*4), Y5
-	VFMADD231PS  (CX), Y5, Y0
-	VFMADD231PS  32(CX), Y5, Y1
-	VFMADD231PS  64(CX), Y5, Y2
-	VFMADD231PS  96(CX), Y5, Y3
-	VFMADD231PS  128(CX), Y5, Y4
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF32_1x5_loop
-
-mvNF32_1x5_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF32_1x5_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-
-mvNF32_1x5_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VZEROUPPER
-	RET
-
-// func mvNF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_1x6(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   DX, DX
-
-mvNF32_1x6_loop:
-	CMPQ         DX, SI
-	JGE          mvNF32_1x6_done
-	VBROADCASTSS (AX)(DX*4), Y6
-	VFMADD231PS  (CX), Y6, Y0
-	VFMADD231PS  32(CX), Y6, Y1
-	VFMADD231PS  64(CX), Y6, Y2
-	VFMADD231PS  96(CX), Y6, Y3
-	VFMADD231PS  128(CX), Y6, Y4
-	VFMADD231PS  160(CX), Y6, Y5
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF32_1x6_loop
-
-mvNF32_1x6_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF32_1x6_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-
-mvNF32_1x6_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VZEROUPPER
-	RET
-
-// func mvNF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_1x7(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	XORQ   DX, DX
-
-mvNF32_1x7_loop:
-	CMPQ         DX, SI
-	JGE          mvNF32_1x7_done
-	VBROADCASTSS (AX)(DX*4), Y7
-	VFMADD231PS  (CX), Y7, Y0
-	VFMADD231PS  32(CX), Y7, Y1
-	VFMADD231PS  64(CX), Y7, Y2
-	VFMADD231PS  96(CX), Y7, Y3
-	VFMADD231PS  128(CX), Y7, Y4
-	VFMADD231PS  160(CX), Y7, Y5
-	VFMADD231PS  192(CX), Y7, Y6
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF32_1x7_loop
-
-mvNF32_1x7_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF32_1x7_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-	VADDPS 192(CX), Y6, Y6
-
-mvNF32_1x7_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VMOVUPS Y6, 192(AX)
-	VZEROUPPER
-	RET
-
-// func mvNF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_1x8(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   DX, DX
-
-mvNF32_1x8_loop:
-	CMPQ         DX, SI
-	JGE          mvNF32_1x8_done
-	VBROADCASTSS (AX)(DX*4), Y8
-	VFMADD231PS  (CX), Y8, Y0
-	VFMADD231PS  32(CX), Y8, Y1
-	VFMADD231PS  64(CX), Y8, Y2
-	VFMADD231PS  96(CX), Y8, Y3
-	VFMADD231PS  128(CX), Y8, Y4
-	VFMADD231PS  160(CX), Y8, Y5
-	VFMADD231PS  192(CX), Y8, Y6
-	VFMADD231PS  224(CX), Y8, Y7
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF32_1x8_loop
-
-mvNF32_1x8_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF32_1x8_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-	VADDPS 192(CX), Y6, Y6
-	VADDPS 224(CX), Y7, Y7
-
-mvNF32_1x8_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VMOVUPS Y6, 192(AX)
-	VMOVUPS Y7, 224(AX)
+mvRF32_1x8_done:
 	VZEROUPPER
 	RET
 
 // func mvTF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_2x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -1445,19 +1840,43 @@ TEXT ·mvTF32_2x1(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   BX, BX
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	XORQ   DI, DI
+	MOVQ   SI, R8
+	ANDQ   $-16, R8
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_2x1_loop:
-	CMPQ        BX, SI
-	JGE         mvTF32_2x1_done
-	VMOVUPS     (AX)(BX*4), Y2
-	VMOVUPS     (DX)(BX*4), Y3
-	VFMADD231PS (CX)(BX*4), Y2, Y0
-	VFMADD231PS (CX)(BX*4), Y3, Y1
-	ADDQ        $0x08, BX
+	CMPQ        DI, R8
+	JGE         mvTF32_2x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(DI*4), Y4
+	VMOVUPS     (DX)(DI*4), Y5
+	VFMADD231PS (CX)(DI*4), Y4, Y0
+	VFMADD231PS (CX)(DI*4), Y5, Y1
+	VMOVUPS     32(AX)(DI*4), Y4
+	VMOVUPS     32(DX)(DI*4), Y5
+	VFMADD231PS 32(CX)(DI*4), Y4, Y2
+	VFMADD231PS 32(CX)(DI*4), Y5, Y3
+	ADDQ        $0x10, DI
 	JMP         mvTF32_2x1_loop
 
+mvTF32_2x1_loop1:
+	CMPQ        DI, SI
+	JGE         mvTF32_2x1_done
+	VMOVUPS     (AX)(DI*4), Y4
+	VMOVUPS     (DX)(DI*4), Y5
+	VFMADD231PS (CX)(DI*4), Y4, Y0
+	VFMADD231PS (CX)(DI*4), Y5, Y1
+	ADDQ        $0x08, DI
+	JMP         mvTF32_2x1_loop1
+
 mvTF32_2x1_done:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -1476,7 +1895,7 @@ mvTF32_2x1_done:
 	RET
 
 // func mvTF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_2x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -1487,26 +1906,59 @@ TEXT ·mvTF32_2x2(SB), NOSPLIT, $0-56
 	SHLQ   $0x02, DX
 	SHLQ   $0x02, BX
 	LEAQ   (AX)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), DI
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	XORQ   DI, DI
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   R8, R8
+	MOVQ   SI, R9
+	ANDQ   $-16, R9
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_2x2_loop:
-	CMPQ        DI, SI
-	JGE         mvTF32_2x2_done
-	VMOVUPS     (AX)(DI*4), Y4
-	VMOVUPS     (DX)(DI*4), Y5
-	VFMADD231PS (CX)(DI*4), Y4, Y0
-	VFMADD231PS (CX)(DI*4), Y5, Y1
-	VFMADD231PS (BX)(DI*4), Y4, Y2
-	VFMADD231PS (BX)(DI*4), Y5, Y3
-	ADDQ        $0x08, DI
+	CMPQ        R8, R9
+	JGE         mvTF32_2x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R8*4), Y8
+	VMOVUPS     (DX)(R8*4), Y9
+	VFMADD231PS (CX)(R8*4), Y8, Y0
+	VFMADD231PS (CX)(R8*4), Y9, Y1
+	VFMADD231PS (DI)(R8*4), Y8, Y2
+	VFMADD231PS (DI)(R8*4), Y9, Y3
+	VMOVUPS     32(AX)(R8*4), Y8
+	VMOVUPS     32(DX)(R8*4), Y9
+	VFMADD231PS 32(CX)(R8*4), Y8, Y4
+	VFMADD231PS 32(CX)(R8*4), Y9, Y5
+	VFMADD231PS 32(DI)(R8*4), Y8, Y6
+	VFMADD231PS 32(DI)(R8*4), Y9, Y7
+	ADDQ        $0x10, R8
 	JMP         mvTF32_2x2_loop
 
+mvTF32_2x2_loop1:
+	CMPQ        R8, SI
+	JGE         mvTF32_2x2_done
+	VMOVUPS     (AX)(R8*4), Y8
+	VMOVUPS     (DX)(R8*4), Y9
+	VFMADD231PS (CX)(R8*4), Y8, Y0
+	VFMADD231PS (CX)(R8*4), Y9, Y1
+	VFMADD231PS (DI)(R8*4), Y8, Y2
+	VFMADD231PS (DI)(R8*4), Y9, Y3
+	ADDQ        $0x08, R8
+	JMP         mvTF32_2x2_loop1
+
 mvTF32_2x2_done:
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -1535,7 +1987,7 @@ mvTF32_2x2_done:
 	RET
 
 // func mvTF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_2x3(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -1547,30 +1999,72 @@ TEXT ·mvTF32_2x3(SB), NOSPLIT, $0-56
 	SHLQ   $0x02, BX
 	LEAQ   (AX)(DX*1), DX
 	LEAQ   (CX)(BX*1), DI
-	LEAQ   (DI)(BX*1), BX
+	LEAQ   (DI)(BX*1), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-16, R10
+	IMUL3Q $0x00000003, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_2x3_loop:
-	CMPQ        R8, SI
-	JGE         mvTF32_2x3_done
-	VMOVUPS     (AX)(R8*4), Y6
-	VMOVUPS     (DX)(R8*4), Y7
-	VFMADD231PS (CX)(R8*4), Y6, Y0
-	VFMADD231PS (CX)(R8*4), Y7, Y1
-	VFMADD231PS (DI)(R8*4), Y6, Y2
-	VFMADD231PS (DI)(R8*4), Y7, Y3
-	VFMADD231PS (BX)(R8*4), Y6, Y4
-	VFMADD231PS (BX)(R8*4), Y7, Y5
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTF32_2x3_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	ADDQ        $0x000000c0, BX
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DX)(R9*4), Y13
+	VFMADD231PS (CX)(R9*4), Y12, Y0
+	VFMADD231PS (CX)(R9*4), Y13, Y1
+	VFMADD231PS (DI)(R9*4), Y12, Y2
+	VFMADD231PS (DI)(R9*4), Y13, Y3
+	VFMADD231PS (R8)(R9*4), Y12, Y4
+	VFMADD231PS (R8)(R9*4), Y13, Y5
+	VMOVUPS     32(AX)(R9*4), Y12
+	VMOVUPS     32(DX)(R9*4), Y13
+	VFMADD231PS 32(CX)(R9*4), Y12, Y6
+	VFMADD231PS 32(CX)(R9*4), Y13, Y7
+	VFMADD231PS 32(DI)(R9*4), Y12, Y8
+	VFMADD231PS 32(DI)(R9*4), Y13, Y9
+	VFMADD231PS 32(R8)(R9*4), Y12, Y10
+	VFMADD231PS 32(R8)(R9*4), Y13, Y11
+	ADDQ        $0x10, R9
 	JMP         mvTF32_2x3_loop
 
+mvTF32_2x3_loop1:
+	CMPQ        R9, SI
+	JGE         mvTF32_2x3_done
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DX)(R9*4), Y13
+	VFMADD231PS (CX)(R9*4), Y12, Y0
+	VFMADD231PS (CX)(R9*4), Y13, Y1
+	VFMADD231PS (DI)(R9*4), Y12, Y2
+	VFMADD231PS (DI)(R9*4), Y13, Y3
+	VFMADD231PS (R8)(R9*4), Y12, Y4
+	VFMADD231PS (R8)(R9*4), Y13, Y5
+	ADDQ        $0x08, R9
+	JMP         mvTF32_2x3_loop1
+
 mvTF32_2x3_done:
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
+	VADDPS       Y8, Y2, Y2
+	VADDPS       Y9, Y3, Y3
+	VADDPS       Y10, Y4, Y4
+	VADDPS       Y11, Y5, Y5
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -1609,7 +2103,7 @@ mvTF32_2x3_done:
 	RET
 
 // func mvTF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_2x4(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -1622,7 +2116,7 @@ TEXT ·mvTF32_2x4(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DX
 	LEAQ   (CX)(BX*1), DI
 	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
+	LEAQ   (R8)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -1631,23 +2125,58 @@ TEXT ·mvTF32_2x4(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-16, R11
+	IMUL3Q $0x00000004, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_2x4_loop:
-	CMPQ        R9, SI
-	JGE         mvTF32_2x4_done
-	VMOVUPS     (AX)(R9*4), Y8
-	VMOVUPS     (DX)(R9*4), Y9
-	VFMADD231PS (CX)(R9*4), Y8, Y0
-	VFMADD231PS (CX)(R9*4), Y9, Y1
-	VFMADD231PS (DI)(R9*4), Y8, Y2
-	VFMADD231PS (DI)(R9*4), Y9, Y3
-	VFMADD231PS (R8)(R9*4), Y8, Y4
-	VFMADD231PS (R8)(R9*4), Y9, Y5
-	VFMADD231PS (BX)(R9*4), Y8, Y6
-	VFMADD231PS (BX)(R9*4), Y9, Y7
-	ADDQ        $0x08, R9
+	CMPQ        R10, R11
+	JGE         mvTF32_2x4_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	PREFETCHNTA 192(BX)
+	ADDQ        $0x00000100, BX
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DX)(R10*4), Y9
+	VFMADD231PS (CX)(R10*4), Y8, Y0
+	VFMADD231PS (CX)(R10*4), Y9, Y1
+	VFMADD231PS (DI)(R10*4), Y8, Y2
+	VFMADD231PS (DI)(R10*4), Y9, Y3
+	VFMADD231PS (R8)(R10*4), Y8, Y4
+	VFMADD231PS (R8)(R10*4), Y9, Y5
+	VFMADD231PS (R9)(R10*4), Y8, Y6
+	VFMADD231PS (R9)(R10*4), Y9, Y7
+	VMOVUPS     32(AX)(R10*4), Y8
+	VMOVUPS     32(DX)(R10*4), Y9
+	VFMADD231PS 32(CX)(R10*4), Y8, Y0
+	VFMADD231PS 32(CX)(R10*4), Y9, Y1
+	VFMADD231PS 32(DI)(R10*4), Y8, Y2
+	VFMADD231PS 32(DI)(R10*4), Y9, Y3
+	VFMADD231PS 32(R8)(R10*4), Y8, Y4
+	VFMADD231PS 32(R8)(R10*4), Y9, Y5
+	VFMADD231PS 32(R9)(R10*4), Y8, Y6
+	VFMADD231PS 32(R9)(R10*4), Y9, Y7
+	ADDQ        $0x10, R10
 	JMP         mvTF32_2x4_loop
+
+mvTF32_2x4_loop1:
+	CMPQ        R10, SI
+	JGE         mvTF32_2x4_done
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DX)(R10*4), Y9
+	VFMADD231PS (CX)(R10*4), Y8, Y0
+	VFMADD231PS (CX)(R10*4), Y9, Y1
+	VFMADD231PS (DI)(R10*4), Y8, Y2
+	VFMADD231PS (DI)(R10*4), Y9, Y3
+	VFMADD231PS (R8)(R10*4), Y8, Y4
+	VFMADD231PS (R8)(R10*4), Y9, Y5
+	VFMADD231PS (R9)(R10*4), Y8, Y6
+	VFMADD231PS (R9)(R10*4), Y9, Y7
+	ADDQ        $0x08, R10
+	JMP         mvTF32_2x4_loop1
 
 mvTF32_2x4_done:
 	MOVQ         dst+0(FP), AX
@@ -1697,419 +2226,1015 @@ mvTF32_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_2x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	XORQ   DI, DI
+// func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_2x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), BX
+	MOVQ         n+48(FP), SI
+	ANDQ         $-8, SI
+	MOVQ         acc+56(FP), DI
+	MOVQ         SI, R8
+	ANDQ         $-16, R8
+	XORQ         R9, R9
+	TESTQ        DI, DI
+	JZ           mvRF32_2x1_set
 
-mvNF32_2x1_loop:
-	CMPQ         DI, SI
-	JGE          mvNF32_2x1_done
-	VBROADCASTSS (AX)(DI*4), Y2
-	VBROADCASTSS (DX)(DI*4), Y3
-	VMOVUPS      (CX), Y4
-	VFMADD231PS  Y4, Y2, Y0
-	VFMADD231PS  Y4, Y3, Y1
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF32_2x1_loop
+mvRF32_2x1_acc_loop:
+	CMPQ        R9, R8
+	JGE         mvRF32_2x1_acc_loop1
+	PREFETCHNTA (AX)(R9*4)
+	VMOVUPS     (CX)(R9*4), Y4
+	VMOVUPS     (DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     (BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	VMOVUPS     32(CX)(R9*4), Y4
+	VMOVUPS     32(DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     32(BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, 32(DX)(R9*4)
+	VMOVUPS     Y3, 32(BX)(R9*4)
+	ADDQ        $0x10, R9
+	JMP         mvRF32_2x1_acc_loop
 
-mvNF32_2x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_2x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
+mvRF32_2x1_acc_loop1:
+	CMPQ        R9, SI
+	JGE         mvRF32_2x1_done
+	VMOVUPS     (CX)(R9*4), Y4
+	VMOVUPS     (DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     (BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	ADDQ        $0x08, R9
+	JMP         mvRF32_2x1_acc_loop1
 
-mvNF32_2x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
+mvRF32_2x1_set:
+mvRF32_2x1_set_loop:
+	CMPQ        R9, R8
+	JGE         mvRF32_2x1_set_loop1
+	PREFETCHNTA (AX)(R9*4)
+	VMOVUPS     (CX)(R9*4), Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	VMOVUPS     32(CX)(R9*4), Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, 32(DX)(R9*4)
+	VMOVUPS     Y3, 32(BX)(R9*4)
+	ADDQ        $0x10, R9
+	JMP         mvRF32_2x1_set_loop
+
+mvRF32_2x1_set_loop1:
+	CMPQ    R9, SI
+	JGE     mvRF32_2x1_done
+	VMOVUPS (CX)(R9*4), Y3
+	VMULPS  Y3, Y0, Y2
+	VMULPS  Y3, Y1, Y3
+	VMOVUPS Y2, (DX)(R9*4)
+	VMOVUPS Y3, (BX)(R9*4)
+	ADDQ    $0x08, R9
+	JMP     mvRF32_2x1_set_loop1
+
+mvRF32_2x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_2x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   DI, DI
+// func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_2x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), DI
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-16, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRF32_2x2_set
 
-mvNF32_2x2_loop:
-	CMPQ         DI, SI
-	JGE          mvNF32_2x2_done
-	VBROADCASTSS (AX)(DI*4), Y4
-	VBROADCASTSS (DX)(DI*4), Y5
-	VMOVUPS      (CX), Y6
-	VFMADD231PS  Y6, Y4, Y0
-	VFMADD231PS  Y6, Y5, Y2
-	VMOVUPS      32(CX), Y6
-	VFMADD231PS  Y6, Y4, Y1
-	VFMADD231PS  Y6, Y5, Y3
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF32_2x2_loop
+mvRF32_2x2_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRF32_2x2_acc_loop1
+	PREFETCHNTA (DX)(R11*4)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R11*4)
+	IMUL3Q      $0x00000001, BX, R9
+	SUBQ        R9, DX
+	VMOVUPS     (CX)(R11*4), Y5
+	VMOVUPS     (SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VMOVUPS     (AX)(R11*4), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     32(CX)(R11*4), Y5
+	VMOVUPS     32(SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     32(DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VMOVUPS     32(AX)(R11*4), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	ADDQ        $0x10, R11
+	JMP         mvRF32_2x2_acc_loop
 
-mvNF32_2x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_2x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
+mvRF32_2x2_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRF32_2x2_done
+	VMOVUPS     (CX)(R11*4), Y5
+	VMOVUPS     (SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VMOVUPS     (AX)(R11*4), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRF32_2x2_acc_loop1
 
-mvNF32_2x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
+mvRF32_2x2_set:
+mvRF32_2x2_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRF32_2x2_set_loop1
+	PREFETCHNTA (DX)(R11*4)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R11*4)
+	IMUL3Q      $0x00000001, BX, R9
+	SUBQ        R9, DX
+	VMOVUPS     (CX)(R11*4), Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VMOVUPS     (AX)(R11*4), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     32(CX)(R11*4), Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VMOVUPS     32(AX)(R11*4), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	ADDQ        $0x10, R11
+	JMP         mvRF32_2x2_set_loop
+
+mvRF32_2x2_set_loop1:
+	CMPQ    R11, R8
+	JGE     mvRF32_2x2_done
+	VMOVUPS (CX)(R11*4), Y5
+	VMULPS  Y5, Y0, Y4
+	VMULPS  Y5, Y2, Y6
+	VMOVUPS (AX)(R11*4), Y7
+	VMULPS  Y7, Y1, Y5
+	VMULPS  Y7, Y3, Y7
+	VADDPS  Y5, Y4, Y4
+	VMOVUPS Y4, (SI)(R11*4)
+	VADDPS  Y7, Y6, Y6
+	VMOVUPS Y6, (DI)(R11*4)
+	ADDQ    $0x08, R11
+	JMP     mvRF32_2x2_set_loop1
+
+mvRF32_2x2_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_2x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   DI, DI
+// func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_2x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	VBROADCASTSS 4(AX), Y4
+	VBROADCASTSS 8(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	LEAQ         (DI)(R8*1), R8
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-16, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRF32_2x3_set
 
-mvNF32_2x3_loop:
-	CMPQ         DI, SI
-	JGE          mvNF32_2x3_done
-	VBROADCASTSS (AX)(DI*4), Y6
-	VBROADCASTSS (DX)(DI*4), Y7
-	VMOVUPS      (CX), Y8
-	VFMADD231PS  Y8, Y6, Y0
-	VFMADD231PS  Y8, Y7, Y3
-	VMOVUPS      32(CX), Y8
-	VFMADD231PS  Y8, Y6, Y1
-	VFMADD231PS  Y8, Y7, Y4
-	VMOVUPS      64(CX), Y8
-	VFMADD231PS  Y8, Y6, Y2
-	VFMADD231PS  Y8, Y7, Y5
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF32_2x3_loop
+mvRF32_2x3_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRF32_2x3_acc_loop1
+	PREFETCHNTA (SI)(R12*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*4)
+	IMUL3Q      $0x00000002, BX, R10
+	SUBQ        R10, SI
+	VMOVUPS     (CX)(R12*4), Y7
+	VMOVUPS     (DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VMOVUPS     (AX)(R12*4), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VMOVUPS     (DX)(R12*4), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VMOVUPS     32(CX)(R12*4), Y7
+	VMOVUPS     32(DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     32(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VMOVUPS     32(AX)(R12*4), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VMOVUPS     32(DX)(R12*4), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	ADDQ        $0x10, R12
+	JMP         mvRF32_2x3_acc_loop
 
-mvNF32_2x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_2x3_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
-	VADDPS 32(DX), Y4, Y4
-	VADDPS 64(DX), Y5, Y5
+mvRF32_2x3_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF32_2x3_done
+	VMOVUPS     (CX)(R12*4), Y7
+	VMOVUPS     (DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VMOVUPS     (AX)(R12*4), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VMOVUPS     (DX)(R12*4), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRF32_2x3_acc_loop1
 
-mvNF32_2x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VMOVUPS Y4, 32(AX)
-	VMOVUPS Y5, 64(AX)
+mvRF32_2x3_set:
+mvRF32_2x3_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRF32_2x3_set_loop1
+	PREFETCHNTA (SI)(R12*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*4)
+	IMUL3Q      $0x00000002, BX, R10
+	SUBQ        R10, SI
+	VMOVUPS     (CX)(R12*4), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VMOVUPS     (AX)(R12*4), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VMOVUPS     (DX)(R12*4), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VMOVUPS     32(CX)(R12*4), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VMOVUPS     32(AX)(R12*4), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VMOVUPS     32(DX)(R12*4), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	ADDQ        $0x10, R12
+	JMP         mvRF32_2x3_set_loop
+
+mvRF32_2x3_set_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF32_2x3_done
+	VMOVUPS     (CX)(R12*4), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VMOVUPS     (AX)(R12*4), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VMOVUPS     (DX)(R12*4), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRF32_2x3_set_loop1
+
+mvRF32_2x3_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_2x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   DI, DI
+// func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_2x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	VBROADCASTSS 8(AX), Y6
+	VBROADCASTSS 12(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	LEAQ         (R8)(R9*1), R9
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-16, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRF32_2x4_set
 
-mvNF32_2x4_loop:
-	CMPQ         DI, SI
-	JGE          mvNF32_2x4_done
-	VBROADCASTSS (AX)(DI*4), Y8
-	VBROADCASTSS (DX)(DI*4), Y9
-	VMOVUPS      (CX), Y10
-	VFMADD231PS  Y10, Y8, Y0
-	VFMADD231PS  Y10, Y9, Y4
-	VMOVUPS      32(CX), Y10
-	VFMADD231PS  Y10, Y8, Y1
-	VFMADD231PS  Y10, Y9, Y5
-	VMOVUPS      64(CX), Y10
-	VFMADD231PS  Y10, Y8, Y2
-	VFMADD231PS  Y10, Y9, Y6
-	VMOVUPS      96(CX), Y10
-	VFMADD231PS  Y10, Y8, Y3
-	VFMADD231PS  Y10, Y9, Y7
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF32_2x4_loop
+mvRF32_2x4_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRF32_2x4_acc_loop1
+	PREFETCHNTA (DI)(R13*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*4)
+	IMUL3Q      $0x00000003, BX, R11
+	SUBQ        R11, DI
+	VMOVUPS     (CX)(R13*4), Y9
+	VMOVUPS     (R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VMOVUPS     (AX)(R13*4), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VMOVUPS     (DX)(R13*4), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VMOVUPS     (SI)(R13*4), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     32(CX)(R13*4), Y9
+	VMOVUPS     32(R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     32(R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VMOVUPS     32(AX)(R13*4), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VMOVUPS     32(DX)(R13*4), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VMOVUPS     32(SI)(R13*4), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	ADDQ        $0x10, R13
+	JMP         mvRF32_2x4_acc_loop
 
-mvNF32_2x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_2x4_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	VADDPS 64(DX), Y6, Y6
-	VADDPS 96(DX), Y7, Y7
+mvRF32_2x4_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF32_2x4_done
+	VMOVUPS     (CX)(R13*4), Y9
+	VMOVUPS     (R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VMOVUPS     (AX)(R13*4), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VMOVUPS     (DX)(R13*4), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VMOVUPS     (SI)(R13*4), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF32_2x4_acc_loop1
 
-mvNF32_2x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	VMOVUPS Y6, 64(AX)
-	VMOVUPS Y7, 96(AX)
+mvRF32_2x4_set:
+mvRF32_2x4_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRF32_2x4_set_loop1
+	PREFETCHNTA (DI)(R13*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*4)
+	IMUL3Q      $0x00000003, BX, R11
+	SUBQ        R11, DI
+	VMOVUPS     (CX)(R13*4), Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VMOVUPS     (AX)(R13*4), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VMOVUPS     (DX)(R13*4), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VMOVUPS     (SI)(R13*4), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     32(CX)(R13*4), Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VMOVUPS     32(AX)(R13*4), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VMOVUPS     32(DX)(R13*4), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VMOVUPS     32(SI)(R13*4), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	ADDQ        $0x10, R13
+	JMP         mvRF32_2x4_set_loop
+
+mvRF32_2x4_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF32_2x4_done
+	VMOVUPS     (CX)(R13*4), Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VMOVUPS     (AX)(R13*4), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VMOVUPS     (DX)(R13*4), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VMOVUPS     (SI)(R13*4), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF32_2x4_set_loop1
+
+mvRF32_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_2x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	XORQ   DI, DI
+// func mvRF32_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_2x5(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y5
+	VBROADCASTSS 4(AX), Y6
+	VBROADCASTSS 8(AX), Y7
+	VBROADCASTSS 12(AX), Y8
+	VBROADCASTSS 16(AX), Y9
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	IMUL3Q       $0x00000005, BX, R8
+	ADDQ         CX, R8
+	MOVQ         dst+0(FP), R9
+	MOVQ         ldd+8(FP), R10
+	SHLQ         $0x02, R10
+	LEAQ         (R9)(R10*1), R10
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-16, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRF32_2x5_set
 
-mvNF32_2x5_loop:
-	CMPQ         DI, SI
-	JGE          mvNF32_2x5_done
-	VBROADCASTSS (AX)(DI*4), Y10
-	VBROADCASTSS (DX)(DI*4), Y11
-	VMOVUPS      (CX), Y12
-	VFMADD231PS  Y12, Y10, Y0
-	VFMADD231PS  Y12, Y11, Y5
-	VMOVUPS      32(CX), Y12
-	VFMADD231PS  Y12, Y10, Y1
-	VFMADD231PS  Y12, Y11, Y6
-	VMOVUPS      64(CX), Y12
-	VFMADD231PS  Y12, Y10, Y2
-	VFMADD231PS  Y12, Y11, Y7
-	VMOVUPS      96(CX), Y12
-	VFMADD231PS  Y12, Y10, Y3
-	VFMADD231PS  Y12, Y11, Y8
-	VMOVUPS      128(CX), Y12
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y9
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF32_2x5_loop
+mvRF32_2x5_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRF32_2x5_acc_loop1
+	PREFETCHNTA (R8)(R14*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*4)
+	IMUL3Q      $0x00000004, BX, R12
+	SUBQ        R12, R8
+	VMOVUPS     (CX)(R14*4), Y11
+	VMOVUPS     (R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     (R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VMOVUPS     (AX)(R14*4), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     (DX)(R14*4), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VMOVUPS     (SI)(R14*4), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     (DI)(R14*4), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	VMOVUPS     32(CX)(R14*4), Y11
+	VMOVUPS     32(R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     32(R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VMOVUPS     32(AX)(R14*4), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     32(DX)(R14*4), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VMOVUPS     32(SI)(R14*4), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     32(DI)(R14*4), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 32(R10)(R14*4)
+	ADDQ        $0x10, R14
+	JMP         mvRF32_2x5_acc_loop
 
-mvNF32_2x5_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_2x5_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	VADDPS 128(DX), Y4, Y4
-	ADDQ   CX, DX
-	VADDPS (DX), Y5, Y5
-	VADDPS 32(DX), Y6, Y6
-	VADDPS 64(DX), Y7, Y7
-	VADDPS 96(DX), Y8, Y8
-	VADDPS 128(DX), Y9, Y9
+mvRF32_2x5_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF32_2x5_done
+	VMOVUPS     (CX)(R14*4), Y11
+	VMOVUPS     (R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     (R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VMOVUPS     (AX)(R14*4), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     (DX)(R14*4), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VMOVUPS     (SI)(R14*4), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     (DI)(R14*4), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF32_2x5_acc_loop1
 
-mvNF32_2x5_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y5, (AX)
-	VMOVUPS Y6, 32(AX)
-	VMOVUPS Y7, 64(AX)
-	VMOVUPS Y8, 96(AX)
-	VMOVUPS Y9, 128(AX)
+mvRF32_2x5_set:
+mvRF32_2x5_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRF32_2x5_set_loop1
+	PREFETCHNTA (R8)(R14*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*4)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*4)
+	IMUL3Q      $0x00000004, BX, R12
+	SUBQ        R12, R8
+	VMOVUPS     (CX)(R14*4), Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VMOVUPS     (AX)(R14*4), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     (DX)(R14*4), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VMOVUPS     (SI)(R14*4), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     (DI)(R14*4), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	VMOVUPS     32(CX)(R14*4), Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VMOVUPS     32(AX)(R14*4), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     32(DX)(R14*4), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VMOVUPS     32(SI)(R14*4), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     32(DI)(R14*4), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 32(R10)(R14*4)
+	ADDQ        $0x10, R14
+	JMP         mvRF32_2x5_set_loop
+
+mvRF32_2x5_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF32_2x5_done
+	VMOVUPS     (CX)(R14*4), Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VMOVUPS     (AX)(R14*4), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     (DX)(R14*4), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VMOVUPS     (SI)(R14*4), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     (DI)(R14*4), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF32_2x5_set_loop1
+
+mvRF32_2x5_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_2x6(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ   DI, DI
+// func mvRF32_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_2x6(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	VBROADCASTSS 8(AX), Y8
+	VBROADCASTSS 12(AX), Y9
+	VBROADCASTSS 16(AX), Y10
+	VBROADCASTSS 20(AX), Y11
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	IMUL3Q       $0x00000006, BX, R9
+	ADDQ         CX, R9
+	MOVQ         dst+0(FP), R10
+	MOVQ         ldd+8(FP), R11
+	SHLQ         $0x02, R11
+	LEAQ         (R10)(R11*1), R11
+	MOVQ         n+48(FP), R12
+	ANDQ         $-8, R12
+	MOVQ         acc+56(FP), R13
+	MOVQ         R12, R14
+	ANDQ         $-16, R14
+	XORQ         R15, R15
+	TESTQ        R13, R13
+	JZ           mvRF32_2x6_set
 
-mvNF32_2x6_loop:
-	CMPQ         DI, SI
-	JGE          mvNF32_2x6_done
-	VBROADCASTSS (AX)(DI*4), Y12
-	VBROADCASTSS (DX)(DI*4), Y13
-	VMOVUPS      (CX), Y14
-	VFMADD231PS  Y14, Y12, Y0
-	VFMADD231PS  Y14, Y13, Y6
-	VMOVUPS      32(CX), Y14
-	VFMADD231PS  Y14, Y12, Y1
-	VFMADD231PS  Y14, Y13, Y7
-	VMOVUPS      64(CX), Y14
-	VFMADD231PS  Y14, Y12, Y2
-	VFMADD231PS  Y14, Y13, Y8
-	VMOVUPS      96(CX), Y14
-	VFMADD231PS  Y14, Y12, Y3
-	VFMADD231PS  Y14, Y13, Y9
-	VMOVUPS      128(CX), Y14
-	VFMADD231PS  Y14, Y12, Y4
-	VFMADD231PS  Y14, Y13, Y10
-	VMOVUPS      160(CX), Y14
-	VFMADD231PS  Y14, Y12, Y5
-	VFMADD231PS  Y14, Y13, Y11
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF32_2x6_loop
+mvRF32_2x6_acc_loop:
+	CMPQ        R15, R14
+	JGE         mvRF32_2x6_acc_loop1
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	IMUL3Q      $0x00000005, BX, R13
+	SUBQ        R13, R9
+	VMOVUPS     (CX)(R15*4), Y14
+	VMOVUPS     (R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     (R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VMOVUPS     (AX)(R15*4), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VMOVUPS     (DX)(R15*4), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     (SI)(R15*4), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VMOVUPS     (DI)(R15*4), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VMOVUPS     (R8)(R15*4), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	VMOVUPS     32(CX)(R15*4), Y14
+	VMOVUPS     32(R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     32(R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VMOVUPS     32(AX)(R15*4), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VMOVUPS     32(DX)(R15*4), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     32(SI)(R15*4), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VMOVUPS     32(DI)(R15*4), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VMOVUPS     32(R8)(R15*4), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 32(R10)(R15*4)
+	VMOVUPS     Y13, 32(R11)(R15*4)
+	ADDQ        $0x10, R15
+	JMP         mvRF32_2x6_acc_loop
 
-mvNF32_2x6_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_2x6_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	VADDPS 128(DX), Y4, Y4
-	VADDPS 160(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	VADDPS 64(DX), Y8, Y8
-	VADDPS 96(DX), Y9, Y9
-	VADDPS 128(DX), Y10, Y10
-	VADDPS 160(DX), Y11, Y11
+mvRF32_2x6_acc_loop1:
+	CMPQ        R15, R12
+	JGE         mvRF32_2x6_done
+	VMOVUPS     (CX)(R15*4), Y14
+	VMOVUPS     (R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     (R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VMOVUPS     (AX)(R15*4), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VMOVUPS     (DX)(R15*4), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     (SI)(R15*4), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VMOVUPS     (DI)(R15*4), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VMOVUPS     (R8)(R15*4), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRF32_2x6_acc_loop1
 
-mvNF32_2x6_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	VMOVUPS Y8, 64(AX)
-	VMOVUPS Y9, 96(AX)
-	VMOVUPS Y10, 128(AX)
-	VMOVUPS Y11, 160(AX)
+mvRF32_2x6_set:
+mvRF32_2x6_set_loop:
+	CMPQ        R15, R14
+	JGE         mvRF32_2x6_set_loop1
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*4)
+	IMUL3Q      $0x00000005, BX, R13
+	SUBQ        R13, R9
+	VMOVUPS     (CX)(R15*4), Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     (AX)(R15*4), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VMOVUPS     (DX)(R15*4), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     (SI)(R15*4), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VMOVUPS     (DI)(R15*4), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VMOVUPS     (R8)(R15*4), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	VMOVUPS     32(CX)(R15*4), Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     32(AX)(R15*4), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VMOVUPS     32(DX)(R15*4), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     32(SI)(R15*4), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VMOVUPS     32(DI)(R15*4), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VMOVUPS     32(R8)(R15*4), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 32(R10)(R15*4)
+	VMOVUPS     Y13, 32(R11)(R15*4)
+	ADDQ        $0x10, R15
+	JMP         mvRF32_2x6_set_loop
+
+mvRF32_2x6_set_loop1:
+	CMPQ        R15, R12
+	JGE         mvRF32_2x6_done
+	VMOVUPS     (CX)(R15*4), Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VMOVUPS     (AX)(R15*4), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VMOVUPS     (DX)(R15*4), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VMOVUPS     (SI)(R15*4), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VMOVUPS     (DI)(R15*4), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VMOVUPS     (R8)(R15*4), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRF32_2x6_set_loop1
+
+mvRF32_2x6_done:
 	VZEROUPPER
 	RET
 
 // func mvTF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_3x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -2119,26 +3244,56 @@ TEXT ·mvTF32_3x1(SB), NOSPLIT, $0-56
 	ANDQ   $-8, SI
 	SHLQ   $0x02, DX
 	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), BX
-	LEAQ   (BX)(DX*1), DX
+	LEAQ   (AX)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
-	XORQ   DI, DI
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	XORQ   R8, R8
+	MOVQ   SI, R9
+	ANDQ   $-16, R9
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_3x1_loop:
-	CMPQ        DI, SI
-	JGE         mvTF32_3x1_done
-	VMOVUPS     (AX)(DI*4), Y3
-	VMOVUPS     (BX)(DI*4), Y4
-	VMOVUPS     (DX)(DI*4), Y5
-	VFMADD231PS (CX)(DI*4), Y3, Y0
-	VFMADD231PS (CX)(DI*4), Y4, Y1
-	VFMADD231PS (CX)(DI*4), Y5, Y2
-	ADDQ        $0x08, DI
+	CMPQ        R8, R9
+	JGE         mvTF32_3x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(R8*4), Y6
+	VMOVUPS     (DI)(R8*4), Y7
+	VMOVUPS     (DX)(R8*4), Y8
+	VFMADD231PS (CX)(R8*4), Y6, Y0
+	VFMADD231PS (CX)(R8*4), Y7, Y1
+	VFMADD231PS (CX)(R8*4), Y8, Y2
+	VMOVUPS     32(AX)(R8*4), Y6
+	VMOVUPS     32(DI)(R8*4), Y7
+	VMOVUPS     32(DX)(R8*4), Y8
+	VFMADD231PS 32(CX)(R8*4), Y6, Y3
+	VFMADD231PS 32(CX)(R8*4), Y7, Y4
+	VFMADD231PS 32(CX)(R8*4), Y8, Y5
+	ADDQ        $0x10, R8
 	JMP         mvTF32_3x1_loop
 
+mvTF32_3x1_loop1:
+	CMPQ        R8, SI
+	JGE         mvTF32_3x1_done
+	VMOVUPS     (AX)(R8*4), Y6
+	VMOVUPS     (DI)(R8*4), Y7
+	VMOVUPS     (DX)(R8*4), Y8
+	VFMADD231PS (CX)(R8*4), Y6, Y0
+	VFMADD231PS (CX)(R8*4), Y7, Y1
+	VFMADD231PS (CX)(R8*4), Y8, Y2
+	ADDQ        $0x08, R8
+	JMP         mvTF32_3x1_loop1
+
 mvTF32_3x1_done:
+	VADDPS       Y3, Y0, Y0
+	VADDPS       Y4, Y1, Y1
+	VADDPS       Y5, Y2, Y2
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -2163,7 +3318,7 @@ mvTF32_3x1_done:
 	RET
 
 // func mvTF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_3x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -2175,31 +3330,74 @@ TEXT ·mvTF32_3x2(SB), NOSPLIT, $0-56
 	SHLQ   $0x02, BX
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-16, R10
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_3x2_loop:
-	CMPQ        R8, SI
-	JGE         mvTF32_3x2_done
-	VMOVUPS     (AX)(R8*4), Y6
-	VMOVUPS     (DI)(R8*4), Y7
-	VMOVUPS     (DX)(R8*4), Y8
-	VFMADD231PS (CX)(R8*4), Y6, Y0
-	VFMADD231PS (CX)(R8*4), Y7, Y1
-	VFMADD231PS (CX)(R8*4), Y8, Y2
-	VFMADD231PS (BX)(R8*4), Y6, Y3
-	VFMADD231PS (BX)(R8*4), Y7, Y4
-	VFMADD231PS (BX)(R8*4), Y8, Y5
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTF32_3x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DI)(R9*4), Y13
+	VMOVUPS     (DX)(R9*4), Y14
+	VFMADD231PS (CX)(R9*4), Y12, Y0
+	VFMADD231PS (CX)(R9*4), Y13, Y1
+	VFMADD231PS (CX)(R9*4), Y14, Y2
+	VFMADD231PS (R8)(R9*4), Y12, Y3
+	VFMADD231PS (R8)(R9*4), Y13, Y4
+	VFMADD231PS (R8)(R9*4), Y14, Y5
+	VMOVUPS     32(AX)(R9*4), Y12
+	VMOVUPS     32(DI)(R9*4), Y13
+	VMOVUPS     32(DX)(R9*4), Y14
+	VFMADD231PS 32(CX)(R9*4), Y12, Y6
+	VFMADD231PS 32(CX)(R9*4), Y13, Y7
+	VFMADD231PS 32(CX)(R9*4), Y14, Y8
+	VFMADD231PS 32(R8)(R9*4), Y12, Y9
+	VFMADD231PS 32(R8)(R9*4), Y13, Y10
+	VFMADD231PS 32(R8)(R9*4), Y14, Y11
+	ADDQ        $0x10, R9
 	JMP         mvTF32_3x2_loop
 
+mvTF32_3x2_loop1:
+	CMPQ        R9, SI
+	JGE         mvTF32_3x2_done
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DI)(R9*4), Y13
+	VMOVUPS     (DX)(R9*4), Y14
+	VFMADD231PS (CX)(R9*4), Y12, Y0
+	VFMADD231PS (CX)(R9*4), Y13, Y1
+	VFMADD231PS (CX)(R9*4), Y14, Y2
+	VFMADD231PS (R8)(R9*4), Y12, Y3
+	VFMADD231PS (R8)(R9*4), Y13, Y4
+	VFMADD231PS (R8)(R9*4), Y14, Y5
+	ADDQ        $0x08, R9
+	JMP         mvTF32_3x2_loop1
+
 mvTF32_3x2_done:
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
+	VADDPS       Y8, Y2, Y2
+	VADDPS       Y9, Y3, Y3
+	VADDPS       Y10, Y4, Y4
+	VADDPS       Y11, Y5, Y5
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -2239,7 +3437,7 @@ mvTF32_3x2_done:
 	RET
 
 // func mvTF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_3x3(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -2252,7 +3450,7 @@ TEXT ·mvTF32_3x3(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), DX
 	LEAQ   (CX)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
+	LEAQ   (R8)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -2262,25 +3460,63 @@ TEXT ·mvTF32_3x3(SB), NOSPLIT, $0-56
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
 	VXORPS Y8, Y8, Y8
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-16, R11
+	IMUL3Q $0x00000003, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_3x3_loop:
-	CMPQ        R9, SI
-	JGE         mvTF32_3x3_done
-	VMOVUPS     (AX)(R9*4), Y9
-	VMOVUPS     (DI)(R9*4), Y10
-	VMOVUPS     (DX)(R9*4), Y11
-	VFMADD231PS (CX)(R9*4), Y9, Y0
-	VFMADD231PS (CX)(R9*4), Y10, Y1
-	VFMADD231PS (CX)(R9*4), Y11, Y2
-	VFMADD231PS (R8)(R9*4), Y9, Y3
-	VFMADD231PS (R8)(R9*4), Y10, Y4
-	VFMADD231PS (R8)(R9*4), Y11, Y5
-	VFMADD231PS (BX)(R9*4), Y9, Y6
-	VFMADD231PS (BX)(R9*4), Y10, Y7
-	VFMADD231PS (BX)(R9*4), Y11, Y8
-	ADDQ        $0x08, R9
+	CMPQ        R10, R11
+	JGE         mvTF32_3x3_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	ADDQ        $0x000000c0, BX
+	VMOVUPS     (AX)(R10*4), Y9
+	VMOVUPS     (DI)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VFMADD231PS (CX)(R10*4), Y9, Y0
+	VFMADD231PS (CX)(R10*4), Y10, Y1
+	VFMADD231PS (CX)(R10*4), Y11, Y2
+	VFMADD231PS (R8)(R10*4), Y9, Y3
+	VFMADD231PS (R8)(R10*4), Y10, Y4
+	VFMADD231PS (R8)(R10*4), Y11, Y5
+	VFMADD231PS (R9)(R10*4), Y9, Y6
+	VFMADD231PS (R9)(R10*4), Y10, Y7
+	VFMADD231PS (R9)(R10*4), Y11, Y8
+	VMOVUPS     32(AX)(R10*4), Y9
+	VMOVUPS     32(DI)(R10*4), Y10
+	VMOVUPS     32(DX)(R10*4), Y11
+	VFMADD231PS 32(CX)(R10*4), Y9, Y0
+	VFMADD231PS 32(CX)(R10*4), Y10, Y1
+	VFMADD231PS 32(CX)(R10*4), Y11, Y2
+	VFMADD231PS 32(R8)(R10*4), Y9, Y3
+	VFMADD231PS 32(R8)(R10*4), Y10, Y4
+	VFMADD231PS 32(R8)(R10*4), Y11, Y5
+	VFMADD231PS 32(R9)(R10*4), Y9, Y6
+	VFMADD231PS 32(R9)(R10*4), Y10, Y7
+	VFMADD231PS 32(R9)(R10*4), Y11, Y8
+	ADDQ        $0x10, R10
 	JMP         mvTF32_3x3_loop
+
+mvTF32_3x3_loop1:
+	CMPQ        R10, SI
+	JGE         mvTF32_3x3_done
+	VMOVUPS     (AX)(R10*4), Y9
+	VMOVUPS     (DI)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VFMADD231PS (CX)(R10*4), Y9, Y0
+	VFMADD231PS (CX)(R10*4), Y10, Y1
+	VFMADD231PS (CX)(R10*4), Y11, Y2
+	VFMADD231PS (R8)(R10*4), Y9, Y3
+	VFMADD231PS (R8)(R10*4), Y10, Y4
+	VFMADD231PS (R8)(R10*4), Y11, Y5
+	VFMADD231PS (R9)(R10*4), Y9, Y6
+	VFMADD231PS (R9)(R10*4), Y10, Y7
+	VFMADD231PS (R9)(R10*4), Y11, Y8
+	ADDQ        $0x08, R10
+	JMP         mvTF32_3x3_loop1
 
 mvTF32_3x3_done:
 	MOVQ         dst+0(FP), AX
@@ -2337,7 +3573,7 @@ mvTF32_3x3_done:
 	RET
 
 // func mvTF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_3x4(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -2351,7 +3587,7 @@ TEXT ·mvTF32_3x4(SB), NOSPLIT, $0-56
 	LEAQ   (DI)(DX*1), DX
 	LEAQ   (CX)(BX*1), R8
 	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
+	LEAQ   (R9)(BX*1), R10
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -2364,28 +3600,73 @@ TEXT ·mvTF32_3x4(SB), NOSPLIT, $0-56
 	VXORPS Y9, Y9, Y9
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
-	XORQ   R10, R10
+	XORQ   R11, R11
+	MOVQ   SI, R12
+	ANDQ   $-16, R12
+	IMUL3Q $0x00000004, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_3x4_loop:
-	CMPQ        R10, SI
-	JGE         mvTF32_3x4_done
-	VMOVUPS     (AX)(R10*4), Y12
-	VMOVUPS     (DI)(R10*4), Y13
-	VMOVUPS     (DX)(R10*4), Y14
-	VFMADD231PS (CX)(R10*4), Y12, Y0
-	VFMADD231PS (CX)(R10*4), Y13, Y1
-	VFMADD231PS (CX)(R10*4), Y14, Y2
-	VFMADD231PS (R8)(R10*4), Y12, Y3
-	VFMADD231PS (R8)(R10*4), Y13, Y4
-	VFMADD231PS (R8)(R10*4), Y14, Y5
-	VFMADD231PS (R9)(R10*4), Y12, Y6
-	VFMADD231PS (R9)(R10*4), Y13, Y7
-	VFMADD231PS (R9)(R10*4), Y14, Y8
-	VFMADD231PS (BX)(R10*4), Y12, Y9
-	VFMADD231PS (BX)(R10*4), Y13, Y10
-	VFMADD231PS (BX)(R10*4), Y14, Y11
-	ADDQ        $0x08, R10
+	CMPQ        R11, R12
+	JGE         mvTF32_3x4_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	PREFETCHNTA 192(BX)
+	ADDQ        $0x00000100, BX
+	VMOVUPS     (AX)(R11*4), Y12
+	VMOVUPS     (DI)(R11*4), Y13
+	VMOVUPS     (DX)(R11*4), Y14
+	VFMADD231PS (CX)(R11*4), Y12, Y0
+	VFMADD231PS (CX)(R11*4), Y13, Y1
+	VFMADD231PS (CX)(R11*4), Y14, Y2
+	VFMADD231PS (R8)(R11*4), Y12, Y3
+	VFMADD231PS (R8)(R11*4), Y13, Y4
+	VFMADD231PS (R8)(R11*4), Y14, Y5
+	VFMADD231PS (R9)(R11*4), Y12, Y6
+	VFMADD231PS (R9)(R11*4), Y13, Y7
+	VFMADD231PS (R9)(R11*4), Y14, Y8
+	VFMADD231PS (R10)(R11*4), Y12, Y9
+	VFMADD231PS (R10)(R11*4), Y13, Y10
+	VFMADD231PS (R10)(R11*4), Y14, Y11
+	VMOVUPS     32(AX)(R11*4), Y12
+	VMOVUPS     32(DI)(R11*4), Y13
+	VMOVUPS     32(DX)(R11*4), Y14
+	VFMADD231PS 32(CX)(R11*4), Y12, Y0
+	VFMADD231PS 32(CX)(R11*4), Y13, Y1
+	VFMADD231PS 32(CX)(R11*4), Y14, Y2
+	VFMADD231PS 32(R8)(R11*4), Y12, Y3
+	VFMADD231PS 32(R8)(R11*4), Y13, Y4
+	VFMADD231PS 32(R8)(R11*4), Y14, Y5
+	VFMADD231PS 32(R9)(R11*4), Y12, Y6
+	VFMADD231PS 32(R9)(R11*4), Y13, Y7
+	VFMADD231PS 32(R9)(R11*4), Y14, Y8
+	VFMADD231PS 32(R10)(R11*4), Y12, Y9
+	VFMADD231PS 32(R10)(R11*4), Y13, Y10
+	VFMADD231PS 32(R10)(R11*4), Y14, Y11
+	ADDQ        $0x10, R11
 	JMP         mvTF32_3x4_loop
+
+mvTF32_3x4_loop1:
+	CMPQ        R11, SI
+	JGE         mvTF32_3x4_done
+	VMOVUPS     (AX)(R11*4), Y12
+	VMOVUPS     (DI)(R11*4), Y13
+	VMOVUPS     (DX)(R11*4), Y14
+	VFMADD231PS (CX)(R11*4), Y12, Y0
+	VFMADD231PS (CX)(R11*4), Y13, Y1
+	VFMADD231PS (CX)(R11*4), Y14, Y2
+	VFMADD231PS (R8)(R11*4), Y12, Y3
+	VFMADD231PS (R8)(R11*4), Y13, Y4
+	VFMADD231PS (R8)(R11*4), Y14, Y5
+	VFMADD231PS (R9)(R11*4), Y12, Y6
+	VFMADD231PS (R9)(R11*4), Y13, Y7
+	VFMADD231PS (R9)(R11*4), Y14, Y8
+	VFMADD231PS (R10)(R11*4), Y12, Y9
+	VFMADD231PS (R10)(R11*4), Y13, Y10
+	VFMADD231PS (R10)(R11*4), Y14, Y11
+	ADDQ        $0x08, R11
+	JMP         mvTF32_3x4_loop1
 
 mvTF32_3x4_done:
 	MOVQ         dst+0(FP), AX
@@ -2456,302 +3737,696 @@ mvTF32_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_3x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   R8, R8
+// func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_3x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), BX
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	MOVQ         DI, R9
+	ANDQ         $-16, R9
+	XORQ         R10, R10
+	TESTQ        R8, R8
+	JZ           mvRF32_3x1_set
 
-mvNF32_3x1_loop:
-	CMPQ         R8, SI
-	JGE          mvNF32_3x1_done
-	VBROADCASTSS (AX)(R8*4), Y3
-	VBROADCASTSS (DI)(R8*4), Y4
-	VBROADCASTSS (DX)(R8*4), Y5
-	VMOVUPS      (CX), Y6
-	VFMADD231PS  Y6, Y3, Y0
-	VFMADD231PS  Y6, Y4, Y1
-	VFMADD231PS  Y6, Y5, Y2
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNF32_3x1_loop
+mvRF32_3x1_acc_loop:
+	CMPQ        R10, R9
+	JGE         mvRF32_3x1_acc_loop1
+	PREFETCHNTA (AX)(R10*4)
+	VMOVUPS     (CX)(R10*4), Y6
+	VMOVUPS     (DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     (SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     (BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	VMOVUPS     32(CX)(R10*4), Y6
+	VMOVUPS     32(DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     32(SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     32(BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, 32(DX)(R10*4)
+	VMOVUPS     Y4, 32(SI)(R10*4)
+	VMOVUPS     Y5, 32(BX)(R10*4)
+	ADDQ        $0x10, R10
+	JMP         mvRF32_3x1_acc_loop
 
-mvNF32_3x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_3x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
+mvRF32_3x1_acc_loop1:
+	CMPQ        R10, DI
+	JGE         mvRF32_3x1_done
+	VMOVUPS     (CX)(R10*4), Y6
+	VMOVUPS     (DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     (SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     (BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	ADDQ        $0x08, R10
+	JMP         mvRF32_3x1_acc_loop1
 
-mvNF32_3x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
+mvRF32_3x1_set:
+mvRF32_3x1_set_loop:
+	CMPQ        R10, R9
+	JGE         mvRF32_3x1_set_loop1
+	PREFETCHNTA (AX)(R10*4)
+	VMOVUPS     (CX)(R10*4), Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	VMOVUPS     32(CX)(R10*4), Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, 32(DX)(R10*4)
+	VMOVUPS     Y4, 32(SI)(R10*4)
+	VMOVUPS     Y5, 32(BX)(R10*4)
+	ADDQ        $0x10, R10
+	JMP         mvRF32_3x1_set_loop
+
+mvRF32_3x1_set_loop1:
+	CMPQ    R10, DI
+	JGE     mvRF32_3x1_done
+	VMOVUPS (CX)(R10*4), Y5
+	VMULPS  Y5, Y0, Y3
+	VMULPS  Y5, Y1, Y4
+	VMULPS  Y5, Y2, Y5
+	VMOVUPS Y3, (DX)(R10*4)
+	VMOVUPS Y4, (SI)(R10*4)
+	VMOVUPS Y5, (BX)(R10*4)
+	ADDQ    $0x08, R10
+	JMP     mvRF32_3x1_set_loop1
+
+mvRF32_3x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_3x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+// func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_3x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), R8
+	LEAQ         (R8)(DI*1), DI
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-16, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRF32_3x2_set
 
-mvNF32_3x2_loop:
-	CMPQ         R8, SI
-	JGE          mvNF32_3x2_done
-	VBROADCASTSS (AX)(R8*4), Y6
-	VBROADCASTSS (DI)(R8*4), Y7
-	VBROADCASTSS (DX)(R8*4), Y8
-	VMOVUPS      (CX), Y9
-	VFMADD231PS  Y9, Y6, Y0
-	VFMADD231PS  Y9, Y7, Y2
-	VFMADD231PS  Y9, Y8, Y4
-	VMOVUPS      32(CX), Y9
-	VFMADD231PS  Y9, Y6, Y1
-	VFMADD231PS  Y9, Y7, Y3
-	VFMADD231PS  Y9, Y8, Y5
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNF32_3x2_loop
+mvRF32_3x2_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRF32_3x2_acc_loop1
+	PREFETCHNTA (DX)(R12*4)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R12*4)
+	IMUL3Q      $0x00000001, BX, R10
+	SUBQ        R10, DX
+	VMOVUPS     (CX)(R12*4), Y7
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     (DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VMOVUPS     (AX)(R12*4), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	VMOVUPS     32(CX)(R12*4), Y7
+	VMOVUPS     32(SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     32(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     32(DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VMOVUPS     32(AX)(R12*4), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(DI)(R12*4)
+	ADDQ        $0x10, R12
+	JMP         mvRF32_3x2_acc_loop
 
-mvNF32_3x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_3x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
+mvRF32_3x2_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF32_3x2_done
+	VMOVUPS     (CX)(R12*4), Y7
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     (DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VMOVUPS     (AX)(R12*4), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRF32_3x2_acc_loop1
 
-mvNF32_3x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
+mvRF32_3x2_set:
+mvRF32_3x2_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRF32_3x2_set_loop1
+	PREFETCHNTA (DX)(R12*4)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R12*4)
+	IMUL3Q      $0x00000001, BX, R10
+	SUBQ        R10, DX
+	VMOVUPS     (CX)(R12*4), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VMOVUPS     (AX)(R12*4), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	VMOVUPS     32(CX)(R12*4), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VMOVUPS     32(AX)(R12*4), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(DI)(R12*4)
+	ADDQ        $0x10, R12
+	JMP         mvRF32_3x2_set_loop
+
+mvRF32_3x2_set_loop1:
+	CMPQ    R12, R9
+	JGE     mvRF32_3x2_done
+	VMOVUPS (CX)(R12*4), Y7
+	VMULPS  Y7, Y0, Y6
+	VMULPS  Y7, Y2, Y8
+	VMULPS  Y7, Y4, Y10
+	VMOVUPS (AX)(R12*4), Y11
+	VMULPS  Y11, Y1, Y7
+	VMULPS  Y11, Y3, Y9
+	VMULPS  Y11, Y5, Y11
+	VADDPS  Y7, Y6, Y6
+	VMOVUPS Y6, (SI)(R12*4)
+	VADDPS  Y9, Y8, Y8
+	VMOVUPS Y8, (R8)(R12*4)
+	VADDPS  Y11, Y10, Y10
+	VMOVUPS Y10, (DI)(R12*4)
+	ADDQ    $0x08, R12
+	JMP     mvRF32_3x2_set_loop1
+
+mvRF32_3x2_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_3x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	XORQ   R8, R8
+// func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_3x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	VBROADCASTSS 4(AX), Y4
+	VBROADCASTSS 8(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	VBROADCASTSS 8(AX), Y8
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	LEAQ         (DI)(R8*1), R9
+	LEAQ         (R9)(R8*1), R8
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-16, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRF32_3x3_set
 
-mvNF32_3x3_loop:
-	CMPQ         R8, SI
-	JGE          mvNF32_3x3_done
-	VBROADCASTSS (AX)(R8*4), Y9
-	VBROADCASTSS (DI)(R8*4), Y10
-	VBROADCASTSS (DX)(R8*4), Y11
-	VMOVUPS      (CX), Y12
-	VFMADD231PS  Y12, Y9, Y0
-	VFMADD231PS  Y12, Y10, Y3
-	VFMADD231PS  Y12, Y11, Y6
-	VMOVUPS      32(CX), Y12
-	VFMADD231PS  Y12, Y9, Y1
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y7
-	VMOVUPS      64(CX), Y12
-	VFMADD231PS  Y12, Y9, Y2
-	VFMADD231PS  Y12, Y10, Y5
-	VFMADD231PS  Y12, Y11, Y8
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNF32_3x3_loop
+mvRF32_3x3_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRF32_3x3_acc_loop1
+	PREFETCHNTA (SI)(R13*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*4)
+	IMUL3Q      $0x00000002, BX, R11
+	SUBQ        R11, SI
+	VMOVUPS     (CX)(R13*4), Y10
+	VMOVUPS     (DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     (R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     (R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VMOVUPS     (AX)(R13*4), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VMOVUPS     (DX)(R13*4), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	VMOVUPS     32(CX)(R13*4), Y10
+	VMOVUPS     32(DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     32(R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     32(R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VMOVUPS     32(AX)(R13*4), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VMOVUPS     32(DX)(R13*4), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 32(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 32(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 32(R8)(R13*4)
+	ADDQ        $0x10, R13
+	JMP         mvRF32_3x3_acc_loop
 
-mvNF32_3x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_3x3_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
-	VADDPS 32(DX), Y4, Y4
-	VADDPS 64(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	VADDPS 64(DX), Y8, Y8
+mvRF32_3x3_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF32_3x3_done
+	VMOVUPS     (CX)(R13*4), Y10
+	VMOVUPS     (DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     (R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     (R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VMOVUPS     (AX)(R13*4), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VMOVUPS     (DX)(R13*4), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF32_3x3_acc_loop1
 
-mvNF32_3x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VMOVUPS Y4, 32(AX)
-	VMOVUPS Y5, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	VMOVUPS Y8, 64(AX)
+mvRF32_3x3_set:
+mvRF32_3x3_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRF32_3x3_set_loop1
+	PREFETCHNTA (SI)(R13*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*4)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*4)
+	IMUL3Q      $0x00000002, BX, R11
+	SUBQ        R11, SI
+	VMOVUPS     (CX)(R13*4), Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VMOVUPS     (AX)(R13*4), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VMOVUPS     (DX)(R13*4), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	VMOVUPS     32(CX)(R13*4), Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VMOVUPS     32(AX)(R13*4), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VMOVUPS     32(DX)(R13*4), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 32(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 32(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 32(R8)(R13*4)
+	ADDQ        $0x10, R13
+	JMP         mvRF32_3x3_set_loop
+
+mvRF32_3x3_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF32_3x3_done
+	VMOVUPS     (CX)(R13*4), Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VMOVUPS     (AX)(R13*4), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VMOVUPS     (DX)(R13*4), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF32_3x3_set_loop1
+
+mvRF32_3x3_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_3x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ   R8, R8
+// func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_3x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	VBROADCASTSS 8(AX), Y6
+	VBROADCASTSS 12(AX), Y7
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y8
+	VBROADCASTSS 4(AX), Y9
+	VBROADCASTSS 8(AX), Y10
+	VBROADCASTSS 12(AX), Y11
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	LEAQ         (R8)(R9*1), R10
+	LEAQ         (R10)(R9*1), R9
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-16, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRF32_3x4_set
 
-mvNF32_3x4_loop:
-	CMPQ         R8, SI
-	JGE          mvNF32_3x4_done
-	VBROADCASTSS (AX)(R8*4), Y12
-	VBROADCASTSS (DI)(R8*4), Y13
-	VBROADCASTSS (DX)(R8*4), Y14
-	VMOVUPS      (CX), Y15
-	VFMADD231PS  Y15, Y12, Y0
-	VFMADD231PS  Y15, Y13, Y4
-	VFMADD231PS  Y15, Y14, Y8
-	VMOVUPS      32(CX), Y15
-	VFMADD231PS  Y15, Y12, Y1
-	VFMADD231PS  Y15, Y13, Y5
-	VFMADD231PS  Y15, Y14, Y9
-	VMOVUPS      64(CX), Y15
-	VFMADD231PS  Y15, Y12, Y2
-	VFMADD231PS  Y15, Y13, Y6
-	VFMADD231PS  Y15, Y14, Y10
-	VMOVUPS      96(CX), Y15
-	VFMADD231PS  Y15, Y12, Y3
-	VFMADD231PS  Y15, Y13, Y7
-	VFMADD231PS  Y15, Y14, Y11
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNF32_3x4_loop
+mvRF32_3x4_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRF32_3x4_acc_loop1
+	PREFETCHNTA (DI)(R14*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*4)
+	IMUL3Q      $0x00000003, BX, R12
+	SUBQ        R12, DI
+	VMOVUPS     (CX)(R14*4), Y15
+	VMOVUPS     (R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     (R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     (R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VMOVUPS     (AX)(R14*4), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VMOVUPS     (DX)(R14*4), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VMOVUPS     (SI)(R14*4), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	VMOVUPS     32(CX)(R14*4), Y15
+	VMOVUPS     32(R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     32(R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     32(R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VMOVUPS     32(AX)(R14*4), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VMOVUPS     32(DX)(R14*4), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VMOVUPS     32(SI)(R14*4), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 32(R8)(R14*4)
+	VMOVUPS     Y13, 32(R10)(R14*4)
+	VMOVUPS     Y14, 32(R9)(R14*4)
+	ADDQ        $0x10, R14
+	JMP         mvRF32_3x4_acc_loop
 
-mvNF32_3x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_3x4_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	VADDPS 64(DX), Y6, Y6
-	VADDPS 96(DX), Y7, Y7
-	ADDQ   CX, DX
-	VADDPS (DX), Y8, Y8
-	VADDPS 32(DX), Y9, Y9
-	VADDPS 64(DX), Y10, Y10
-	VADDPS 96(DX), Y11, Y11
+mvRF32_3x4_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF32_3x4_done
+	VMOVUPS     (CX)(R14*4), Y15
+	VMOVUPS     (R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     (R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     (R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VMOVUPS     (AX)(R14*4), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VMOVUPS     (DX)(R14*4), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VMOVUPS     (SI)(R14*4), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF32_3x4_acc_loop1
 
-mvNF32_3x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	VMOVUPS Y6, 64(AX)
-	VMOVUPS Y7, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y8, (AX)
-	VMOVUPS Y9, 32(AX)
-	VMOVUPS Y10, 64(AX)
-	VMOVUPS Y11, 96(AX)
+mvRF32_3x4_set:
+mvRF32_3x4_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRF32_3x4_set_loop1
+	PREFETCHNTA (DI)(R14*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*4)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*4)
+	IMUL3Q      $0x00000003, BX, R12
+	SUBQ        R12, DI
+	VMOVUPS     (CX)(R14*4), Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VMOVUPS     (AX)(R14*4), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VMOVUPS     (DX)(R14*4), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VMOVUPS     (SI)(R14*4), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	VMOVUPS     32(CX)(R14*4), Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VMOVUPS     32(AX)(R14*4), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VMOVUPS     32(DX)(R14*4), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VMOVUPS     32(SI)(R14*4), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 32(R8)(R14*4)
+	VMOVUPS     Y13, 32(R10)(R14*4)
+	VMOVUPS     Y14, 32(R9)(R14*4)
+	ADDQ        $0x10, R14
+	JMP         mvRF32_3x4_set_loop
+
+mvRF32_3x4_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF32_3x4_done
+	VMOVUPS     (CX)(R14*4), Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VMOVUPS     (AX)(R14*4), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VMOVUPS     (DX)(R14*4), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VMOVUPS     (SI)(R14*4), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF32_3x4_set_loop1
+
+mvRF32_3x4_done:
 	VZEROUPPER
 	RET
 
 // func mvTF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_4x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -2761,30 +4436,66 @@ TEXT ·mvTF32_4x1(SB), NOSPLIT, $0-56
 	ANDQ   $-8, SI
 	SHLQ   $0x02, DX
 	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), BX
-	LEAQ   (BX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
+	LEAQ   (AX)(DX*1), DI
+	LEAQ   (DI)(DX*1), R8
+	LEAQ   (R8)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	XORQ   R8, R8
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-16, R10
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_4x1_loop:
-	CMPQ        R8, SI
-	JGE         mvTF32_4x1_done
-	VMOVUPS     (AX)(R8*4), Y4
-	VMOVUPS     (BX)(R8*4), Y5
-	VMOVUPS     (DI)(R8*4), Y6
-	VMOVUPS     (DX)(R8*4), Y7
-	VFMADD231PS (CX)(R8*4), Y4, Y0
-	VFMADD231PS (CX)(R8*4), Y5, Y1
-	VFMADD231PS (CX)(R8*4), Y6, Y2
-	VFMADD231PS (CX)(R8*4), Y7, Y3
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTF32_4x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(R9*4), Y8
+	VMOVUPS     (DI)(R9*4), Y9
+	VMOVUPS     (R8)(R9*4), Y10
+	VMOVUPS     (DX)(R9*4), Y11
+	VFMADD231PS (CX)(R9*4), Y8, Y0
+	VFMADD231PS (CX)(R9*4), Y9, Y1
+	VFMADD231PS (CX)(R9*4), Y10, Y2
+	VFMADD231PS (CX)(R9*4), Y11, Y3
+	VMOVUPS     32(AX)(R9*4), Y8
+	VMOVUPS     32(DI)(R9*4), Y9
+	VMOVUPS     32(R8)(R9*4), Y10
+	VMOVUPS     32(DX)(R9*4), Y11
+	VFMADD231PS 32(CX)(R9*4), Y8, Y4
+	VFMADD231PS 32(CX)(R9*4), Y9, Y5
+	VFMADD231PS 32(CX)(R9*4), Y10, Y6
+	VFMADD231PS 32(CX)(R9*4), Y11, Y7
+	ADDQ        $0x10, R9
 	JMP         mvTF32_4x1_loop
 
+mvTF32_4x1_loop1:
+	CMPQ        R9, SI
+	JGE         mvTF32_4x1_done
+	VMOVUPS     (AX)(R9*4), Y8
+	VMOVUPS     (DI)(R9*4), Y9
+	VMOVUPS     (R8)(R9*4), Y10
+	VMOVUPS     (DX)(R9*4), Y11
+	VFMADD231PS (CX)(R9*4), Y8, Y0
+	VFMADD231PS (CX)(R9*4), Y9, Y1
+	VFMADD231PS (CX)(R9*4), Y10, Y2
+	VFMADD231PS (CX)(R9*4), Y11, Y3
+	ADDQ        $0x08, R9
+	JMP         mvTF32_4x1_loop1
+
 mvTF32_4x1_done:
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -2815,7 +4526,7 @@ mvTF32_4x1_done:
 	RET
 
 // func mvTF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
+// Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_4x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -2828,7 +4539,7 @@ TEXT ·mvTF32_4x2(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), R8
 	LEAQ   (R8)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -2837,25 +4548,62 @@ TEXT ·mvTF32_4x2(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-16, R11
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTF32_4x2_loop:
-	CMPQ        R9, SI
-	JGE         mvTF32_4x2_done
-	VMOVUPS     (AX)(R9*4), Y8
-	VMOVUPS     (DI)(R9*4), Y9
-	VMOVUPS     (R8)(R9*4), Y10
-	VMOVUPS     (DX)(R9*4), Y11
-	VFMADD231PS (CX)(R9*4), Y8, Y0
-	VFMADD231PS (CX)(R9*4), Y9, Y1
-	VFMADD231PS (CX)(R9*4), Y10, Y2
-	VFMADD231PS (CX)(R9*4), Y11, Y3
-	VFMADD231PS (BX)(R9*4), Y8, Y4
-	VFMADD231PS (BX)(R9*4), Y9, Y5
-	VFMADD231PS (BX)(R9*4), Y10, Y6
-	VFMADD231PS (BX)(R9*4), Y11, Y7
-	ADDQ        $0x08, R9
+	CMPQ        R10, R11
+	JGE         mvTF32_4x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DI)(R10*4), Y9
+	VMOVUPS     (R8)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VFMADD231PS (CX)(R10*4), Y8, Y0
+	VFMADD231PS (CX)(R10*4), Y9, Y1
+	VFMADD231PS (CX)(R10*4), Y10, Y2
+	VFMADD231PS (CX)(R10*4), Y11, Y3
+	VFMADD231PS (R9)(R10*4), Y8, Y4
+	VFMADD231PS (R9)(R10*4), Y9, Y5
+	VFMADD231PS (R9)(R10*4), Y10, Y6
+	VFMADD231PS (R9)(R10*4), Y11, Y7
+	VMOVUPS     32(AX)(R10*4), Y8
+	VMOVUPS     32(DI)(R10*4), Y9
+	VMOVUPS     32(R8)(R10*4), Y10
+	VMOVUPS     32(DX)(R10*4), Y11
+	VFMADD231PS 32(CX)(R10*4), Y8, Y0
+	VFMADD231PS 32(CX)(R10*4), Y9, Y1
+	VFMADD231PS 32(CX)(R10*4), Y10, Y2
+	VFMADD231PS 32(CX)(R10*4), Y11, Y3
+	VFMADD231PS 32(R9)(R10*4), Y8, Y4
+	VFMADD231PS 32(R9)(R10*4), Y9, Y5
+	VFMADD231PS 32(R9)(R10*4), Y10, Y6
+	VFMADD231PS 32(R9)(R10*4), Y11, Y7
+	ADDQ        $0x10, R10
 	JMP         mvTF32_4x2_loop
+
+mvTF32_4x2_loop1:
+	CMPQ        R10, SI
+	JGE         mvTF32_4x2_done
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DI)(R10*4), Y9
+	VMOVUPS     (R8)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VFMADD231PS (CX)(R10*4), Y8, Y0
+	VFMADD231PS (CX)(R10*4), Y9, Y1
+	VFMADD231PS (CX)(R10*4), Y10, Y2
+	VFMADD231PS (CX)(R10*4), Y11, Y3
+	VFMADD231PS (R9)(R10*4), Y8, Y4
+	VFMADD231PS (R9)(R10*4), Y9, Y5
+	VFMADD231PS (R9)(R10*4), Y10, Y6
+	VFMADD231PS (R9)(R10*4), Y11, Y7
+	ADDQ        $0x08, R10
+	JMP         mvTF32_4x2_loop1
 
 mvTF32_4x2_done:
 	MOVQ         dst+0(FP), AX
@@ -2907,265 +4655,306 @@ mvTF32_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, FMA3
-TEXT ·mvTF32_4x3(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	LEAQ   (CX)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ   R10, R10
+// func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_4x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), BX
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-16, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRF32_4x1_set
 
-mvTF32_4x3_loop:
-	CMPQ        R10, SI
-	JGE         mvTF32_4x3_done
-	VMOVUPS     (CX)(R10*4), Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y0
-	VFMADD231PS (DI)(R10*4), Y12, Y1
-	VFMADD231PS (R8)(R10*4), Y12, Y2
-	VFMADD231PS (DX)(R10*4), Y12, Y3
-	VMOVUPS     (R9)(R10*4), Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y4
-	VFMADD231PS (DI)(R10*4), Y12, Y5
-	VFMADD231PS (R8)(R10*4), Y12, Y6
-	VFMADD231PS (DX)(R10*4), Y12, Y7
-	VMOVUPS     (BX)(R10*4), Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y8
-	VFMADD231PS (DI)(R10*4), Y12, Y9
-	VFMADD231PS (R8)(R10*4), Y12, Y10
-	VFMADD231PS (DX)(R10*4), Y12, Y11
-	ADDQ        $0x08, R10
-	JMP         mvTF32_4x3_loop
+mvRF32_4x1_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRF32_4x1_acc_loop1
+	PREFETCHNTA (AX)(R11*4)
+	VMOVUPS     (CX)(R11*4), Y8
+	VMOVUPS     (DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     (SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	VMOVUPS     32(CX)(R11*4), Y8
+	VMOVUPS     32(DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     32(SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     32(DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     32(BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, 32(DX)(R11*4)
+	VMOVUPS     Y5, 32(SI)(R11*4)
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VMOVUPS     Y7, 32(BX)(R11*4)
+	ADDQ        $0x10, R11
+	JMP         mvRF32_4x1_acc_loop
 
-mvTF32_4x3_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X0, X12, X12
-	VHADDPS      X12, X12, X12
-	VHADDPS      X12, X12, X12
-	VMOVSS       X12, (AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y8, X0
-	VADDPS       X8, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y9, X0
-	VADDPS       X9, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y10, X0
-	VADDPS       X10, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y7, X0
-	VADDPS       X7, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y11, X0
-	VADDPS       X11, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
+mvRF32_4x1_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRF32_4x1_done
+	VMOVUPS     (CX)(R11*4), Y8
+	VMOVUPS     (DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     (SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRF32_4x1_acc_loop1
+
+mvRF32_4x1_set:
+mvRF32_4x1_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRF32_4x1_set_loop1
+	PREFETCHNTA (AX)(R11*4)
+	VMOVUPS     (CX)(R11*4), Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	VMOVUPS     32(CX)(R11*4), Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, 32(DX)(R11*4)
+	VMOVUPS     Y5, 32(SI)(R11*4)
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VMOVUPS     Y7, 32(BX)(R11*4)
+	ADDQ        $0x10, R11
+	JMP         mvRF32_4x1_set_loop
+
+mvRF32_4x1_set_loop1:
+	CMPQ    R11, R8
+	JGE     mvRF32_4x1_done
+	VMOVUPS (CX)(R11*4), Y7
+	VMULPS  Y7, Y0, Y4
+	VMULPS  Y7, Y1, Y5
+	VMULPS  Y7, Y2, Y6
+	VMULPS  Y7, Y3, Y7
+	VMOVUPS Y4, (DX)(R11*4)
+	VMOVUPS Y5, (SI)(R11*4)
+	VMOVUPS Y6, (DI)(R11*4)
+	VMOVUPS Y7, (BX)(R11*4)
+	ADDQ    $0x08, R11
+	JMP     mvRF32_4x1_set_loop1
+
+mvRF32_4x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_4x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   R9, R9
+// func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_4x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x02, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), R8
+	LEAQ         (R8)(DI*1), R9
+	LEAQ         (R9)(DI*1), DI
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-16, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRF32_4x2_set
 
-mvNF32_4x1_loop:
-	CMPQ         R9, SI
-	JGE          mvNF32_4x1_done
-	VBROADCASTSS (AX)(R9*4), Y4
-	VBROADCASTSS (DI)(R9*4), Y5
-	VBROADCASTSS (R8)(R9*4), Y6
-	VBROADCASTSS (DX)(R9*4), Y7
-	VMOVUPS      (CX), Y8
-	VFMADD231PS  Y8, Y4, Y0
-	VFMADD231PS  Y8, Y5, Y1
-	VFMADD231PS  Y8, Y6, Y2
-	VFMADD231PS  Y8, Y7, Y3
-	ADDQ         BX, CX
-	INCQ         R9
-	JMP          mvNF32_4x1_loop
+mvRF32_4x2_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRF32_4x2_acc_loop1
+	PREFETCHNTA (DX)(R13*4)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R13*4)
+	IMUL3Q      $0x00000001, BX, R11
+	SUBQ        R11, DX
+	VMOVUPS     (CX)(R13*4), Y12
+	VMOVUPS     (SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     (R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     (DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VMOVUPS     (AX)(R13*4), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	VMOVUPS     32(CX)(R13*4), Y12
+	VMOVUPS     32(SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     32(R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     32(R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     32(DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VMOVUPS     32(AX)(R13*4), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 32(SI)(R13*4)
+	VMOVUPS     Y9, 32(R8)(R13*4)
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VMOVUPS     Y11, 32(DI)(R13*4)
+	ADDQ        $0x10, R13
+	JMP         mvRF32_4x2_acc_loop
 
-mvNF32_4x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_4x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
+mvRF32_4x2_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF32_4x2_done
+	VMOVUPS     (CX)(R13*4), Y12
+	VMOVUPS     (SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     (R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     (DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VMOVUPS     (AX)(R13*4), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF32_4x2_acc_loop1
 
-mvNF32_4x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VZEROUPPER
-	RET
+mvRF32_4x2_set:
+mvRF32_4x2_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRF32_4x2_set_loop1
+	PREFETCHNTA (DX)(R13*4)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R13*4)
+	IMUL3Q      $0x00000001, BX, R11
+	SUBQ        R11, DX
+	VMOVUPS     (CX)(R13*4), Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VMOVUPS     (AX)(R13*4), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	VMOVUPS     32(CX)(R13*4), Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VMOVUPS     32(AX)(R13*4), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 32(SI)(R13*4)
+	VMOVUPS     Y9, 32(R8)(R13*4)
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VMOVUPS     Y11, 32(DI)(R13*4)
+	ADDQ        $0x10, R13
+	JMP         mvRF32_4x2_set_loop
 
-// func mvNF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, FMA3
-TEXT ·mvNF32_4x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x02, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+mvRF32_4x2_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF32_4x2_done
+	VMOVUPS     (CX)(R13*4), Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VMOVUPS     (AX)(R13*4), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF32_4x2_set_loop1
 
-mvNF32_4x2_loop:
-	CMPQ         R9, SI
-	JGE          mvNF32_4x2_done
-	VBROADCASTSS (AX)(R9*4), Y8
-	VBROADCASTSS (DI)(R9*4), Y9
-	VBROADCASTSS (R8)(R9*4), Y10
-	VBROADCASTSS (DX)(R9*4), Y11
-	VMOVUPS      (CX), Y12
-	VFMADD231PS  Y12, Y8, Y0
-	VFMADD231PS  Y12, Y9, Y2
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y6
-	VMOVUPS      32(CX), Y12
-	VFMADD231PS  Y12, Y8, Y1
-	VFMADD231PS  Y12, Y9, Y3
-	VFMADD231PS  Y12, Y10, Y5
-	VFMADD231PS  Y12, Y11, Y7
-	ADDQ         BX, CX
-	INCQ         R9
-	JMP          mvNF32_4x2_loop
-
-mvNF32_4x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF32_4x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-
-mvNF32_4x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
+mvRF32_4x2_done:
 	VZEROUPPER
 	RET
 
@@ -3304,7 +5093,7 @@ packNF32_done:
 	RET
 
 // func mvTBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_1x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -3315,19 +5104,53 @@ TEXT ·mvTBF16_1x1(SB), NOSPLIT, $0-56
 	SHLQ   $0x02, DX
 	SHLQ   $0x01, BX
 	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
 	XORQ   DX, DX
+	MOVQ   SI, DI
+	ANDQ   $-32, DI
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_1x1_loop:
-	CMPQ        DX, SI
-	JGE         mvTBF16_1x1_done
-	VMOVUPS     (AX)(DX*4), Y1
-	VPMOVZXWD   (CX)(DX*2), Y2
-	VPSLLD      $0x10, Y2, Y2
-	VFMADD231PS Y1, Y2, Y0
-	ADDQ        $0x08, DX
+	CMPQ        DX, DI
+	JGE         mvTBF16_1x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(DX*4), Y4
+	VPMOVZXWD   (CX)(DX*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y4, Y5, Y0
+	VMOVUPS     32(AX)(DX*4), Y4
+	VPMOVZXWD   16(CX)(DX*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y4, Y5, Y1
+	VMOVUPS     64(AX)(DX*4), Y4
+	VPMOVZXWD   32(CX)(DX*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y4, Y5, Y2
+	VMOVUPS     96(AX)(DX*4), Y4
+	VPMOVZXWD   48(CX)(DX*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y4, Y5, Y3
+	ADDQ        $0x20, DX
 	JMP         mvTBF16_1x1_loop
 
+mvTBF16_1x1_loop1:
+	CMPQ        DX, SI
+	JGE         mvTBF16_1x1_done
+	VMOVUPS     (AX)(DX*4), Y4
+	VPMOVZXWD   (CX)(DX*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y4, Y5, Y0
+	ADDQ        $0x08, DX
+	JMP         mvTBF16_1x1_loop1
+
 mvTBF16_1x1_done:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y0, Y0
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -3340,7 +5163,7 @@ mvTBF16_1x1_done:
 	RET
 
 // func mvTBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_1x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -3353,22 +5176,75 @@ TEXT ·mvTBF16_1x2(SB), NOSPLIT, $0-56
 	LEAQ   (CX)(BX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   BX, BX
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   DI, DI
+	MOVQ   SI, R8
+	ANDQ   $-32, R8
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_1x2_loop:
-	CMPQ        BX, SI
-	JGE         mvTBF16_1x2_done
-	VMOVUPS     (AX)(BX*4), Y2
-	VPMOVZXWD   (CX)(BX*2), Y3
-	VPSLLD      $0x10, Y3, Y3
-	VFMADD231PS Y2, Y3, Y0
-	VPMOVZXWD   (DX)(BX*2), Y3
-	VPSLLD      $0x10, Y3, Y3
-	VFMADD231PS Y2, Y3, Y1
-	ADDQ        $0x08, BX
+	CMPQ        DI, R8
+	JGE         mvTBF16_1x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(DI*4), Y8
+	VPMOVZXWD   (CX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y0
+	VPMOVZXWD   (DX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y1
+	VMOVUPS     32(AX)(DI*4), Y8
+	VPMOVZXWD   16(CX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y2
+	VPMOVZXWD   16(DX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y3
+	VMOVUPS     64(AX)(DI*4), Y8
+	VPMOVZXWD   32(CX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y4
+	VPMOVZXWD   32(DX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y5
+	VMOVUPS     96(AX)(DI*4), Y8
+	VPMOVZXWD   48(CX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y6
+	VPMOVZXWD   48(DX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y7
+	ADDQ        $0x20, DI
 	JMP         mvTBF16_1x2_loop
 
+mvTBF16_1x2_loop1:
+	CMPQ        DI, SI
+	JGE         mvTBF16_1x2_done
+	VMOVUPS     (AX)(DI*4), Y8
+	VPMOVZXWD   (CX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y0
+	VPMOVZXWD   (DX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y8, Y9, Y1
+	ADDQ        $0x08, DI
+	JMP         mvTBF16_1x2_loop1
+
 mvTBF16_1x2_done:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -3385,974 +5261,1914 @@ mvTBF16_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvTBF16_1x3(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   DI, DI
+// func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         n+48(FP), BX
+	ANDQ         $-8, BX
+	MOVQ         acc+56(FP), SI
+	MOVQ         BX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+	TESTQ        SI, SI
+	JZ           mvRBF16_1x1_set
 
-mvTBF16_1x3_loop:
-	CMPQ        DI, SI
-	JGE         mvTBF16_1x3_done
-	VMOVUPS     (AX)(DI*4), Y3
-	VPMOVZXWD   (CX)(DI*2), Y4
-	VPSLLD      $0x10, Y4, Y4
-	VFMADD231PS Y3, Y4, Y0
-	VPMOVZXWD   (DX)(DI*2), Y4
-	VPSLLD      $0x10, Y4, Y4
-	VFMADD231PS Y3, Y4, Y1
-	VPMOVZXWD   (BX)(DI*2), Y4
-	VPSLLD      $0x10, Y4, Y4
-	VFMADD231PS Y3, Y4, Y2
-	ADDQ        $0x08, DI
-	JMP         mvTBF16_1x3_loop
+mvRBF16_1x1_acc_loop:
+	CMPQ        R8, DI
+	JGE         mvRBF16_1x1_acc_loop1
+	PREFETCHNTA (AX)(R8*2)
+	VPMOVZXWD   (CX)(R8*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMOVUPS     (DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
+	VPMOVZXWD   16(CX)(R8*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMOVUPS     32(DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, 32(DX)(R8*4)
+	VPMOVZXWD   32(CX)(R8*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMOVUPS     64(DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, 64(DX)(R8*4)
+	VPMOVZXWD   48(CX)(R8*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMOVUPS     96(DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, 96(DX)(R8*4)
+	ADDQ        $0x20, R8
+	JMP         mvRBF16_1x1_acc_loop
 
-mvTBF16_1x3_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X3
-	VADDPS       X0, X3, X3
-	VHADDPS      X3, X3, X3
-	VHADDPS      X3, X3, X3
-	VMOVSS       X3, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VZEROUPPER
-	RET
-
-// func mvTBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvTBF16_1x4(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   R8, R8
-
-mvTBF16_1x4_loop:
-	CMPQ        R8, SI
-	JGE         mvTBF16_1x4_done
-	VMOVUPS     (AX)(R8*4), Y4
-	VPMOVZXWD   (CX)(R8*2), Y5
-	VPSLLD      $0x10, Y5, Y5
-	VFMADD231PS Y4, Y5, Y0
-	VPMOVZXWD   (DX)(R8*2), Y5
-	VPSLLD      $0x10, Y5, Y5
-	VFMADD231PS Y4, Y5, Y1
-	VPMOVZXWD   (DI)(R8*2), Y5
-	VPSLLD      $0x10, Y5, Y5
-	VFMADD231PS Y4, Y5, Y2
-	VPMOVZXWD   (BX)(R8*2), Y5
-	VPSLLD      $0x10, Y5, Y5
-	VFMADD231PS Y4, Y5, Y3
+mvRBF16_1x1_acc_loop1:
+	CMPQ        R8, BX
+	JGE         mvRBF16_1x1_done
+	VPMOVZXWD   (CX)(R8*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMOVUPS     (DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
 	ADDQ        $0x08, R8
-	JMP         mvTBF16_1x4_loop
+	JMP         mvRBF16_1x1_acc_loop1
 
-mvTBF16_1x4_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X4
-	VADDPS       X0, X4, X4
-	VHADDPS      X4, X4, X4
-	VHADDPS      X4, X4, X4
-	VMOVSS       X4, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
+mvRBF16_1x1_set:
+mvRBF16_1x1_set_loop:
+	CMPQ        R8, DI
+	JGE         mvRBF16_1x1_set_loop1
+	PREFETCHNTA (AX)(R8*2)
+	VPMOVZXWD   (CX)(R8*2), Y1
+	VPSLLD      $0x10, Y1, Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
+	VPMOVZXWD   16(CX)(R8*2), Y1
+	VPSLLD      $0x10, Y1, Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, 32(DX)(R8*4)
+	VPMOVZXWD   32(CX)(R8*2), Y1
+	VPSLLD      $0x10, Y1, Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, 64(DX)(R8*4)
+	VPMOVZXWD   48(CX)(R8*2), Y1
+	VPSLLD      $0x10, Y1, Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, 96(DX)(R8*4)
+	ADDQ        $0x20, R8
+	JMP         mvRBF16_1x1_set_loop
+
+mvRBF16_1x1_set_loop1:
+	CMPQ      R8, BX
+	JGE       mvRBF16_1x1_done
+	VPMOVZXWD (CX)(R8*2), Y1
+	VPSLLD    $0x10, Y1, Y1
+	VMULPS    Y1, Y0, Y1
+	VMOVUPS   Y1, (DX)(R8*4)
+	ADDQ      $0x08, R8
+	JMP       mvRBF16_1x1_set_loop1
+
+mvRBF16_1x1_done:
 	VZEROUPPER
 	RET
 
-// func mvTBF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvTBF16_1x5(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	XORQ   R9, R9
+// func mvRBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	MOVQ         DI, R9
+	ANDQ         $-32, R9
+	XORQ         R10, R10
+	TESTQ        R8, R8
+	JZ           mvRBF16_1x2_set
 
-mvTBF16_1x5_loop:
-	CMPQ        R9, SI
-	JGE         mvTBF16_1x5_done
-	VMOVUPS     (AX)(R9*4), Y5
-	VPMOVZXWD   (CX)(R9*2), Y6
-	VPSLLD      $0x10, Y6, Y6
-	VFMADD231PS Y5, Y6, Y0
-	VPMOVZXWD   (DX)(R9*2), Y6
-	VPSLLD      $0x10, Y6, Y6
-	VFMADD231PS Y5, Y6, Y1
-	VPMOVZXWD   (DI)(R9*2), Y6
-	VPSLLD      $0x10, Y6, Y6
-	VFMADD231PS Y5, Y6, Y2
-	VPMOVZXWD   (R8)(R9*2), Y6
-	VPSLLD      $0x10, Y6, Y6
-	VFMADD231PS Y5, Y6, Y3
-	VPMOVZXWD   (BX)(R9*2), Y6
-	VPSLLD      $0x10, Y6, Y6
-	VFMADD231PS Y5, Y6, Y4
-	ADDQ        $0x08, R9
-	JMP         mvTBF16_1x5_loop
+mvRBF16_1x2_acc_loop:
+	CMPQ        R10, R9
+	JGE         mvRBF16_1x2_acc_loop1
+	PREFETCHNTA (DX)(R10*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R10*2)
+	IMUL3Q      $0x00000001, BX, R8
+	SUBQ        R8, DX
+	VPMOVZXWD   (CX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMOVUPS     (SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VPMOVZXWD   (AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
+	VPMOVZXWD   16(CX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMOVUPS     32(SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VPMOVZXWD   16(AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 32(SI)(R10*4)
+	VPMOVZXWD   32(CX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMOVUPS     64(SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VPMOVZXWD   32(AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 64(SI)(R10*4)
+	VPMOVZXWD   48(CX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMOVUPS     96(SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VPMOVZXWD   48(AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 96(SI)(R10*4)
+	ADDQ        $0x20, R10
+	JMP         mvRBF16_1x2_acc_loop
 
-mvTBF16_1x5_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X5
-	VADDPS       X0, X5, X5
-	VHADDPS      X5, X5, X5
-	VHADDPS      X5, X5, X5
-	VMOVSS       X5, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VZEROUPPER
-	RET
-
-// func mvTBF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvTBF16_1x6(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   R10, R10
-
-mvTBF16_1x6_loop:
-	CMPQ        R10, SI
-	JGE         mvTBF16_1x6_done
-	VMOVUPS     (AX)(R10*4), Y6
-	VPMOVZXWD   (CX)(R10*2), Y7
-	VPSLLD      $0x10, Y7, Y7
-	VFMADD231PS Y6, Y7, Y0
-	VPMOVZXWD   (DX)(R10*2), Y7
-	VPSLLD      $0x10, Y7, Y7
-	VFMADD231PS Y6, Y7, Y1
-	VPMOVZXWD   (DI)(R10*2), Y7
-	VPSLLD      $0x10, Y7, Y7
-	VFMADD231PS Y6, Y7, Y2
-	VPMOVZXWD   (R8)(R10*2), Y7
-	VPSLLD      $0x10, Y7, Y7
-	VFMADD231PS Y6, Y7, Y3
-	VPMOVZXWD   (R9)(R10*2), Y7
-	VPSLLD      $0x10, Y7, Y7
-	VFMADD231PS Y6, Y7, Y4
-	VPMOVZXWD   (BX)(R10*2), Y7
-	VPSLLD      $0x10, Y7, Y7
-	VFMADD231PS Y6, Y7, Y5
+mvRBF16_1x2_acc_loop1:
+	CMPQ        R10, DI
+	JGE         mvRBF16_1x2_done
+	VPMOVZXWD   (CX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMOVUPS     (SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VPMOVZXWD   (AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
 	ADDQ        $0x08, R10
-	JMP         mvTBF16_1x6_loop
+	JMP         mvRBF16_1x2_acc_loop1
 
-mvTBF16_1x6_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X6
-	VADDPS       X0, X6, X6
-	VHADDPS      X6, X6, X6
-	VHADDPS      X6, X6, X6
-	VMOVSS       X6, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
+mvRBF16_1x2_set:
+mvRBF16_1x2_set_loop:
+	CMPQ        R10, R9
+	JGE         mvRBF16_1x2_set_loop1
+	PREFETCHNTA (DX)(R10*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R10*2)
+	IMUL3Q      $0x00000001, BX, R8
+	SUBQ        R8, DX
+	VPMOVZXWD   (CX)(R10*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMULPS      Y2, Y0, Y2
+	VPMOVZXWD   (AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
+	VPMOVZXWD   16(CX)(R10*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMULPS      Y2, Y0, Y2
+	VPMOVZXWD   16(AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 32(SI)(R10*4)
+	VPMOVZXWD   32(CX)(R10*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMULPS      Y2, Y0, Y2
+	VPMOVZXWD   32(AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 64(SI)(R10*4)
+	VPMOVZXWD   48(CX)(R10*2), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMULPS      Y2, Y0, Y2
+	VPMOVZXWD   48(AX)(R10*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 96(SI)(R10*4)
+	ADDQ        $0x20, R10
+	JMP         mvRBF16_1x2_set_loop
+
+mvRBF16_1x2_set_loop1:
+	CMPQ      R10, DI
+	JGE       mvRBF16_1x2_done
+	VPMOVZXWD (CX)(R10*2), Y2
+	VPSLLD    $0x10, Y2, Y2
+	VMULPS    Y2, Y0, Y2
+	VPMOVZXWD (AX)(R10*2), Y3
+	VPSLLD    $0x10, Y3, Y3
+	VMULPS    Y3, Y1, Y3
+	VADDPS    Y3, Y2, Y2
+	VMOVUPS   Y2, (SI)(R10*4)
+	ADDQ      $0x08, R10
+	JMP       mvRBF16_1x2_set_loop1
+
+mvRBF16_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTBF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvTBF16_1x7(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), R10
-	LEAQ   (R10)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	XORQ   R11, R11
+// func mvRBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-32, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRBF16_1x3_set
 
-mvTBF16_1x7_loop:
-	CMPQ        R11, SI
-	JGE         mvTBF16_1x7_done
-	VMOVUPS     (AX)(R11*4), Y7
-	VPMOVZXWD   (CX)(R11*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y7, Y8, Y0
-	VPMOVZXWD   (DX)(R11*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y7, Y8, Y1
-	VPMOVZXWD   (DI)(R11*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y7, Y8, Y2
-	VPMOVZXWD   (R8)(R11*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y7, Y8, Y3
-	VPMOVZXWD   (R9)(R11*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y7, Y8, Y4
-	VPMOVZXWD   (R10)(R11*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y7, Y8, Y5
-	VPMOVZXWD   (BX)(R11*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y7, Y8, Y6
+mvRBF16_1x3_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRBF16_1x3_acc_loop1
+	PREFETCHNTA (SI)(R11*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*2)
+	IMUL3Q      $0x00000002, BX, R9
+	SUBQ        R9, SI
+	VPMOVZXWD   (CX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     (DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VPMOVZXWD   (AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   (DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	VPMOVZXWD   16(CX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     32(DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VPMOVZXWD   16(AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   16(DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 32(DI)(R11*4)
+	VPMOVZXWD   32(CX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     64(DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VPMOVZXWD   32(AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   32(DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 64(DI)(R11*4)
+	VPMOVZXWD   48(CX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     96(DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VPMOVZXWD   48(AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   48(DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 96(DI)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRBF16_1x3_acc_loop
+
+mvRBF16_1x3_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRBF16_1x3_done
+	VPMOVZXWD   (CX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     (DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VPMOVZXWD   (AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   (DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
 	ADDQ        $0x08, R11
-	JMP         mvTBF16_1x7_loop
+	JMP         mvRBF16_1x3_acc_loop1
 
-mvTBF16_1x7_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X7
-	VADDPS       X0, X7, X7
-	VHADDPS      X7, X7, X7
-	VHADDPS      X7, X7, X7
-	VMOVSS       X7, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 24(AX)
+mvRBF16_1x3_set:
+mvRBF16_1x3_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRBF16_1x3_set_loop1
+	PREFETCHNTA (SI)(R11*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*2)
+	IMUL3Q      $0x00000002, BX, R9
+	SUBQ        R9, SI
+	VPMOVZXWD   (CX)(R11*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y3
+	VPMOVZXWD   (AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   (DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	VPMOVZXWD   16(CX)(R11*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y3
+	VPMOVZXWD   16(AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   16(DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 32(DI)(R11*4)
+	VPMOVZXWD   32(CX)(R11*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y3
+	VPMOVZXWD   32(AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   32(DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 64(DI)(R11*4)
+	VPMOVZXWD   48(CX)(R11*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y3
+	VPMOVZXWD   48(AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   48(DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 96(DI)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRBF16_1x3_set_loop
+
+mvRBF16_1x3_set_loop1:
+	CMPQ        R11, R8
+	JGE         mvRBF16_1x3_done
+	VPMOVZXWD   (CX)(R11*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y3
+	VPMOVZXWD   (AX)(R11*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y1, Y4
+	VPMOVZXWD   (DX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRBF16_1x3_set_loop1
+
+mvRBF16_1x3_done:
 	VZEROUPPER
 	RET
 
-// func mvTBF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvTBF16_1x8(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), R10
-	LEAQ   (R10)(BX*1), R11
-	LEAQ   (R11)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   R12, R12
+// func mvRBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-32, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRBF16_1x4_set
 
-mvTBF16_1x8_loop:
-	CMPQ        R12, SI
-	JGE         mvTBF16_1x8_done
-	VMOVUPS     (AX)(R12*4), Y8
-	VPMOVZXWD   (CX)(R12*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y8, Y9, Y0
-	VPMOVZXWD   (DX)(R12*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y8, Y9, Y1
-	VPMOVZXWD   (DI)(R12*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y8, Y9, Y2
-	VPMOVZXWD   (R8)(R12*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y8, Y9, Y3
-	VPMOVZXWD   (R9)(R12*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y8, Y9, Y4
-	VPMOVZXWD   (R10)(R12*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y8, Y9, Y5
-	VPMOVZXWD   (R11)(R12*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y8, Y9, Y6
-	VPMOVZXWD   (BX)(R12*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y8, Y9, Y7
+mvRBF16_1x4_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRBF16_1x4_acc_loop1
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	IMUL3Q      $0x00000003, BX, R10
+	SUBQ        R10, DI
+	VPMOVZXWD   (CX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     (R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VPMOVZXWD   (AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   (DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   (SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	VPMOVZXWD   16(CX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     32(R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VPMOVZXWD   16(AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   16(DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   16(SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(R8)(R12*4)
+	VPMOVZXWD   32(CX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     64(R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VPMOVZXWD   32(AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   32(DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   32(SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 64(R8)(R12*4)
+	VPMOVZXWD   48(CX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     96(R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VPMOVZXWD   48(AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   48(DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   48(SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 96(R8)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRBF16_1x4_acc_loop
+
+mvRBF16_1x4_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRBF16_1x4_done
+	VPMOVZXWD   (CX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     (R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VPMOVZXWD   (AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   (DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   (SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
 	ADDQ        $0x08, R12
-	JMP         mvTBF16_1x8_loop
+	JMP         mvRBF16_1x4_acc_loop1
 
-mvTBF16_1x8_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X8
-	VADDPS       X0, X8, X8
-	VHADDPS      X8, X8, X8
-	VHADDPS      X8, X8, X8
-	VMOVSS       X8, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 24(AX)
-	VEXTRACTF128 $0x01, Y7, X0
-	VADDPS       X7, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 28(AX)
+mvRBF16_1x4_set:
+mvRBF16_1x4_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRBF16_1x4_set_loop1
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	IMUL3Q      $0x00000003, BX, R10
+	SUBQ        R10, DI
+	VPMOVZXWD   (CX)(R12*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y0, Y4
+	VPMOVZXWD   (AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   (DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   (SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	VPMOVZXWD   16(CX)(R12*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y0, Y4
+	VPMOVZXWD   16(AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   16(DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   16(SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(R8)(R12*4)
+	VPMOVZXWD   32(CX)(R12*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y0, Y4
+	VPMOVZXWD   32(AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   32(DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   32(SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 64(R8)(R12*4)
+	VPMOVZXWD   48(CX)(R12*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y0, Y4
+	VPMOVZXWD   48(AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   48(DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   48(SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 96(R8)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRBF16_1x4_set_loop
+
+mvRBF16_1x4_set_loop1:
+	CMPQ        R12, R9
+	JGE         mvRBF16_1x4_done
+	VPMOVZXWD   (CX)(R12*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y0, Y4
+	VPMOVZXWD   (AX)(R12*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y1, Y5
+	VPMOVZXWD   (DX)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y2, Y4
+	VPMOVZXWD   (SI)(R12*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRBF16_1x4_set_loop1
+
+mvRBF16_1x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_1x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	XORQ   DX, DX
+// func mvRBF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x5(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	IMUL3Q       $0x00000005, BX, R8
+	ADDQ         CX, R8
+	MOVQ         dst+0(FP), R9
+	MOVQ         ldd+8(FP), R10
+	SHLQ         $0x02, R10
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-32, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRBF16_1x5_set
 
-mvNBF16_1x1_loop:
-	CMPQ         DX, SI
-	JGE          mvNBF16_1x1_done
-	VBROADCASTSS (AX)(DX*4), Y1
-	VPMOVZXWD    (CX), Y2
-	VPSLLD       $0x10, Y2, Y2
-	VFMADD231PS  Y2, Y1, Y0
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNBF16_1x1_loop
+mvRBF16_1x5_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRBF16_1x5_acc_loop1
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	IMUL3Q      $0x00000004, BX, R11
+	SUBQ        R11, R8
+	VPMOVZXWD   (CX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     (R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VPMOVZXWD   (AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   (DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   (SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   (DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	VPMOVZXWD   16(CX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     32(R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VPMOVZXWD   16(AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   16(DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   16(SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   16(DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 32(R9)(R13*4)
+	VPMOVZXWD   32(CX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     64(R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VPMOVZXWD   32(AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   32(DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   32(SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   32(DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 64(R9)(R13*4)
+	VPMOVZXWD   48(CX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     96(R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VPMOVZXWD   48(AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   48(DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   48(SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   48(DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 96(R9)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRBF16_1x5_acc_loop
 
-mvNBF16_1x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNBF16_1x1_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
+mvRBF16_1x5_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRBF16_1x5_done
+	VPMOVZXWD   (CX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     (R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VPMOVZXWD   (AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   (DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   (SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   (DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRBF16_1x5_acc_loop1
 
-mvNBF16_1x1_store:
-	VMOVUPS Y0, (AX)
+mvRBF16_1x5_set:
+mvRBF16_1x5_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRBF16_1x5_set_loop1
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	IMUL3Q      $0x00000004, BX, R11
+	SUBQ        R11, R8
+	VPMOVZXWD   (CX)(R13*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y5
+	VPMOVZXWD   (AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   (DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   (SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   (DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	VPMOVZXWD   16(CX)(R13*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y5
+	VPMOVZXWD   16(AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   16(DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   16(SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   16(DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 32(R9)(R13*4)
+	VPMOVZXWD   32(CX)(R13*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y5
+	VPMOVZXWD   32(AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   32(DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   32(SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   32(DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 64(R9)(R13*4)
+	VPMOVZXWD   48(CX)(R13*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y5
+	VPMOVZXWD   48(AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   48(DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   48(SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   48(DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 96(R9)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRBF16_1x5_set_loop
+
+mvRBF16_1x5_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRBF16_1x5_done
+	VPMOVZXWD   (CX)(R13*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y5
+	VPMOVZXWD   (AX)(R13*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y1, Y6
+	VPMOVZXWD   (DX)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y2, Y5
+	VPMOVZXWD   (SI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y3, Y6
+	VPMOVZXWD   (DI)(R13*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRBF16_1x5_set_loop1
+
+mvRBF16_1x5_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_1x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	XORQ   DX, DX
+// func mvRBF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x6(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	IMUL3Q       $0x00000006, BX, R9
+	ADDQ         CX, R9
+	MOVQ         dst+0(FP), R10
+	MOVQ         ldd+8(FP), R11
+	SHLQ         $0x02, R11
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-32, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRBF16_1x6_set
 
-mvNBF16_1x2_loop:
-	CMPQ         DX, SI
-	JGE          mvNBF16_1x2_done
-	VBROADCASTSS (AX)(DX*4), Y2
-	VPMOVZXWD    (CX), Y3
-	VPSLLD       $0x10, Y3, Y3
-	VFMADD231PS  Y3, Y2, Y0
-	VPMOVZXWD    16(CX), Y3
-	VPSLLD       $0x10, Y3, Y3
-	VFMADD231PS  Y3, Y2, Y1
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNBF16_1x2_loop
+mvRBF16_1x6_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRBF16_1x6_acc_loop1
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	IMUL3Q      $0x00000005, BX, R12
+	SUBQ        R12, R9
+	VPMOVZXWD   (CX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     (R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VPMOVZXWD   (AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   (DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   (SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   (DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   (R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	VPMOVZXWD   16(CX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     32(R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VPMOVZXWD   16(AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   16(DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   16(SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   16(DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   16(R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(R10)(R14*4)
+	VPMOVZXWD   32(CX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     64(R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VPMOVZXWD   32(AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   32(DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   32(SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   32(DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   32(R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(R10)(R14*4)
+	VPMOVZXWD   48(CX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     96(R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VPMOVZXWD   48(AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   48(DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   48(SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   48(DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   48(R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(R10)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRBF16_1x6_acc_loop
 
-mvNBF16_1x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNBF16_1x2_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
+mvRBF16_1x6_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRBF16_1x6_done
+	VPMOVZXWD   (CX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     (R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VPMOVZXWD   (AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   (DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   (SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   (DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   (R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRBF16_1x6_acc_loop1
 
-mvNBF16_1x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
+mvRBF16_1x6_set:
+mvRBF16_1x6_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRBF16_1x6_set_loop1
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	IMUL3Q      $0x00000005, BX, R12
+	SUBQ        R12, R9
+	VPMOVZXWD   (CX)(R14*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y0, Y6
+	VPMOVZXWD   (AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   (DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   (SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   (DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   (R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	VPMOVZXWD   16(CX)(R14*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y0, Y6
+	VPMOVZXWD   16(AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   16(DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   16(SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   16(DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   16(R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(R10)(R14*4)
+	VPMOVZXWD   32(CX)(R14*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y0, Y6
+	VPMOVZXWD   32(AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   32(DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   32(SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   32(DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   32(R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(R10)(R14*4)
+	VPMOVZXWD   48(CX)(R14*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y0, Y6
+	VPMOVZXWD   48(AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   48(DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   48(SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   48(DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   48(R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(R10)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRBF16_1x6_set_loop
+
+mvRBF16_1x6_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRBF16_1x6_done
+	VPMOVZXWD   (CX)(R14*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMULPS      Y6, Y0, Y6
+	VPMOVZXWD   (AX)(R14*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y7
+	VPMOVZXWD   (DX)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y2, Y6
+	VPMOVZXWD   (SI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y3, Y7
+	VPMOVZXWD   (DI)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y4, Y6
+	VPMOVZXWD   (R8)(R14*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRBF16_1x6_set_loop1
+
+mvRBF16_1x6_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_1x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   DX, DX
+// func mvRBF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x7(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	LEAQ         (R8)(BX*1), R9
+	IMUL3Q       $0x00000007, BX, R10
+	ADDQ         CX, R10
+	MOVQ         dst+0(FP), R11
+	MOVQ         ldd+8(FP), R12
+	SHLQ         $0x02, R12
+	MOVQ         n+48(FP), R12
+	ANDQ         $-8, R12
+	MOVQ         acc+56(FP), R13
+	MOVQ         R12, R14
+	ANDQ         $-32, R14
+	XORQ         R15, R15
+	TESTQ        R13, R13
+	JZ           mvRBF16_1x7_set
 
-mvNBF16_1x3_loop:
-	CMPQ         DX, SI
-	JGE          mvNBF16_1x3_done
-	VBROADCASTSS (AX)(DX*4), Y3
-	VPMOVZXWD    (CX), Y4
-	VPSLLD       $0x10, Y4, Y4
-	VFMADD231PS  Y4, Y3, Y0
-	VPMOVZXWD    16(CX), Y4
-	VPSLLD       $0x10, Y4, Y4
-	VFMADD231PS  Y4, Y3, Y1
-	VPMOVZXWD    32(CX), Y4
-	VPSLLD       $0x10, Y4, Y4
-	VFMADD231PS  Y4, Y3, Y2
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNBF16_1x3_loop
+mvRBF16_1x7_acc_loop:
+	CMPQ        R15, R14
+	JGE         mvRBF16_1x7_acc_loop1
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	IMUL3Q      $0x00000006, BX, R13
+	SUBQ        R13, R10
+	VPMOVZXWD   (CX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     (R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VPMOVZXWD   (AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   (DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   (SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   (DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   (R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   (R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	VPMOVZXWD   16(CX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     32(R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VPMOVZXWD   16(AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   16(DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   16(SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   16(DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   16(R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   16(R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 32(R11)(R15*4)
+	VPMOVZXWD   32(CX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     64(R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VPMOVZXWD   32(AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   32(DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   32(SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   32(DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   32(R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   32(R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 64(R11)(R15*4)
+	VPMOVZXWD   48(CX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     96(R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VPMOVZXWD   48(AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   48(DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   48(SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   48(DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   48(R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   48(R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 96(R11)(R15*4)
+	ADDQ        $0x20, R15
+	JMP         mvRBF16_1x7_acc_loop
 
-mvNBF16_1x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNBF16_1x3_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
+mvRBF16_1x7_acc_loop1:
+	CMPQ        R15, R12
+	JGE         mvRBF16_1x7_done
+	VPMOVZXWD   (CX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     (R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VPMOVZXWD   (AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   (DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   (SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   (DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   (R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   (R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRBF16_1x7_acc_loop1
 
-mvNBF16_1x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
+mvRBF16_1x7_set:
+mvRBF16_1x7_set_loop:
+	CMPQ        R15, R14
+	JGE         mvRBF16_1x7_set_loop1
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	IMUL3Q      $0x00000006, BX, R13
+	SUBQ        R13, R10
+	VPMOVZXWD   (CX)(R15*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y7
+	VPMOVZXWD   (AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   (DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   (SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   (DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   (R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   (R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	VPMOVZXWD   16(CX)(R15*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y7
+	VPMOVZXWD   16(AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   16(DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   16(SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   16(DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   16(R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   16(R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 32(R11)(R15*4)
+	VPMOVZXWD   32(CX)(R15*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y7
+	VPMOVZXWD   32(AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   32(DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   32(SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   32(DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   32(R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   32(R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 64(R11)(R15*4)
+	VPMOVZXWD   48(CX)(R15*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y7
+	VPMOVZXWD   48(AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   48(DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   48(SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   48(DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   48(R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   48(R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 96(R11)(R15*4)
+	ADDQ        $0x20, R15
+	JMP         mvRBF16_1x7_set_loop
+
+mvRBF16_1x7_set_loop1:
+	CMPQ        R15, R12
+	JGE         mvRBF16_1x7_done
+	VPMOVZXWD   (CX)(R15*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y7
+	VPMOVZXWD   (AX)(R15*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y1, Y8
+	VPMOVZXWD   (DX)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y2, Y7
+	VPMOVZXWD   (SI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y3, Y8
+	VPMOVZXWD   (DI)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y4, Y7
+	VPMOVZXWD   (R8)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y5, Y8
+	VPMOVZXWD   (R9)(R15*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRBF16_1x7_set_loop1
+
+mvRBF16_1x7_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_1x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   DX, DX
+// func mvRBF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x8(SB), NOSPLIT, $8-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	VBROADCASTSS 28(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	LEAQ         (R8)(BX*1), R9
+	LEAQ         (R9)(BX*1), R10
+	IMUL3Q       $0x00000008, BX, R11
+	ADDQ         CX, R11
+	MOVQ         dst+0(FP), R12
+	MOVQ         ldd+8(FP), R13
+	SHLQ         $0x02, R13
+	MOVQ         n+48(FP), R13
+	ANDQ         $-8, R13
+	MOVQ         acc+56(FP), R14
+	MOVQ         R13, R15
+	ANDQ         $-32, R15
+	XORQ         BP, BP
+	TESTQ        R14, R14
+	JZ           mvRBF16_1x8_set
 
-mvNBF16_1x4_loop:
-	CMPQ         DX, SI
-	JGE          mvNBF16_1x4_done
-	VBROADCASTSS (AX)(DX*4), Y4
-	VPMOVZXWD    (CX), Y5
-	VPSLLD       $0x10, Y5, Y5
-	VFMADD231PS  Y5, Y4, Y0
-	VPMOVZXWD    16(CX), Y5
-	VPSLLD       $0x10, Y5, Y5
-	VFMADD231PS  Y5, Y4, Y1
-	VPMOVZXWD    32(CX), Y5
-	VPSLLD       $0x10, Y5, Y5
-	VFMADD231PS  Y5, Y4, Y2
-	VPMOVZXWD    48(CX), Y5
-	VPSLLD       $0x10, Y5, Y5
-	VFMADD231PS  Y5, Y4, Y3
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNBF16_1x4_loop
+mvRBF16_1x8_acc_loop:
+	CMPQ        BP, R15
+	JGE         mvRBF16_1x8_acc_loop1
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	IMUL3Q      $0x00000007, BX, R14
+	SUBQ        R14, R11
+	VPMOVZXWD   (CX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     (R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VPMOVZXWD   (AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   (DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   (SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   (DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   (R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   (R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   (R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	VPMOVZXWD   16(CX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     32(R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VPMOVZXWD   16(AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   16(DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   16(SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   16(DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   16(R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   16(R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   16(R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R12)(BP*4)
+	VPMOVZXWD   32(CX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     64(R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VPMOVZXWD   32(AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   32(DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   32(SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   32(DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   32(R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   32(R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   32(R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R12)(BP*4)
+	VPMOVZXWD   48(CX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     96(R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VPMOVZXWD   48(AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   48(DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   48(SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   48(DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   48(R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   48(R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   48(R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R12)(BP*4)
+	ADDQ        $0x20, BP
+	JMP         mvRBF16_1x8_acc_loop
 
-mvNBF16_1x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNBF16_1x4_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
+mvRBF16_1x8_acc_loop1:
+	CMPQ        BP, R13
+	JGE         mvRBF16_1x8_done
+	VPMOVZXWD   (CX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     (R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VPMOVZXWD   (AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   (DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   (SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   (DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   (R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   (R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   (R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	ADDQ        $0x08, BP
+	JMP         mvRBF16_1x8_acc_loop1
 
-mvNBF16_1x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VZEROUPPER
-	RET
+mvRBF16_1x8_set:
+mvRBF16_1x8_set_loop:
+	CMPQ        BP, R15
+	JGE         mvRBF16_1x8_set_loop1
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	IMUL3Q      $0x00000007, BX, R14
+	SUBQ        R14, R11
+	VPMOVZXWD   (CX)(BP*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y0, Y8
+	VPMOVZXWD   (AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   (DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   (SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   (DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   (R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   (R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   (R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	VPMOVZXWD   16(CX)(BP*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y0, Y8
+	VPMOVZXWD   16(AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   16(DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   16(SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   16(DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   16(R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   16(R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   16(R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R12)(BP*4)
+	VPMOVZXWD   32(CX)(BP*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y0, Y8
+	VPMOVZXWD   32(AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   32(DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   32(SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   32(DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   32(R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   32(R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   32(R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R12)(BP*4)
+	VPMOVZXWD   48(CX)(BP*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y0, Y8
+	VPMOVZXWD   48(AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   48(DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   48(SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   48(DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   48(R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   48(R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   48(R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R12)(BP*4)
+	ADDQ        $0x20, BP
+	JMP         mvRBF16_1x8_set_loop
 
-// func mvNBF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_1x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	XORQ   DX, DX
+mvRBF16_1x8_set_loop1:
+	CMPQ        BP, R13
+	JGE         mvRBF16_1x8_done
+	VPMOVZXWD   (CX)(BP*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMULPS      Y8, Y0, Y8
+	VPMOVZXWD   (AX)(BP*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y9
+	VPMOVZXWD   (DX)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y8
+	VPMOVZXWD   (SI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y3, Y9
+	VPMOVZXWD   (DI)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y4, Y8
+	VPMOVZXWD   (R8)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y5, Y9
+	VPMOVZXWD   (R9)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y6, Y8
+	VPMOVZXWD   (R10)(BP*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	ADDQ        $0x08, BP
+	JMP         mvRBF16_1x8_set_loop1
 
-mvNBF16_1x5_loop:
-	CMPQ         DX, SI
-	JGE          mvNBF16_1x5_done
-	VBROADCASTSS (AX)(DX*4), Y5
-	VPMOVZXWD    (CX), Y6
-	VPSLLD       $0x10, Y6, Y6
-	VFMADD231PS  Y6, Y5, Y0
-	VPMOVZXWD    16(CX), Y6
-	VPSLLD       $0x10, Y6, Y6
-	VFMADD231PS  Y6, Y5, Y1
-	VPMOVZXWD    32(CX), Y6
-	VPSLLD       $0x10, Y6, Y6
-	VFMADD231PS  Y6, Y5, Y2
-	VPMOVZXWD    48(CX), Y6
-	VPSLLD       $0x10, Y6, Y6
-	VFMADD231PS  Y6, Y5, Y3
-	VPMOVZXWD    64(CX), Y6
-	VPSLLD       $0x10, Y6, Y6
-	VFMADD231PS  Y6, Y5, Y4
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNBF16_1x5_loop
-
-mvNBF16_1x5_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNBF16_1x5_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-
-mvNBF16_1x5_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VZEROUPPER
-	RET
-
-// func mvNBF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_1x6(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   DX, DX
-
-mvNBF16_1x6_loop:
-	CMPQ         DX, SI
-	JGE          mvNBF16_1x6_done
-	VBROADCASTSS (AX)(DX*4), Y6
-	VPMOVZXWD    (CX), Y7
-	VPSLLD       $0x10, Y7, Y7
-	VFMADD231PS  Y7, Y6, Y0
-	VPMOVZXWD    16(CX), Y7
-	VPSLLD       $0x10, Y7, Y7
-	VFMADD231PS  Y7, Y6, Y1
-	VPMOVZXWD    32(CX), Y7
-	VPSLLD       $0x10, Y7, Y7
-	VFMADD231PS  Y7, Y6, Y2
-	VPMOVZXWD    48(CX), Y7
-	VPSLLD       $0x10, Y7, Y7
-	VFMADD231PS  Y7, Y6, Y3
-	VPMOVZXWD    64(CX), Y7
-	VPSLLD       $0x10, Y7, Y7
-	VFMADD231PS  Y7, Y6, Y4
-	VPMOVZXWD    80(CX), Y7
-	VPSLLD       $0x10, Y7, Y7
-	VFMADD231PS  Y7, Y6, Y5
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNBF16_1x6_loop
-
-mvNBF16_1x6_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNBF16_1x6_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-
-mvNBF16_1x6_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VZEROUPPER
-	RET
-
-// func mvNBF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_1x7(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	XORQ   DX, DX
-
-mvNBF16_1x7_loop:
-	CMPQ         DX, SI
-	JGE          mvNBF16_1x7_done
-	VBROADCASTSS (AX)(DX*4), Y7
-	VPMOVZXWD    (CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y7, Y0
-	VPMOVZXWD    16(CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y7, Y1
-	VPMOVZXWD    32(CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y7, Y2
-	VPMOVZXWD    48(CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y7, Y3
-	VPMOVZXWD    64(CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y7, Y4
-	VPMOVZXWD    80(CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y7, Y5
-	VPMOVZXWD    96(CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y7, Y6
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNBF16_1x7_loop
-
-mvNBF16_1x7_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNBF16_1x7_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-	VADDPS 192(CX), Y6, Y6
-
-mvNBF16_1x7_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VMOVUPS Y6, 192(AX)
-	VZEROUPPER
-	RET
-
-// func mvNBF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_1x8(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   DX, DX
-
-mvNBF16_1x8_loop:
-	CMPQ         DX, SI
-	JGE          mvNBF16_1x8_done
-	VBROADCASTSS (AX)(DX*4), Y8
-	VPMOVZXWD    (CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y0
-	VPMOVZXWD    16(CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y1
-	VPMOVZXWD    32(CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y2
-	VPMOVZXWD    48(CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y3
-	VPMOVZXWD    64(CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y4
-	VPMOVZXWD    80(CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y5
-	VPMOVZXWD    96(CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y6
-	VPMOVZXWD    112(CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y8, Y7
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNBF16_1x8_loop
-
-mvNBF16_1x8_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNBF16_1x8_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-	VADDPS 192(CX), Y6, Y6
-	VADDPS 224(CX), Y7, Y7
-
-mvNBF16_1x8_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VMOVUPS Y6, 192(AX)
-	VMOVUPS Y7, 224(AX)
+mvRBF16_1x8_done:
 	VZEROUPPER
 	RET
 
 // func mvTBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_2x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -4365,21 +7181,69 @@ TEXT ·mvTBF16_2x1(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   BX, BX
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   DI, DI
+	MOVQ   SI, R8
+	ANDQ   $-32, R8
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_2x1_loop:
-	CMPQ        BX, SI
-	JGE         mvTBF16_2x1_done
-	VMOVUPS     (AX)(BX*4), Y2
-	VMOVUPS     (DX)(BX*4), Y3
-	VPMOVZXWD   (CX)(BX*2), Y4
-	VPSLLD      $0x10, Y4, Y4
-	VFMADD231PS Y2, Y4, Y0
-	VFMADD231PS Y3, Y4, Y1
-	ADDQ        $0x08, BX
+	CMPQ        DI, R8
+	JGE         mvTBF16_2x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(DI*4), Y8
+	VMOVUPS     (DX)(DI*4), Y9
+	VPMOVZXWD   (CX)(DI*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VMOVUPS     32(AX)(DI*4), Y8
+	VMOVUPS     32(DX)(DI*4), Y9
+	VPMOVZXWD   16(CX)(DI*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VMOVUPS     64(AX)(DI*4), Y8
+	VMOVUPS     64(DX)(DI*4), Y9
+	VPMOVZXWD   32(CX)(DI*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VMOVUPS     96(AX)(DI*4), Y8
+	VMOVUPS     96(DX)(DI*4), Y9
+	VPMOVZXWD   48(CX)(DI*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ        $0x20, DI
 	JMP         mvTBF16_2x1_loop
 
+mvTBF16_2x1_loop1:
+	CMPQ        DI, SI
+	JGE         mvTBF16_2x1_done
+	VMOVUPS     (AX)(DI*4), Y8
+	VMOVUPS     (DX)(DI*4), Y9
+	VPMOVZXWD   (CX)(DI*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	ADDQ        $0x08, DI
+	JMP         mvTBF16_2x1_loop1
+
 mvTBF16_2x1_done:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -4398,7 +7262,7 @@ mvTBF16_2x1_done:
 	RET
 
 // func mvTBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_2x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -4409,30 +7273,91 @@ TEXT ·mvTBF16_2x2(SB), NOSPLIT, $0-56
 	SHLQ   $0x02, DX
 	SHLQ   $0x01, BX
 	LEAQ   (AX)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), DI
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	XORQ   DI, DI
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   R8, R8
+	MOVQ   SI, R9
+	ANDQ   $-32, R9
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_2x2_loop:
-	CMPQ        DI, SI
-	JGE         mvTBF16_2x2_done
-	VMOVUPS     (AX)(DI*4), Y4
-	VMOVUPS     (DX)(DI*4), Y5
-	VPMOVZXWD   (CX)(DI*2), Y6
-	VPSLLD      $0x10, Y6, Y6
-	VFMADD231PS Y4, Y6, Y0
-	VFMADD231PS Y5, Y6, Y1
-	VPMOVZXWD   (BX)(DI*2), Y6
-	VPSLLD      $0x10, Y6, Y6
-	VFMADD231PS Y4, Y6, Y2
-	VFMADD231PS Y5, Y6, Y3
-	ADDQ        $0x08, DI
+	CMPQ        R8, R9
+	JGE         mvTBF16_2x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R8*4), Y8
+	VMOVUPS     (DX)(R8*4), Y9
+	VPMOVZXWD   (CX)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VPMOVZXWD   (DI)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VMOVUPS     32(AX)(R8*4), Y8
+	VMOVUPS     32(DX)(R8*4), Y9
+	VPMOVZXWD   16(CX)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VPMOVZXWD   16(DI)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	VMOVUPS     64(AX)(R8*4), Y8
+	VMOVUPS     64(DX)(R8*4), Y9
+	VPMOVZXWD   32(CX)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VPMOVZXWD   32(DI)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VMOVUPS     96(AX)(R8*4), Y8
+	VMOVUPS     96(DX)(R8*4), Y9
+	VPMOVZXWD   48(CX)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VPMOVZXWD   48(DI)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ        $0x20, R8
 	JMP         mvTBF16_2x2_loop
 
+mvTBF16_2x2_loop1:
+	CMPQ        R8, SI
+	JGE         mvTBF16_2x2_done
+	VMOVUPS     (AX)(R8*4), Y8
+	VMOVUPS     (DX)(R8*4), Y9
+	VPMOVZXWD   (CX)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VPMOVZXWD   (DI)(R8*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	ADDQ        $0x08, R8
+	JMP         mvTBF16_2x2_loop1
+
 mvTBF16_2x2_done:
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -4461,7 +7386,7 @@ mvTBF16_2x2_done:
 	RET
 
 // func mvTBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_2x3(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -4473,36 +7398,118 @@ TEXT ·mvTBF16_2x3(SB), NOSPLIT, $0-56
 	SHLQ   $0x01, BX
 	LEAQ   (AX)(DX*1), DX
 	LEAQ   (CX)(BX*1), DI
-	LEAQ   (DI)(BX*1), BX
+	LEAQ   (DI)(BX*1), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-32, R10
+	IMUL3Q $0x00000003, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_2x3_loop:
-	CMPQ        R8, SI
-	JGE         mvTBF16_2x3_done
-	VMOVUPS     (AX)(R8*4), Y6
-	VMOVUPS     (DX)(R8*4), Y7
-	VPMOVZXWD   (CX)(R8*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y6, Y8, Y0
-	VFMADD231PS Y7, Y8, Y1
-	VPMOVZXWD   (DI)(R8*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y6, Y8, Y2
-	VFMADD231PS Y7, Y8, Y3
-	VPMOVZXWD   (BX)(R8*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y6, Y8, Y4
-	VFMADD231PS Y7, Y8, Y5
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTBF16_2x3_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	ADDQ        $0x000000c0, BX
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DX)(R9*4), Y13
+	VPMOVZXWD   (CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y0
+	VFMADD231PS Y13, Y14, Y1
+	VPMOVZXWD   (DI)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VPMOVZXWD   (R8)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	VMOVUPS     32(AX)(R9*4), Y12
+	VMOVUPS     32(DX)(R9*4), Y13
+	VPMOVZXWD   16(CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS Y13, Y14, Y7
+	VPMOVZXWD   16(DI)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y8
+	VFMADD231PS Y13, Y14, Y9
+	VPMOVZXWD   16(R8)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y10
+	VFMADD231PS Y13, Y14, Y11
+	VMOVUPS     64(AX)(R9*4), Y12
+	VMOVUPS     64(DX)(R9*4), Y13
+	VPMOVZXWD   32(CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y0
+	VFMADD231PS Y13, Y14, Y1
+	VPMOVZXWD   32(DI)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VPMOVZXWD   32(R8)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	VMOVUPS     96(AX)(R9*4), Y12
+	VMOVUPS     96(DX)(R9*4), Y13
+	VPMOVZXWD   48(CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS Y13, Y14, Y7
+	VPMOVZXWD   48(DI)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y8
+	VFMADD231PS Y13, Y14, Y9
+	VPMOVZXWD   48(R8)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y10
+	VFMADD231PS Y13, Y14, Y11
+	ADDQ        $0x20, R9
 	JMP         mvTBF16_2x3_loop
 
+mvTBF16_2x3_loop1:
+	CMPQ        R9, SI
+	JGE         mvTBF16_2x3_done
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DX)(R9*4), Y13
+	VPMOVZXWD   (CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y0
+	VFMADD231PS Y13, Y14, Y1
+	VPMOVZXWD   (DI)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VPMOVZXWD   (R8)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y12, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	ADDQ        $0x08, R9
+	JMP         mvTBF16_2x3_loop1
+
 mvTBF16_2x3_done:
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
+	VADDPS       Y8, Y2, Y2
+	VADDPS       Y9, Y3, Y3
+	VADDPS       Y10, Y4, Y4
+	VADDPS       Y11, Y5, Y5
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -4541,7 +7548,7 @@ mvTBF16_2x3_done:
 	RET
 
 // func mvTBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_2x4(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -4554,7 +7561,7 @@ TEXT ·mvTBF16_2x4(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DX
 	LEAQ   (CX)(BX*1), DI
 	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
+	LEAQ   (R8)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -4563,31 +7570,118 @@ TEXT ·mvTBF16_2x4(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-32, R11
+	IMUL3Q $0x00000004, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_2x4_loop:
-	CMPQ        R9, SI
-	JGE         mvTBF16_2x4_done
-	VMOVUPS     (AX)(R9*4), Y8
-	VMOVUPS     (DX)(R9*4), Y9
-	VPMOVZXWD   (CX)(R9*2), Y10
+	CMPQ        R10, R11
+	JGE         mvTBF16_2x4_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	PREFETCHNTA 192(BX)
+	ADDQ        $0x00000100, BX
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DX)(R10*4), Y9
+	VPMOVZXWD   (CX)(R10*2), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y8, Y10, Y0
 	VFMADD231PS Y9, Y10, Y1
-	VPMOVZXWD   (DI)(R9*2), Y10
+	VPMOVZXWD   (DI)(R10*2), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y8, Y10, Y2
 	VFMADD231PS Y9, Y10, Y3
-	VPMOVZXWD   (R8)(R9*2), Y10
+	VPMOVZXWD   (R8)(R10*2), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y8, Y10, Y4
 	VFMADD231PS Y9, Y10, Y5
-	VPMOVZXWD   (BX)(R9*2), Y10
+	VPMOVZXWD   (R9)(R10*2), Y10
 	VPSLLD      $0x10, Y10, Y10
 	VFMADD231PS Y8, Y10, Y6
 	VFMADD231PS Y9, Y10, Y7
-	ADDQ        $0x08, R9
+	VMOVUPS     32(AX)(R10*4), Y8
+	VMOVUPS     32(DX)(R10*4), Y9
+	VPMOVZXWD   16(CX)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VPMOVZXWD   16(DI)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VPMOVZXWD   16(R8)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VPMOVZXWD   16(R9)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	VMOVUPS     64(AX)(R10*4), Y8
+	VMOVUPS     64(DX)(R10*4), Y9
+	VPMOVZXWD   32(CX)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VPMOVZXWD   32(DI)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VPMOVZXWD   32(R8)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VPMOVZXWD   32(R9)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	VMOVUPS     96(AX)(R10*4), Y8
+	VMOVUPS     96(DX)(R10*4), Y9
+	VPMOVZXWD   48(CX)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VPMOVZXWD   48(DI)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VPMOVZXWD   48(R8)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VPMOVZXWD   48(R9)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ        $0x20, R10
 	JMP         mvTBF16_2x4_loop
+
+mvTBF16_2x4_loop1:
+	CMPQ        R10, SI
+	JGE         mvTBF16_2x4_done
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DX)(R10*4), Y9
+	VPMOVZXWD   (CX)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VPMOVZXWD   (DI)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VPMOVZXWD   (R8)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VPMOVZXWD   (R9)(R10*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ        $0x08, R10
+	JMP         mvTBF16_2x4_loop1
 
 mvTBF16_2x4_done:
 	MOVQ         dst+0(FP), AX
@@ -4637,352 +7731,1592 @@ mvTBF16_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_2x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	XORQ   DI, DI
+// func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_2x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), BX
+	MOVQ         n+48(FP), SI
+	ANDQ         $-8, SI
+	MOVQ         acc+56(FP), DI
+	MOVQ         SI, R8
+	ANDQ         $-32, R8
+	XORQ         R9, R9
+	TESTQ        DI, DI
+	JZ           mvRBF16_2x1_set
 
-mvNBF16_2x1_loop:
-	CMPQ         DI, SI
-	JGE          mvNBF16_2x1_done
-	VBROADCASTSS (AX)(DI*4), Y2
-	VBROADCASTSS (DX)(DI*4), Y3
-	VPMOVZXWD    (CX), Y4
-	VPSLLD       $0x10, Y4, Y4
-	VFMADD231PS  Y4, Y2, Y0
-	VFMADD231PS  Y4, Y3, Y1
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNBF16_2x1_loop
+mvRBF16_2x1_acc_loop:
+	CMPQ        R9, R8
+	JGE         mvRBF16_2x1_acc_loop1
+	PREFETCHNTA (AX)(R9*2)
+	VPMOVZXWD   (CX)(R9*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     (DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     (BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	VPMOVZXWD   16(CX)(R9*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     32(DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     32(BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, 32(DX)(R9*4)
+	VMOVUPS     Y3, 32(BX)(R9*4)
+	VPMOVZXWD   32(CX)(R9*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     64(DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     64(BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, 64(DX)(R9*4)
+	VMOVUPS     Y3, 64(BX)(R9*4)
+	VPMOVZXWD   48(CX)(R9*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     96(DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     96(BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, 96(DX)(R9*4)
+	VMOVUPS     Y3, 96(BX)(R9*4)
+	ADDQ        $0x20, R9
+	JMP         mvRBF16_2x1_acc_loop
 
-mvNBF16_2x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_2x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
+mvRBF16_2x1_acc_loop1:
+	CMPQ        R9, SI
+	JGE         mvRBF16_2x1_done
+	VPMOVZXWD   (CX)(R9*2), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMOVUPS     (DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     (BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	ADDQ        $0x08, R9
+	JMP         mvRBF16_2x1_acc_loop1
 
-mvNBF16_2x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
+mvRBF16_2x1_set:
+mvRBF16_2x1_set_loop:
+	CMPQ        R9, R8
+	JGE         mvRBF16_2x1_set_loop1
+	PREFETCHNTA (AX)(R9*2)
+	VPMOVZXWD   (CX)(R9*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	VPMOVZXWD   16(CX)(R9*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, 32(DX)(R9*4)
+	VMOVUPS     Y3, 32(BX)(R9*4)
+	VPMOVZXWD   32(CX)(R9*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, 64(DX)(R9*4)
+	VMOVUPS     Y3, 64(BX)(R9*4)
+	VPMOVZXWD   48(CX)(R9*2), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, 96(DX)(R9*4)
+	VMOVUPS     Y3, 96(BX)(R9*4)
+	ADDQ        $0x20, R9
+	JMP         mvRBF16_2x1_set_loop
+
+mvRBF16_2x1_set_loop1:
+	CMPQ      R9, SI
+	JGE       mvRBF16_2x1_done
+	VPMOVZXWD (CX)(R9*2), Y3
+	VPSLLD    $0x10, Y3, Y3
+	VMULPS    Y3, Y0, Y2
+	VMULPS    Y3, Y1, Y3
+	VMOVUPS   Y2, (DX)(R9*4)
+	VMOVUPS   Y3, (BX)(R9*4)
+	ADDQ      $0x08, R9
+	JMP       mvRBF16_2x1_set_loop1
+
+mvRBF16_2x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_2x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   DI, DI
+// func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_2x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), DI
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-32, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRBF16_2x2_set
 
-mvNBF16_2x2_loop:
-	CMPQ         DI, SI
-	JGE          mvNBF16_2x2_done
-	VBROADCASTSS (AX)(DI*4), Y4
-	VBROADCASTSS (DX)(DI*4), Y5
-	VPMOVZXWD    (CX), Y6
-	VPSLLD       $0x10, Y6, Y6
-	VFMADD231PS  Y6, Y4, Y0
-	VFMADD231PS  Y6, Y5, Y2
-	VPMOVZXWD    16(CX), Y6
-	VPSLLD       $0x10, Y6, Y6
-	VFMADD231PS  Y6, Y4, Y1
-	VFMADD231PS  Y6, Y5, Y3
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNBF16_2x2_loop
+mvRBF16_2x2_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRBF16_2x2_acc_loop1
+	PREFETCHNTA (DX)(R11*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R11*2)
+	IMUL3Q      $0x00000001, BX, R9
+	SUBQ        R9, DX
+	VPMOVZXWD   (CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     (SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VPMOVZXWD   (AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	VPMOVZXWD   16(CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     32(SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     32(DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VPMOVZXWD   16(AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VPMOVZXWD   32(CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     64(SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     64(DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VPMOVZXWD   32(AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 64(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(DI)(R11*4)
+	VPMOVZXWD   48(CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     96(SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     96(DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VPMOVZXWD   48(AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 96(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(DI)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRBF16_2x2_acc_loop
 
-mvNBF16_2x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_2x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
+mvRBF16_2x2_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRBF16_2x2_done
+	VPMOVZXWD   (CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMOVUPS     (SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VPMOVZXWD   (AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRBF16_2x2_acc_loop1
 
-mvNBF16_2x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
+mvRBF16_2x2_set:
+mvRBF16_2x2_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRBF16_2x2_set_loop1
+	PREFETCHNTA (DX)(R11*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R11*2)
+	IMUL3Q      $0x00000001, BX, R9
+	SUBQ        R9, DX
+	VPMOVZXWD   (CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VPMOVZXWD   (AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	VPMOVZXWD   16(CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VPMOVZXWD   16(AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VPMOVZXWD   32(CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VPMOVZXWD   32(AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 64(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(DI)(R11*4)
+	VPMOVZXWD   48(CX)(R11*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VPMOVZXWD   48(AX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 96(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(DI)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRBF16_2x2_set_loop
+
+mvRBF16_2x2_set_loop1:
+	CMPQ      R11, R8
+	JGE       mvRBF16_2x2_done
+	VPMOVZXWD (CX)(R11*2), Y5
+	VPSLLD    $0x10, Y5, Y5
+	VMULPS    Y5, Y0, Y4
+	VMULPS    Y5, Y2, Y6
+	VPMOVZXWD (AX)(R11*2), Y7
+	VPSLLD    $0x10, Y7, Y7
+	VMULPS    Y7, Y1, Y5
+	VMULPS    Y7, Y3, Y7
+	VADDPS    Y5, Y4, Y4
+	VMOVUPS   Y4, (SI)(R11*4)
+	VADDPS    Y7, Y6, Y6
+	VMOVUPS   Y6, (DI)(R11*4)
+	ADDQ      $0x08, R11
+	JMP       mvRBF16_2x2_set_loop1
+
+mvRBF16_2x2_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_2x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   DI, DI
+// func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_2x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	VBROADCASTSS 4(AX), Y4
+	VBROADCASTSS 8(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	LEAQ         (DI)(R8*1), R8
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-32, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRBF16_2x3_set
 
-mvNBF16_2x3_loop:
-	CMPQ         DI, SI
-	JGE          mvNBF16_2x3_done
-	VBROADCASTSS (AX)(DI*4), Y6
-	VBROADCASTSS (DX)(DI*4), Y7
-	VPMOVZXWD    (CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y6, Y0
-	VFMADD231PS  Y8, Y7, Y3
-	VPMOVZXWD    16(CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y6, Y1
-	VFMADD231PS  Y8, Y7, Y4
-	VPMOVZXWD    32(CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y6, Y2
-	VFMADD231PS  Y8, Y7, Y5
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNBF16_2x3_loop
+mvRBF16_2x3_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRBF16_2x3_acc_loop1
+	PREFETCHNTA (SI)(R12*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*2)
+	IMUL3Q      $0x00000002, BX, R10
+	SUBQ        R10, SI
+	VPMOVZXWD   (CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     (DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VPMOVZXWD   (AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   (DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VPMOVZXWD   16(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     32(DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     32(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VPMOVZXWD   16(AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   16(DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VPMOVZXWD   32(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     64(DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     64(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VPMOVZXWD   32(AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   32(DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R12*4)
+	VPMOVZXWD   48(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     96(DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     96(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VPMOVZXWD   48(AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   48(DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRBF16_2x3_acc_loop
 
-mvNBF16_2x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_2x3_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
-	VADDPS 32(DX), Y4, Y4
-	VADDPS 64(DX), Y5, Y5
+mvRBF16_2x3_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRBF16_2x3_done
+	VPMOVZXWD   (CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     (DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VPMOVZXWD   (AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   (DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRBF16_2x3_acc_loop1
 
-mvNBF16_2x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VMOVUPS Y4, 32(AX)
-	VMOVUPS Y5, 64(AX)
+mvRBF16_2x3_set:
+mvRBF16_2x3_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRBF16_2x3_set_loop1
+	PREFETCHNTA (SI)(R12*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*2)
+	IMUL3Q      $0x00000002, BX, R10
+	SUBQ        R10, SI
+	VPMOVZXWD   (CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VPMOVZXWD   (AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   (DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VPMOVZXWD   16(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VPMOVZXWD   16(AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   16(DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VPMOVZXWD   32(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VPMOVZXWD   32(AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   32(DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R12*4)
+	VPMOVZXWD   48(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VPMOVZXWD   48(AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   48(DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRBF16_2x3_set_loop
+
+mvRBF16_2x3_set_loop1:
+	CMPQ        R12, R9
+	JGE         mvRBF16_2x3_done
+	VPMOVZXWD   (CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VPMOVZXWD   (AX)(R12*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VPMOVZXWD   (DX)(R12*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRBF16_2x3_set_loop1
+
+mvRBF16_2x3_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_2x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   DI, DI
+// func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_2x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	VBROADCASTSS 8(AX), Y6
+	VBROADCASTSS 12(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	LEAQ         (R8)(R9*1), R9
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-32, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRBF16_2x4_set
 
-mvNBF16_2x4_loop:
-	CMPQ         DI, SI
-	JGE          mvNBF16_2x4_done
-	VBROADCASTSS (AX)(DI*4), Y8
-	VBROADCASTSS (DX)(DI*4), Y9
-	VPMOVZXWD    (CX), Y10
-	VPSLLD       $0x10, Y10, Y10
-	VFMADD231PS  Y10, Y8, Y0
-	VFMADD231PS  Y10, Y9, Y4
-	VPMOVZXWD    16(CX), Y10
-	VPSLLD       $0x10, Y10, Y10
-	VFMADD231PS  Y10, Y8, Y1
-	VFMADD231PS  Y10, Y9, Y5
-	VPMOVZXWD    32(CX), Y10
-	VPSLLD       $0x10, Y10, Y10
-	VFMADD231PS  Y10, Y8, Y2
-	VFMADD231PS  Y10, Y9, Y6
-	VPMOVZXWD    48(CX), Y10
-	VPSLLD       $0x10, Y10, Y10
-	VFMADD231PS  Y10, Y8, Y3
-	VFMADD231PS  Y10, Y9, Y7
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNBF16_2x4_loop
+mvRBF16_2x4_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRBF16_2x4_acc_loop1
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	IMUL3Q      $0x00000003, BX, R11
+	SUBQ        R11, DI
+	VPMOVZXWD   (CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     (R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VPMOVZXWD   (AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   (DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   (SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	VPMOVZXWD   16(CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     32(R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     32(R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VPMOVZXWD   16(AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   16(DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   16(SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VPMOVZXWD   32(CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     64(R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     64(R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VPMOVZXWD   32(AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   32(DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   32(SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(R9)(R13*4)
+	VPMOVZXWD   48(CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     96(R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     96(R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VPMOVZXWD   48(AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   48(DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   48(SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(R9)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRBF16_2x4_acc_loop
 
-mvNBF16_2x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_2x4_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	VADDPS 64(DX), Y6, Y6
-	VADDPS 96(DX), Y7, Y7
+mvRBF16_2x4_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRBF16_2x4_done
+	VPMOVZXWD   (CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMOVUPS     (R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VPMOVZXWD   (AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   (DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   (SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRBF16_2x4_acc_loop1
 
-mvNBF16_2x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	VMOVUPS Y6, 64(AX)
-	VMOVUPS Y7, 96(AX)
+mvRBF16_2x4_set:
+mvRBF16_2x4_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRBF16_2x4_set_loop1
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	IMUL3Q      $0x00000003, BX, R11
+	SUBQ        R11, DI
+	VPMOVZXWD   (CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VPMOVZXWD   (AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   (DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   (SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	VPMOVZXWD   16(CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VPMOVZXWD   16(AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   16(DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   16(SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VPMOVZXWD   32(CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VPMOVZXWD   32(AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   32(DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   32(SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(R9)(R13*4)
+	VPMOVZXWD   48(CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VPMOVZXWD   48(AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   48(DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   48(SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(R9)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRBF16_2x4_set_loop
+
+mvRBF16_2x4_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRBF16_2x4_done
+	VPMOVZXWD   (CX)(R13*2), Y9
+	VPSLLD      $0x10, Y9, Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VPMOVZXWD   (AX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VPMOVZXWD   (DX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VPMOVZXWD   (SI)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRBF16_2x4_set_loop1
+
+mvRBF16_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_2x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	XORQ   DI, DI
+// func mvRBF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_2x5(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y5
+	VBROADCASTSS 4(AX), Y6
+	VBROADCASTSS 8(AX), Y7
+	VBROADCASTSS 12(AX), Y8
+	VBROADCASTSS 16(AX), Y9
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	IMUL3Q       $0x00000005, BX, R8
+	ADDQ         CX, R8
+	MOVQ         dst+0(FP), R9
+	MOVQ         ldd+8(FP), R10
+	SHLQ         $0x02, R10
+	LEAQ         (R9)(R10*1), R10
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-32, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRBF16_2x5_set
 
-mvNBF16_2x5_loop:
-	CMPQ         DI, SI
-	JGE          mvNBF16_2x5_done
-	VBROADCASTSS (AX)(DI*4), Y10
-	VBROADCASTSS (DX)(DI*4), Y11
-	VPMOVZXWD    (CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y10, Y0
-	VFMADD231PS  Y12, Y11, Y5
-	VPMOVZXWD    16(CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y10, Y1
-	VFMADD231PS  Y12, Y11, Y6
-	VPMOVZXWD    32(CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y10, Y2
-	VFMADD231PS  Y12, Y11, Y7
-	VPMOVZXWD    48(CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y10, Y3
-	VFMADD231PS  Y12, Y11, Y8
-	VPMOVZXWD    64(CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y9
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNBF16_2x5_loop
+mvRBF16_2x5_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRBF16_2x5_acc_loop1
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	IMUL3Q      $0x00000004, BX, R12
+	SUBQ        R12, R8
+	VPMOVZXWD   (CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMOVUPS     (R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     (R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VPMOVZXWD   (AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   (DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   (SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   (DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	VPMOVZXWD   16(CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMOVUPS     32(R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     32(R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VPMOVZXWD   16(AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   16(DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   16(SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   16(DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 32(R10)(R14*4)
+	VPMOVZXWD   32(CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMOVUPS     64(R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     64(R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VPMOVZXWD   32(AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   32(DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   32(SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   32(DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 64(R10)(R14*4)
+	VPMOVZXWD   48(CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMOVUPS     96(R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     96(R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VPMOVZXWD   48(AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   48(DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   48(SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   48(DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 96(R10)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRBF16_2x5_acc_loop
 
-mvNBF16_2x5_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_2x5_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	VADDPS 128(DX), Y4, Y4
-	ADDQ   CX, DX
-	VADDPS (DX), Y5, Y5
-	VADDPS 32(DX), Y6, Y6
-	VADDPS 64(DX), Y7, Y7
-	VADDPS 96(DX), Y8, Y8
-	VADDPS 128(DX), Y9, Y9
+mvRBF16_2x5_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRBF16_2x5_done
+	VPMOVZXWD   (CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMOVUPS     (R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     (R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VPMOVZXWD   (AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   (DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   (SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   (DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRBF16_2x5_acc_loop1
 
-mvNBF16_2x5_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y5, (AX)
-	VMOVUPS Y6, 32(AX)
-	VMOVUPS Y7, 64(AX)
-	VMOVUPS Y8, 96(AX)
-	VMOVUPS Y9, 128(AX)
+mvRBF16_2x5_set:
+mvRBF16_2x5_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRBF16_2x5_set_loop1
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	IMUL3Q      $0x00000004, BX, R12
+	SUBQ        R12, R8
+	VPMOVZXWD   (CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VPMOVZXWD   (AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   (DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   (SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   (DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	VPMOVZXWD   16(CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VPMOVZXWD   16(AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   16(DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   16(SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   16(DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 32(R10)(R14*4)
+	VPMOVZXWD   32(CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VPMOVZXWD   32(AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   32(DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   32(SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   32(DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 64(R10)(R14*4)
+	VPMOVZXWD   48(CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VPMOVZXWD   48(AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   48(DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   48(SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   48(DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 96(R10)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRBF16_2x5_set_loop
+
+mvRBF16_2x5_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRBF16_2x5_done
+	VPMOVZXWD   (CX)(R14*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VPMOVZXWD   (AX)(R14*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   (DX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VPMOVZXWD   (SI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   (DI)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRBF16_2x5_set_loop1
+
+mvRBF16_2x5_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_2x6(SB), NOSPLIT, $0-64
+// func mvRBF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_2x6(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	VBROADCASTSS 8(AX), Y8
+	VBROADCASTSS 12(AX), Y9
+	VBROADCASTSS 16(AX), Y10
+	VBROADCASTSS 20(AX), Y11
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	IMUL3Q       $0x00000006, BX, R9
+	ADDQ         CX, R9
+	MOVQ         dst+0(FP), R10
+	MOVQ         ldd+8(FP), R11
+	SHLQ         $0x02, R11
+	LEAQ         (R10)(R11*1), R11
+	MOVQ         n+48(FP), R12
+	ANDQ         $-8, R12
+	MOVQ         acc+56(FP), R13
+	MOVQ         R12, R14
+	ANDQ         $-32, R14
+	XORQ         R15, R15
+	TESTQ        R13, R13
+	JZ           mvRBF16_2x6_set
+
+mvRBF16_2x6_acc_loop:
+	CMPQ        R15, R14
+	JGE         mvRBF16_2x6_acc_loop1
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	IMUL3Q      $0x00000005, BX, R13
+	SUBQ        R13, R9
+	VPMOVZXWD   (CX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMOVUPS     (R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     (R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VPMOVZXWD   (AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   (DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   (SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   (DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   (R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	VPMOVZXWD   16(CX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMOVUPS     32(R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     32(R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VPMOVZXWD   16(AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   16(DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   16(SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   16(DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   16(R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 32(R10)(R15*4)
+	VMOVUPS     Y13, 32(R11)(R15*4)
+	VPMOVZXWD   32(CX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMOVUPS     64(R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     64(R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VPMOVZXWD   32(AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   32(DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   32(SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   32(DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   32(R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 64(R10)(R15*4)
+	VMOVUPS     Y13, 64(R11)(R15*4)
+	VPMOVZXWD   48(CX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMOVUPS     96(R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     96(R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VPMOVZXWD   48(AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   48(DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   48(SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   48(DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   48(R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 96(R10)(R15*4)
+	VMOVUPS     Y13, 96(R11)(R15*4)
+	ADDQ        $0x20, R15
+	JMP         mvRBF16_2x6_acc_loop
+
+mvRBF16_2x6_acc_loop1:
+	CMPQ        R15, R12
+	JGE         mvRBF16_2x6_done
+	VPMOVZXWD   (CX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMOVUPS     (R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     (R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VPMOVZXWD   (AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   (DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   (SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   (DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   (R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRBF16_2x6_acc_loop1
+
+mvRBF16_2x6_set:
+mvRBF16_2x6_set_loop:
+	CMPQ        R15, R14
+	JGE         mvRBF16_2x6_set_loop1
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	IMUL3Q      $0x00000005, BX, R13
+	SUBQ        R13, R9
+	VPMOVZXWD   (CX)(R15*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   (AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   (DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   (SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   (DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   (R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	VPMOVZXWD   16(CX)(R15*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   16(AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   16(DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   16(SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   16(DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   16(R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 32(R10)(R15*4)
+	VMOVUPS     Y13, 32(R11)(R15*4)
+	VPMOVZXWD   32(CX)(R15*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   32(AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   32(DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   32(SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   32(DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   32(R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 64(R10)(R15*4)
+	VMOVUPS     Y13, 64(R11)(R15*4)
+	VPMOVZXWD   48(CX)(R15*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   48(AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   48(DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   48(SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   48(DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   48(R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 96(R10)(R15*4)
+	VMOVUPS     Y13, 96(R11)(R15*4)
+	ADDQ        $0x20, R15
+	JMP         mvRBF16_2x6_set_loop
+
+mvRBF16_2x6_set_loop1:
+	CMPQ        R15, R12
+	JGE         mvRBF16_2x6_done
+	VPMOVZXWD   (CX)(R15*2), Y13
+	VPSLLD      $0x10, Y13, Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VPMOVZXWD   (AX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VPMOVZXWD   (DX)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VPMOVZXWD   (SI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VPMOVZXWD   (DI)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VPMOVZXWD   (R8)(R15*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRBF16_2x6_set_loop1
+
+mvRBF16_2x6_done:
+	VZEROUPPER
+	RET
+
+// func mvTBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTBF16_3x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
 	MOVQ   ldx+24(FP), DX
 	MOVQ   ldw+40(FP), BX
 	MOVQ   k+48(FP), SI
+	ANDQ   $-8, SI
 	SHLQ   $0x02, DX
 	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
+	LEAQ   (AX)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -4995,113 +9329,76 @@ TEXT ·mvNBF16_2x6(SB), NOSPLIT, $0-64
 	VXORPS Y9, Y9, Y9
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
-	XORQ   DI, DI
-
-mvNBF16_2x6_loop:
-	CMPQ         DI, SI
-	JGE          mvNBF16_2x6_done
-	VBROADCASTSS (AX)(DI*4), Y12
-	VBROADCASTSS (DX)(DI*4), Y13
-	VPMOVZXWD    (CX), Y14
-	VPSLLD       $0x10, Y14, Y14
-	VFMADD231PS  Y14, Y12, Y0
-	VFMADD231PS  Y14, Y13, Y6
-	VPMOVZXWD    16(CX), Y14
-	VPSLLD       $0x10, Y14, Y14
-	VFMADD231PS  Y14, Y12, Y1
-	VFMADD231PS  Y14, Y13, Y7
-	VPMOVZXWD    32(CX), Y14
-	VPSLLD       $0x10, Y14, Y14
-	VFMADD231PS  Y14, Y12, Y2
-	VFMADD231PS  Y14, Y13, Y8
-	VPMOVZXWD    48(CX), Y14
-	VPSLLD       $0x10, Y14, Y14
-	VFMADD231PS  Y14, Y12, Y3
-	VFMADD231PS  Y14, Y13, Y9
-	VPMOVZXWD    64(CX), Y14
-	VPSLLD       $0x10, Y14, Y14
-	VFMADD231PS  Y14, Y12, Y4
-	VFMADD231PS  Y14, Y13, Y10
-	VPMOVZXWD    80(CX), Y14
-	VPSLLD       $0x10, Y14, Y14
-	VFMADD231PS  Y14, Y12, Y5
-	VFMADD231PS  Y14, Y13, Y11
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNBF16_2x6_loop
-
-mvNBF16_2x6_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_2x6_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	VADDPS 128(DX), Y4, Y4
-	VADDPS 160(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	VADDPS 64(DX), Y8, Y8
-	VADDPS 96(DX), Y9, Y9
-	VADDPS 128(DX), Y10, Y10
-	VADDPS 160(DX), Y11, Y11
-
-mvNBF16_2x6_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	VMOVUPS Y8, 64(AX)
-	VMOVUPS Y9, 96(AX)
-	VMOVUPS Y10, 128(AX)
-	VMOVUPS Y11, 160(AX)
-	VZEROUPPER
-	RET
-
-// func mvTBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvTBF16_3x1(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), BX
-	LEAQ   (BX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   DI, DI
+	XORQ   R8, R8
+	MOVQ   SI, R9
+	ANDQ   $-32, R9
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_3x1_loop:
-	CMPQ        DI, SI
-	JGE         mvTBF16_3x1_done
-	VMOVUPS     (AX)(DI*4), Y3
-	VMOVUPS     (BX)(DI*4), Y4
-	VMOVUPS     (DX)(DI*4), Y5
-	VPMOVZXWD   (CX)(DI*2), Y6
-	VPSLLD      $0x10, Y6, Y6
-	VFMADD231PS Y3, Y6, Y0
-	VFMADD231PS Y4, Y6, Y1
-	VFMADD231PS Y5, Y6, Y2
-	ADDQ        $0x08, DI
+	CMPQ        R8, R9
+	JGE         mvTBF16_3x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(R8*4), Y12
+	VMOVUPS     (DI)(R8*4), Y13
+	VMOVUPS     (DX)(R8*4), Y14
+	VPMOVZXWD   (CX)(R8*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VMOVUPS     32(AX)(R8*4), Y12
+	VMOVUPS     32(DI)(R8*4), Y13
+	VMOVUPS     32(DX)(R8*4), Y14
+	VPMOVZXWD   16(CX)(R8*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VMOVUPS     64(AX)(R8*4), Y12
+	VMOVUPS     64(DI)(R8*4), Y13
+	VMOVUPS     64(DX)(R8*4), Y14
+	VPMOVZXWD   32(CX)(R8*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VMOVUPS     96(AX)(R8*4), Y12
+	VMOVUPS     96(DI)(R8*4), Y13
+	VMOVUPS     96(DX)(R8*4), Y14
+	VPMOVZXWD   48(CX)(R8*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ        $0x20, R8
 	JMP         mvTBF16_3x1_loop
 
+mvTBF16_3x1_loop1:
+	CMPQ        R8, SI
+	JGE         mvTBF16_3x1_done
+	VMOVUPS     (AX)(R8*4), Y12
+	VMOVUPS     (DI)(R8*4), Y13
+	VMOVUPS     (DX)(R8*4), Y14
+	VPMOVZXWD   (CX)(R8*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	ADDQ        $0x08, R8
+	JMP         mvTBF16_3x1_loop1
+
 mvTBF16_3x1_done:
+	VADDPS       Y3, Y0, Y0
+	VADDPS       Y4, Y1, Y1
+	VADDPS       Y5, Y2, Y2
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
+	VADDPS       Y8, Y2, Y2
+	VADDPS       Y9, Y0, Y0
+	VADDPS       Y10, Y1, Y1
+	VADDPS       Y11, Y2, Y2
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -5126,7 +9423,7 @@ mvTBF16_3x1_done:
 	RET
 
 // func mvTBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_3x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -5138,35 +9435,112 @@ TEXT ·mvTBF16_3x2(SB), NOSPLIT, $0-56
 	SHLQ   $0x01, BX
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-32, R10
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_3x2_loop:
-	CMPQ        R8, SI
-	JGE         mvTBF16_3x2_done
-	VMOVUPS     (AX)(R8*4), Y6
-	VMOVUPS     (DI)(R8*4), Y7
-	VMOVUPS     (DX)(R8*4), Y8
-	VPMOVZXWD   (CX)(R8*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y6, Y9, Y0
-	VFMADD231PS Y7, Y9, Y1
-	VFMADD231PS Y8, Y9, Y2
-	VPMOVZXWD   (BX)(R8*2), Y9
-	VPSLLD      $0x10, Y9, Y9
-	VFMADD231PS Y6, Y9, Y3
-	VFMADD231PS Y7, Y9, Y4
-	VFMADD231PS Y8, Y9, Y5
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTBF16_3x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DI)(R9*4), Y13
+	VMOVUPS     (DX)(R9*4), Y14
+	VPMOVZXWD   (CX)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VPMOVZXWD   (R8)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VMOVUPS     32(AX)(R9*4), Y12
+	VMOVUPS     32(DI)(R9*4), Y13
+	VMOVUPS     32(DX)(R9*4), Y14
+	VPMOVZXWD   16(CX)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VPMOVZXWD   16(R8)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	VMOVUPS     64(AX)(R9*4), Y12
+	VMOVUPS     64(DI)(R9*4), Y13
+	VMOVUPS     64(DX)(R9*4), Y14
+	VPMOVZXWD   32(CX)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VPMOVZXWD   32(R8)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VMOVUPS     96(AX)(R9*4), Y12
+	VMOVUPS     96(DI)(R9*4), Y13
+	VMOVUPS     96(DX)(R9*4), Y14
+	VPMOVZXWD   48(CX)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VPMOVZXWD   48(R8)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ        $0x20, R9
 	JMP         mvTBF16_3x2_loop
 
+mvTBF16_3x2_loop1:
+	CMPQ        R9, SI
+	JGE         mvTBF16_3x2_done
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DI)(R9*4), Y13
+	VMOVUPS     (DX)(R9*4), Y14
+	VPMOVZXWD   (CX)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VPMOVZXWD   (R8)(R9*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	ADDQ        $0x08, R9
+	JMP         mvTBF16_3x2_loop1
+
 mvTBF16_3x2_done:
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
+	VADDPS       Y8, Y2, Y2
+	VADDPS       Y9, Y3, Y3
+	VADDPS       Y10, Y4, Y4
+	VADDPS       Y11, Y5, Y5
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -5206,7 +9580,7 @@ mvTBF16_3x2_done:
 	RET
 
 // func mvTBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_3x3(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -5219,7 +9593,7 @@ TEXT ·mvTBF16_3x3(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), DX
 	LEAQ   (CX)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
+	LEAQ   (R8)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -5229,31 +9603,117 @@ TEXT ·mvTBF16_3x3(SB), NOSPLIT, $0-56
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
 	VXORPS Y8, Y8, Y8
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-32, R11
+	IMUL3Q $0x00000003, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_3x3_loop:
-	CMPQ        R9, SI
-	JGE         mvTBF16_3x3_done
-	VMOVUPS     (AX)(R9*4), Y9
-	VMOVUPS     (DI)(R9*4), Y10
-	VMOVUPS     (DX)(R9*4), Y11
-	VPMOVZXWD   (CX)(R9*2), Y12
+	CMPQ        R10, R11
+	JGE         mvTBF16_3x3_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	ADDQ        $0x000000c0, BX
+	VMOVUPS     (AX)(R10*4), Y9
+	VMOVUPS     (DI)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VPMOVZXWD   (CX)(R10*2), Y12
 	VPSLLD      $0x10, Y12, Y12
 	VFMADD231PS Y9, Y12, Y0
 	VFMADD231PS Y10, Y12, Y1
 	VFMADD231PS Y11, Y12, Y2
-	VPMOVZXWD   (R8)(R9*2), Y12
+	VPMOVZXWD   (R8)(R10*2), Y12
 	VPSLLD      $0x10, Y12, Y12
 	VFMADD231PS Y9, Y12, Y3
 	VFMADD231PS Y10, Y12, Y4
 	VFMADD231PS Y11, Y12, Y5
-	VPMOVZXWD   (BX)(R9*2), Y12
+	VPMOVZXWD   (R9)(R10*2), Y12
 	VPSLLD      $0x10, Y12, Y12
 	VFMADD231PS Y9, Y12, Y6
 	VFMADD231PS Y10, Y12, Y7
 	VFMADD231PS Y11, Y12, Y8
-	ADDQ        $0x08, R9
+	VMOVUPS     32(AX)(R10*4), Y9
+	VMOVUPS     32(DI)(R10*4), Y10
+	VMOVUPS     32(DX)(R10*4), Y11
+	VPMOVZXWD   16(CX)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y0
+	VFMADD231PS Y10, Y12, Y1
+	VFMADD231PS Y11, Y12, Y2
+	VPMOVZXWD   16(R8)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y12, Y4
+	VFMADD231PS Y11, Y12, Y5
+	VPMOVZXWD   16(R9)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y12, Y7
+	VFMADD231PS Y11, Y12, Y8
+	VMOVUPS     64(AX)(R10*4), Y9
+	VMOVUPS     64(DI)(R10*4), Y10
+	VMOVUPS     64(DX)(R10*4), Y11
+	VPMOVZXWD   32(CX)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y0
+	VFMADD231PS Y10, Y12, Y1
+	VFMADD231PS Y11, Y12, Y2
+	VPMOVZXWD   32(R8)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y12, Y4
+	VFMADD231PS Y11, Y12, Y5
+	VPMOVZXWD   32(R9)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y12, Y7
+	VFMADD231PS Y11, Y12, Y8
+	VMOVUPS     96(AX)(R10*4), Y9
+	VMOVUPS     96(DI)(R10*4), Y10
+	VMOVUPS     96(DX)(R10*4), Y11
+	VPMOVZXWD   48(CX)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y0
+	VFMADD231PS Y10, Y12, Y1
+	VFMADD231PS Y11, Y12, Y2
+	VPMOVZXWD   48(R8)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y12, Y4
+	VFMADD231PS Y11, Y12, Y5
+	VPMOVZXWD   48(R9)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y12, Y7
+	VFMADD231PS Y11, Y12, Y8
+	ADDQ        $0x20, R10
 	JMP         mvTBF16_3x3_loop
+
+mvTBF16_3x3_loop1:
+	CMPQ        R10, SI
+	JGE         mvTBF16_3x3_done
+	VMOVUPS     (AX)(R10*4), Y9
+	VMOVUPS     (DI)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VPMOVZXWD   (CX)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y0
+	VFMADD231PS Y10, Y12, Y1
+	VFMADD231PS Y11, Y12, Y2
+	VPMOVZXWD   (R8)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y12, Y4
+	VFMADD231PS Y11, Y12, Y5
+	VPMOVZXWD   (R9)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y12, Y7
+	VFMADD231PS Y11, Y12, Y8
+	ADDQ        $0x08, R10
+	JMP         mvTBF16_3x3_loop1
 
 mvTBF16_3x3_done:
 	MOVQ         dst+0(FP), AX
@@ -5310,7 +9770,7 @@ mvTBF16_3x3_done:
 	RET
 
 // func mvTBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_3x4(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -5324,7 +9784,7 @@ TEXT ·mvTBF16_3x4(SB), NOSPLIT, $0-56
 	LEAQ   (DI)(DX*1), DX
 	LEAQ   (CX)(BX*1), R8
 	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
+	LEAQ   (R9)(BX*1), R10
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -5337,36 +9797,143 @@ TEXT ·mvTBF16_3x4(SB), NOSPLIT, $0-56
 	VXORPS Y9, Y9, Y9
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
-	XORQ   R10, R10
+	XORQ   R11, R11
+	MOVQ   SI, R12
+	ANDQ   $-32, R12
+	IMUL3Q $0x00000004, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_3x4_loop:
-	CMPQ        R10, SI
-	JGE         mvTBF16_3x4_done
-	VMOVUPS     (AX)(R10*4), Y12
-	VMOVUPS     (DI)(R10*4), Y13
-	VMOVUPS     (DX)(R10*4), Y14
-	VPMOVZXWD   (CX)(R10*2), Y15
+	CMPQ        R11, R12
+	JGE         mvTBF16_3x4_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	PREFETCHNTA 192(BX)
+	ADDQ        $0x00000100, BX
+	VMOVUPS     (AX)(R11*4), Y12
+	VMOVUPS     (DI)(R11*4), Y13
+	VMOVUPS     (DX)(R11*4), Y14
+	VPMOVZXWD   (CX)(R11*2), Y15
 	VPSLLD      $0x10, Y15, Y15
 	VFMADD231PS Y12, Y15, Y0
 	VFMADD231PS Y13, Y15, Y1
 	VFMADD231PS Y14, Y15, Y2
-	VPMOVZXWD   (R8)(R10*2), Y15
+	VPMOVZXWD   (R8)(R11*2), Y15
 	VPSLLD      $0x10, Y15, Y15
 	VFMADD231PS Y12, Y15, Y3
 	VFMADD231PS Y13, Y15, Y4
 	VFMADD231PS Y14, Y15, Y5
-	VPMOVZXWD   (R9)(R10*2), Y15
+	VPMOVZXWD   (R9)(R11*2), Y15
 	VPSLLD      $0x10, Y15, Y15
 	VFMADD231PS Y12, Y15, Y6
 	VFMADD231PS Y13, Y15, Y7
 	VFMADD231PS Y14, Y15, Y8
-	VPMOVZXWD   (BX)(R10*2), Y15
+	VPMOVZXWD   (R10)(R11*2), Y15
 	VPSLLD      $0x10, Y15, Y15
 	VFMADD231PS Y12, Y15, Y9
 	VFMADD231PS Y13, Y15, Y10
 	VFMADD231PS Y14, Y15, Y11
-	ADDQ        $0x08, R10
+	VMOVUPS     32(AX)(R11*4), Y12
+	VMOVUPS     32(DI)(R11*4), Y13
+	VMOVUPS     32(DX)(R11*4), Y14
+	VPMOVZXWD   16(CX)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VPMOVZXWD   16(R8)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VPMOVZXWD   16(R9)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VPMOVZXWD   16(R10)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	VMOVUPS     64(AX)(R11*4), Y12
+	VMOVUPS     64(DI)(R11*4), Y13
+	VMOVUPS     64(DX)(R11*4), Y14
+	VPMOVZXWD   32(CX)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VPMOVZXWD   32(R8)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VPMOVZXWD   32(R9)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VPMOVZXWD   32(R10)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	VMOVUPS     96(AX)(R11*4), Y12
+	VMOVUPS     96(DI)(R11*4), Y13
+	VMOVUPS     96(DX)(R11*4), Y14
+	VPMOVZXWD   48(CX)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VPMOVZXWD   48(R8)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VPMOVZXWD   48(R9)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VPMOVZXWD   48(R10)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ        $0x20, R11
 	JMP         mvTBF16_3x4_loop
+
+mvTBF16_3x4_loop1:
+	CMPQ        R11, SI
+	JGE         mvTBF16_3x4_done
+	VMOVUPS     (AX)(R11*4), Y12
+	VMOVUPS     (DI)(R11*4), Y13
+	VMOVUPS     (DX)(R11*4), Y14
+	VPMOVZXWD   (CX)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VPMOVZXWD   (R8)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VPMOVZXWD   (R9)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VPMOVZXWD   (R10)(R11*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ        $0x08, R11
+	JMP         mvTBF16_3x4_loop1
 
 mvTBF16_3x4_done:
 	MOVQ         dst+0(FP), AX
@@ -5437,312 +10004,1052 @@ mvTBF16_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_3x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   R8, R8
+// func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_3x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), BX
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	MOVQ         DI, R9
+	ANDQ         $-32, R9
+	XORQ         R10, R10
+	TESTQ        R8, R8
+	JZ           mvRBF16_3x1_set
 
-mvNBF16_3x1_loop:
-	CMPQ         R8, SI
-	JGE          mvNBF16_3x1_done
-	VBROADCASTSS (AX)(R8*4), Y3
-	VBROADCASTSS (DI)(R8*4), Y4
-	VBROADCASTSS (DX)(R8*4), Y5
-	VPMOVZXWD    (CX), Y6
-	VPSLLD       $0x10, Y6, Y6
-	VFMADD231PS  Y6, Y3, Y0
-	VFMADD231PS  Y6, Y4, Y1
-	VFMADD231PS  Y6, Y5, Y2
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNBF16_3x1_loop
+mvRBF16_3x1_acc_loop:
+	CMPQ        R10, R9
+	JGE         mvRBF16_3x1_acc_loop1
+	PREFETCHNTA (AX)(R10*2)
+	VPMOVZXWD   (CX)(R10*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     (DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     (SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     (BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	VPMOVZXWD   16(CX)(R10*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     32(DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     32(SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     32(BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, 32(DX)(R10*4)
+	VMOVUPS     Y4, 32(SI)(R10*4)
+	VMOVUPS     Y5, 32(BX)(R10*4)
+	VPMOVZXWD   32(CX)(R10*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     64(DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     64(SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     64(BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, 64(DX)(R10*4)
+	VMOVUPS     Y4, 64(SI)(R10*4)
+	VMOVUPS     Y5, 64(BX)(R10*4)
+	VPMOVZXWD   48(CX)(R10*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     96(DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     96(SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     96(BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, 96(DX)(R10*4)
+	VMOVUPS     Y4, 96(SI)(R10*4)
+	VMOVUPS     Y5, 96(BX)(R10*4)
+	ADDQ        $0x20, R10
+	JMP         mvRBF16_3x1_acc_loop
 
-mvNBF16_3x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_3x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
+mvRBF16_3x1_acc_loop1:
+	CMPQ        R10, DI
+	JGE         mvRBF16_3x1_done
+	VPMOVZXWD   (CX)(R10*2), Y6
+	VPSLLD      $0x10, Y6, Y6
+	VMOVUPS     (DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     (SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     (BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	ADDQ        $0x08, R10
+	JMP         mvRBF16_3x1_acc_loop1
 
-mvNBF16_3x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
+mvRBF16_3x1_set:
+mvRBF16_3x1_set_loop:
+	CMPQ        R10, R9
+	JGE         mvRBF16_3x1_set_loop1
+	PREFETCHNTA (AX)(R10*2)
+	VPMOVZXWD   (CX)(R10*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	VPMOVZXWD   16(CX)(R10*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, 32(DX)(R10*4)
+	VMOVUPS     Y4, 32(SI)(R10*4)
+	VMOVUPS     Y5, 32(BX)(R10*4)
+	VPMOVZXWD   32(CX)(R10*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, 64(DX)(R10*4)
+	VMOVUPS     Y4, 64(SI)(R10*4)
+	VMOVUPS     Y5, 64(BX)(R10*4)
+	VPMOVZXWD   48(CX)(R10*2), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, 96(DX)(R10*4)
+	VMOVUPS     Y4, 96(SI)(R10*4)
+	VMOVUPS     Y5, 96(BX)(R10*4)
+	ADDQ        $0x20, R10
+	JMP         mvRBF16_3x1_set_loop
+
+mvRBF16_3x1_set_loop1:
+	CMPQ      R10, DI
+	JGE       mvRBF16_3x1_done
+	VPMOVZXWD (CX)(R10*2), Y5
+	VPSLLD    $0x10, Y5, Y5
+	VMULPS    Y5, Y0, Y3
+	VMULPS    Y5, Y1, Y4
+	VMULPS    Y5, Y2, Y5
+	VMOVUPS   Y3, (DX)(R10*4)
+	VMOVUPS   Y4, (SI)(R10*4)
+	VMOVUPS   Y5, (BX)(R10*4)
+	ADDQ      $0x08, R10
+	JMP       mvRBF16_3x1_set_loop1
+
+mvRBF16_3x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_3x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+// func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_3x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), R8
+	LEAQ         (R8)(DI*1), DI
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-32, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRBF16_3x2_set
 
-mvNBF16_3x2_loop:
-	CMPQ         R8, SI
-	JGE          mvNBF16_3x2_done
-	VBROADCASTSS (AX)(R8*4), Y6
-	VBROADCASTSS (DI)(R8*4), Y7
-	VBROADCASTSS (DX)(R8*4), Y8
-	VPMOVZXWD    (CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y6, Y0
-	VFMADD231PS  Y9, Y7, Y2
-	VFMADD231PS  Y9, Y8, Y4
-	VPMOVZXWD    16(CX), Y9
-	VPSLLD       $0x10, Y9, Y9
-	VFMADD231PS  Y9, Y6, Y1
-	VFMADD231PS  Y9, Y7, Y3
-	VFMADD231PS  Y9, Y8, Y5
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNBF16_3x2_loop
+mvRBF16_3x2_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRBF16_3x2_acc_loop1
+	PREFETCHNTA (DX)(R12*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R12*2)
+	IMUL3Q      $0x00000001, BX, R10
+	SUBQ        R10, DX
+	VPMOVZXWD   (CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     (DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VPMOVZXWD   (AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	VPMOVZXWD   16(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     32(SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     32(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     32(DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VPMOVZXWD   16(AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(DI)(R12*4)
+	VPMOVZXWD   32(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     64(SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     64(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     64(DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VPMOVZXWD   32(AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(DI)(R12*4)
+	VPMOVZXWD   48(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     96(SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     96(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     96(DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VPMOVZXWD   48(AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(DI)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRBF16_3x2_acc_loop
 
-mvNBF16_3x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_3x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
+mvRBF16_3x2_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRBF16_3x2_done
+	VPMOVZXWD   (CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     (DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VPMOVZXWD   (AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRBF16_3x2_acc_loop1
 
-mvNBF16_3x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
+mvRBF16_3x2_set:
+mvRBF16_3x2_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRBF16_3x2_set_loop1
+	PREFETCHNTA (DX)(R12*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R12*2)
+	IMUL3Q      $0x00000001, BX, R10
+	SUBQ        R10, DX
+	VPMOVZXWD   (CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VPMOVZXWD   (AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	VPMOVZXWD   16(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VPMOVZXWD   16(AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(DI)(R12*4)
+	VPMOVZXWD   32(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VPMOVZXWD   32(AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(DI)(R12*4)
+	VPMOVZXWD   48(CX)(R12*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VPMOVZXWD   48(AX)(R12*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(DI)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRBF16_3x2_set_loop
+
+mvRBF16_3x2_set_loop1:
+	CMPQ      R12, R9
+	JGE       mvRBF16_3x2_done
+	VPMOVZXWD (CX)(R12*2), Y7
+	VPSLLD    $0x10, Y7, Y7
+	VMULPS    Y7, Y0, Y6
+	VMULPS    Y7, Y2, Y8
+	VMULPS    Y7, Y4, Y10
+	VPMOVZXWD (AX)(R12*2), Y11
+	VPSLLD    $0x10, Y11, Y11
+	VMULPS    Y11, Y1, Y7
+	VMULPS    Y11, Y3, Y9
+	VMULPS    Y11, Y5, Y11
+	VADDPS    Y7, Y6, Y6
+	VMOVUPS   Y6, (SI)(R12*4)
+	VADDPS    Y9, Y8, Y8
+	VMOVUPS   Y8, (R8)(R12*4)
+	VADDPS    Y11, Y10, Y10
+	VMOVUPS   Y10, (DI)(R12*4)
+	ADDQ      $0x08, R12
+	JMP       mvRBF16_3x2_set_loop1
+
+mvRBF16_3x2_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_3x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	XORQ   R8, R8
+// func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_3x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	VBROADCASTSS 4(AX), Y4
+	VBROADCASTSS 8(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	VBROADCASTSS 8(AX), Y8
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	LEAQ         (DI)(R8*1), R9
+	LEAQ         (R9)(R8*1), R8
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-32, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRBF16_3x3_set
 
-mvNBF16_3x3_loop:
-	CMPQ         R8, SI
-	JGE          mvNBF16_3x3_done
-	VBROADCASTSS (AX)(R8*4), Y9
-	VBROADCASTSS (DI)(R8*4), Y10
-	VBROADCASTSS (DX)(R8*4), Y11
-	VPMOVZXWD    (CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y9, Y0
-	VFMADD231PS  Y12, Y10, Y3
-	VFMADD231PS  Y12, Y11, Y6
-	VPMOVZXWD    16(CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y9, Y1
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y7
-	VPMOVZXWD    32(CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y9, Y2
-	VFMADD231PS  Y12, Y10, Y5
-	VFMADD231PS  Y12, Y11, Y8
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNBF16_3x3_loop
+mvRBF16_3x3_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRBF16_3x3_acc_loop1
+	PREFETCHNTA (SI)(R13*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*2)
+	IMUL3Q      $0x00000002, BX, R11
+	SUBQ        R11, SI
+	VPMOVZXWD   (CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMOVUPS     (DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     (R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     (R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VPMOVZXWD   (AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   (DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	VPMOVZXWD   16(CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMOVUPS     32(DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     32(R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     32(R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VPMOVZXWD   16(AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   16(DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 32(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 32(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 32(R8)(R13*4)
+	VPMOVZXWD   32(CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMOVUPS     64(DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     64(R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     64(R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VPMOVZXWD   32(AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   32(DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 64(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 64(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 64(R8)(R13*4)
+	VPMOVZXWD   48(CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMOVUPS     96(DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     96(R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     96(R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VPMOVZXWD   48(AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   48(DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 96(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 96(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 96(R8)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRBF16_3x3_acc_loop
 
-mvNBF16_3x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_3x3_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
-	VADDPS 32(DX), Y4, Y4
-	VADDPS 64(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	VADDPS 64(DX), Y8, Y8
+mvRBF16_3x3_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRBF16_3x3_done
+	VPMOVZXWD   (CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMOVUPS     (DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     (R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     (R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VPMOVZXWD   (AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   (DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRBF16_3x3_acc_loop1
 
-mvNBF16_3x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VMOVUPS Y4, 32(AX)
-	VMOVUPS Y5, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	VMOVUPS Y8, 64(AX)
+mvRBF16_3x3_set:
+mvRBF16_3x3_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRBF16_3x3_set_loop1
+	PREFETCHNTA (SI)(R13*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*2)
+	IMUL3Q      $0x00000002, BX, R11
+	SUBQ        R11, SI
+	VPMOVZXWD   (CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VPMOVZXWD   (AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   (DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	VPMOVZXWD   16(CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VPMOVZXWD   16(AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   16(DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 32(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 32(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 32(R8)(R13*4)
+	VPMOVZXWD   32(CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VPMOVZXWD   32(AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   32(DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 64(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 64(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 64(R8)(R13*4)
+	VPMOVZXWD   48(CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VPMOVZXWD   48(AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   48(DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 96(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 96(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 96(R8)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRBF16_3x3_set_loop
+
+mvRBF16_3x3_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRBF16_3x3_done
+	VPMOVZXWD   (CX)(R13*2), Y10
+	VPSLLD      $0x10, Y10, Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VPMOVZXWD   (AX)(R13*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VPMOVZXWD   (DX)(R13*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRBF16_3x3_set_loop1
+
+mvRBF16_3x3_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_3x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ   R8, R8
+// func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_3x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	VBROADCASTSS 8(AX), Y6
+	VBROADCASTSS 12(AX), Y7
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y8
+	VBROADCASTSS 4(AX), Y9
+	VBROADCASTSS 8(AX), Y10
+	VBROADCASTSS 12(AX), Y11
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	LEAQ         (R8)(R9*1), R10
+	LEAQ         (R10)(R9*1), R9
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-32, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRBF16_3x4_set
 
-mvNBF16_3x4_loop:
-	CMPQ         R8, SI
-	JGE          mvNBF16_3x4_done
-	VBROADCASTSS (AX)(R8*4), Y12
-	VBROADCASTSS (DI)(R8*4), Y13
-	VBROADCASTSS (DX)(R8*4), Y14
-	VPMOVZXWD    (CX), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y15, Y12, Y0
-	VFMADD231PS  Y15, Y13, Y4
-	VFMADD231PS  Y15, Y14, Y8
-	VPMOVZXWD    16(CX), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y15, Y12, Y1
-	VFMADD231PS  Y15, Y13, Y5
-	VFMADD231PS  Y15, Y14, Y9
-	VPMOVZXWD    32(CX), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y15, Y12, Y2
-	VFMADD231PS  Y15, Y13, Y6
-	VFMADD231PS  Y15, Y14, Y10
-	VPMOVZXWD    48(CX), Y15
-	VPSLLD       $0x10, Y15, Y15
-	VFMADD231PS  Y15, Y12, Y3
-	VFMADD231PS  Y15, Y13, Y7
-	VFMADD231PS  Y15, Y14, Y11
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNBF16_3x4_loop
+mvRBF16_3x4_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRBF16_3x4_acc_loop1
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	IMUL3Q      $0x00000003, BX, R12
+	SUBQ        R12, DI
+	VPMOVZXWD   (CX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VMOVUPS     (R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     (R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     (R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VPMOVZXWD   (AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   (DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   (SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	VPMOVZXWD   16(CX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VMOVUPS     32(R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     32(R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     32(R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VPMOVZXWD   16(AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   16(DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   16(SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 32(R8)(R14*4)
+	VMOVUPS     Y13, 32(R10)(R14*4)
+	VMOVUPS     Y14, 32(R9)(R14*4)
+	VPMOVZXWD   32(CX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VMOVUPS     64(R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     64(R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     64(R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VPMOVZXWD   32(AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   32(DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   32(SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 64(R8)(R14*4)
+	VMOVUPS     Y13, 64(R10)(R14*4)
+	VMOVUPS     Y14, 64(R9)(R14*4)
+	VPMOVZXWD   48(CX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VMOVUPS     96(R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     96(R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     96(R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VPMOVZXWD   48(AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   48(DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   48(SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 96(R8)(R14*4)
+	VMOVUPS     Y13, 96(R10)(R14*4)
+	VMOVUPS     Y14, 96(R9)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRBF16_3x4_acc_loop
 
-mvNBF16_3x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_3x4_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	VADDPS 64(DX), Y6, Y6
-	VADDPS 96(DX), Y7, Y7
-	ADDQ   CX, DX
-	VADDPS (DX), Y8, Y8
-	VADDPS 32(DX), Y9, Y9
-	VADDPS 64(DX), Y10, Y10
-	VADDPS 96(DX), Y11, Y11
+mvRBF16_3x4_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRBF16_3x4_done
+	VPMOVZXWD   (CX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VMOVUPS     (R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     (R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     (R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VPMOVZXWD   (AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   (DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   (SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRBF16_3x4_acc_loop1
 
-mvNBF16_3x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	VMOVUPS Y6, 64(AX)
-	VMOVUPS Y7, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y8, (AX)
-	VMOVUPS Y9, 32(AX)
-	VMOVUPS Y10, 64(AX)
-	VMOVUPS Y11, 96(AX)
+mvRBF16_3x4_set:
+mvRBF16_3x4_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRBF16_3x4_set_loop1
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	IMUL3Q      $0x00000003, BX, R12
+	SUBQ        R12, DI
+	VPMOVZXWD   (CX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VPMOVZXWD   (AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   (DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   (SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	VPMOVZXWD   16(CX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VPMOVZXWD   16(AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   16(DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   16(SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 32(R8)(R14*4)
+	VMOVUPS     Y13, 32(R10)(R14*4)
+	VMOVUPS     Y14, 32(R9)(R14*4)
+	VPMOVZXWD   32(CX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VPMOVZXWD   32(AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   32(DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   32(SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 64(R8)(R14*4)
+	VMOVUPS     Y13, 64(R10)(R14*4)
+	VMOVUPS     Y14, 64(R9)(R14*4)
+	VPMOVZXWD   48(CX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VPMOVZXWD   48(AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   48(DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   48(SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 96(R8)(R14*4)
+	VMOVUPS     Y13, 96(R10)(R14*4)
+	VMOVUPS     Y14, 96(R9)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRBF16_3x4_set_loop
+
+mvRBF16_3x4_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRBF16_3x4_done
+	VPMOVZXWD   (CX)(R14*2), Y14
+	VPSLLD      $0x10, Y14, Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VPMOVZXWD   (AX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VPMOVZXWD   (DX)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VPMOVZXWD   (SI)(R14*2), Y15
+	VPSLLD      $0x10, Y15, Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRBF16_3x4_set_loop1
+
+mvRBF16_3x4_done:
 	VZEROUPPER
 	RET
 
 // func mvTBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_4x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -5752,32 +11059,92 @@ TEXT ·mvTBF16_4x1(SB), NOSPLIT, $0-56
 	ANDQ   $-8, SI
 	SHLQ   $0x02, DX
 	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), BX
-	LEAQ   (BX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
+	LEAQ   (AX)(DX*1), DI
+	LEAQ   (DI)(DX*1), R8
+	LEAQ   (R8)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	XORQ   R8, R8
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-32, R10
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_4x1_loop:
-	CMPQ        R8, SI
-	JGE         mvTBF16_4x1_done
-	VMOVUPS     (AX)(R8*4), Y4
-	VMOVUPS     (BX)(R8*4), Y5
-	VMOVUPS     (DI)(R8*4), Y6
-	VMOVUPS     (DX)(R8*4), Y7
-	VPMOVZXWD   (CX)(R8*2), Y8
-	VPSLLD      $0x10, Y8, Y8
-	VFMADD231PS Y4, Y8, Y0
-	VFMADD231PS Y5, Y8, Y1
-	VFMADD231PS Y6, Y8, Y2
-	VFMADD231PS Y7, Y8, Y3
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTBF16_4x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(R9*4), Y8
+	VMOVUPS     (DI)(R9*4), Y9
+	VMOVUPS     (R8)(R9*4), Y10
+	VMOVUPS     (DX)(R9*4), Y11
+	VPMOVZXWD   (CX)(R9*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VMOVUPS     32(AX)(R9*4), Y8
+	VMOVUPS     32(DI)(R9*4), Y9
+	VMOVUPS     32(R8)(R9*4), Y10
+	VMOVUPS     32(DX)(R9*4), Y11
+	VPMOVZXWD   16(CX)(R9*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	VMOVUPS     64(AX)(R9*4), Y8
+	VMOVUPS     64(DI)(R9*4), Y9
+	VMOVUPS     64(R8)(R9*4), Y10
+	VMOVUPS     64(DX)(R9*4), Y11
+	VPMOVZXWD   32(CX)(R9*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VMOVUPS     96(AX)(R9*4), Y8
+	VMOVUPS     96(DI)(R9*4), Y9
+	VMOVUPS     96(R8)(R9*4), Y10
+	VMOVUPS     96(DX)(R9*4), Y11
+	VPMOVZXWD   48(CX)(R9*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	ADDQ        $0x20, R9
 	JMP         mvTBF16_4x1_loop
 
+mvTBF16_4x1_loop1:
+	CMPQ        R9, SI
+	JGE         mvTBF16_4x1_done
+	VMOVUPS     (AX)(R9*4), Y8
+	VMOVUPS     (DI)(R9*4), Y9
+	VMOVUPS     (R8)(R9*4), Y10
+	VMOVUPS     (DX)(R9*4), Y11
+	VPMOVZXWD   (CX)(R9*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	ADDQ        $0x08, R9
+	JMP         mvTBF16_4x1_loop1
+
 mvTBF16_4x1_done:
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -5808,7 +11175,7 @@ mvTBF16_4x1_done:
 	RET
 
 // func mvTBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_4x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -5821,7 +11188,7 @@ TEXT ·mvTBF16_4x2(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), R8
 	LEAQ   (R8)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -5830,29 +11197,106 @@ TEXT ·mvTBF16_4x2(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-32, R11
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTBF16_4x2_loop:
-	CMPQ        R9, SI
-	JGE         mvTBF16_4x2_done
-	VMOVUPS     (AX)(R9*4), Y8
-	VMOVUPS     (DI)(R9*4), Y9
-	VMOVUPS     (R8)(R9*4), Y10
-	VMOVUPS     (DX)(R9*4), Y11
-	VPMOVZXWD   (CX)(R9*2), Y12
+	CMPQ        R10, R11
+	JGE         mvTBF16_4x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DI)(R10*4), Y9
+	VMOVUPS     (R8)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VPMOVZXWD   (CX)(R10*2), Y12
 	VPSLLD      $0x10, Y12, Y12
 	VFMADD231PS Y8, Y12, Y0
 	VFMADD231PS Y9, Y12, Y1
 	VFMADD231PS Y10, Y12, Y2
 	VFMADD231PS Y11, Y12, Y3
-	VPMOVZXWD   (BX)(R9*2), Y12
+	VPMOVZXWD   (R9)(R10*2), Y12
 	VPSLLD      $0x10, Y12, Y12
 	VFMADD231PS Y8, Y12, Y4
 	VFMADD231PS Y9, Y12, Y5
 	VFMADD231PS Y10, Y12, Y6
 	VFMADD231PS Y11, Y12, Y7
-	ADDQ        $0x08, R9
+	VMOVUPS     32(AX)(R10*4), Y8
+	VMOVUPS     32(DI)(R10*4), Y9
+	VMOVUPS     32(R8)(R10*4), Y10
+	VMOVUPS     32(DX)(R10*4), Y11
+	VPMOVZXWD   16(CX)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VPMOVZXWD   16(R9)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	VMOVUPS     64(AX)(R10*4), Y8
+	VMOVUPS     64(DI)(R10*4), Y9
+	VMOVUPS     64(R8)(R10*4), Y10
+	VMOVUPS     64(DX)(R10*4), Y11
+	VPMOVZXWD   32(CX)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VPMOVZXWD   32(R9)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	VMOVUPS     96(AX)(R10*4), Y8
+	VMOVUPS     96(DI)(R10*4), Y9
+	VMOVUPS     96(R8)(R10*4), Y10
+	VMOVUPS     96(DX)(R10*4), Y11
+	VPMOVZXWD   48(CX)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VPMOVZXWD   48(R9)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	ADDQ        $0x20, R10
 	JMP         mvTBF16_4x2_loop
+
+mvTBF16_4x2_loop1:
+	CMPQ        R10, SI
+	JGE         mvTBF16_4x2_done
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DI)(R10*4), Y9
+	VMOVUPS     (R8)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VPMOVZXWD   (CX)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VPMOVZXWD   (R9)(R10*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	ADDQ        $0x08, R10
+	JMP         mvTBF16_4x2_loop1
 
 mvTBF16_4x2_done:
 	MOVQ         dst+0(FP), AX
@@ -5904,271 +11348,444 @@ mvTBF16_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvTBF16_4x3(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	LEAQ   (CX)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ   R10, R10
+// func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_4x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), BX
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-32, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRBF16_4x1_set
 
-mvTBF16_4x3_loop:
-	CMPQ        R10, SI
-	JGE         mvTBF16_4x3_done
-	VPMOVZXWD   (CX)(R10*2), Y12
-	VPSLLD      $0x10, Y12, Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y0
-	VFMADD231PS (DI)(R10*4), Y12, Y1
-	VFMADD231PS (R8)(R10*4), Y12, Y2
-	VFMADD231PS (DX)(R10*4), Y12, Y3
-	VPMOVZXWD   (R9)(R10*2), Y12
-	VPSLLD      $0x10, Y12, Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y4
-	VFMADD231PS (DI)(R10*4), Y12, Y5
-	VFMADD231PS (R8)(R10*4), Y12, Y6
-	VFMADD231PS (DX)(R10*4), Y12, Y7
-	VPMOVZXWD   (BX)(R10*2), Y12
-	VPSLLD      $0x10, Y12, Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y8
-	VFMADD231PS (DI)(R10*4), Y12, Y9
-	VFMADD231PS (R8)(R10*4), Y12, Y10
-	VFMADD231PS (DX)(R10*4), Y12, Y11
-	ADDQ        $0x08, R10
-	JMP         mvTBF16_4x3_loop
+mvRBF16_4x1_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRBF16_4x1_acc_loop1
+	PREFETCHNTA (AX)(R11*2)
+	VPMOVZXWD   (CX)(R11*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     (DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     (SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	VPMOVZXWD   16(CX)(R11*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     32(DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     32(SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     32(DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     32(BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, 32(DX)(R11*4)
+	VMOVUPS     Y5, 32(SI)(R11*4)
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VMOVUPS     Y7, 32(BX)(R11*4)
+	VPMOVZXWD   32(CX)(R11*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     64(DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     64(SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     64(DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     64(BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, 64(DX)(R11*4)
+	VMOVUPS     Y5, 64(SI)(R11*4)
+	VMOVUPS     Y6, 64(DI)(R11*4)
+	VMOVUPS     Y7, 64(BX)(R11*4)
+	VPMOVZXWD   48(CX)(R11*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     96(DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     96(SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     96(DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     96(BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, 96(DX)(R11*4)
+	VMOVUPS     Y5, 96(SI)(R11*4)
+	VMOVUPS     Y6, 96(DI)(R11*4)
+	VMOVUPS     Y7, 96(BX)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRBF16_4x1_acc_loop
 
-mvTBF16_4x3_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X0, X12, X12
-	VHADDPS      X12, X12, X12
-	VHADDPS      X12, X12, X12
-	VMOVSS       X12, (AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y8, X0
-	VADDPS       X8, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y9, X0
-	VADDPS       X9, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y10, X0
-	VADDPS       X10, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y7, X0
-	VADDPS       X7, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y11, X0
-	VADDPS       X11, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
+mvRBF16_4x1_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRBF16_4x1_done
+	VPMOVZXWD   (CX)(R11*2), Y8
+	VPSLLD      $0x10, Y8, Y8
+	VMOVUPS     (DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     (SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRBF16_4x1_acc_loop1
+
+mvRBF16_4x1_set:
+mvRBF16_4x1_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRBF16_4x1_set_loop1
+	PREFETCHNTA (AX)(R11*2)
+	VPMOVZXWD   (CX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	VPMOVZXWD   16(CX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, 32(DX)(R11*4)
+	VMOVUPS     Y5, 32(SI)(R11*4)
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VMOVUPS     Y7, 32(BX)(R11*4)
+	VPMOVZXWD   32(CX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, 64(DX)(R11*4)
+	VMOVUPS     Y5, 64(SI)(R11*4)
+	VMOVUPS     Y6, 64(DI)(R11*4)
+	VMOVUPS     Y7, 64(BX)(R11*4)
+	VPMOVZXWD   48(CX)(R11*2), Y7
+	VPSLLD      $0x10, Y7, Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, 96(DX)(R11*4)
+	VMOVUPS     Y5, 96(SI)(R11*4)
+	VMOVUPS     Y6, 96(DI)(R11*4)
+	VMOVUPS     Y7, 96(BX)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRBF16_4x1_set_loop
+
+mvRBF16_4x1_set_loop1:
+	CMPQ      R11, R8
+	JGE       mvRBF16_4x1_done
+	VPMOVZXWD (CX)(R11*2), Y7
+	VPSLLD    $0x10, Y7, Y7
+	VMULPS    Y7, Y0, Y4
+	VMULPS    Y7, Y1, Y5
+	VMULPS    Y7, Y2, Y6
+	VMULPS    Y7, Y3, Y7
+	VMOVUPS   Y4, (DX)(R11*4)
+	VMOVUPS   Y5, (SI)(R11*4)
+	VMOVUPS   Y6, (DI)(R11*4)
+	VMOVUPS   Y7, (BX)(R11*4)
+	ADDQ      $0x08, R11
+	JMP       mvRBF16_4x1_set_loop1
+
+mvRBF16_4x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_4x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   R9, R9
+// func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_4x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), R8
+	LEAQ         (R8)(DI*1), R9
+	LEAQ         (R9)(DI*1), DI
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-32, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRBF16_4x2_set
 
-mvNBF16_4x1_loop:
-	CMPQ         R9, SI
-	JGE          mvNBF16_4x1_done
-	VBROADCASTSS (AX)(R9*4), Y4
-	VBROADCASTSS (DI)(R9*4), Y5
-	VBROADCASTSS (R8)(R9*4), Y6
-	VBROADCASTSS (DX)(R9*4), Y7
-	VPMOVZXWD    (CX), Y8
-	VPSLLD       $0x10, Y8, Y8
-	VFMADD231PS  Y8, Y4, Y0
-	VFMADD231PS  Y8, Y5, Y1
-	VFMADD231PS  Y8, Y6, Y2
-	VFMADD231PS  Y8, Y7, Y3
-	ADDQ         BX, CX
-	INCQ         R9
-	JMP          mvNBF16_4x1_loop
+mvRBF16_4x2_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRBF16_4x2_acc_loop1
+	PREFETCHNTA (DX)(R13*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R13*2)
+	IMUL3Q      $0x00000001, BX, R11
+	SUBQ        R11, DX
+	VPMOVZXWD   (CX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VMOVUPS     (SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     (R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     (DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VPMOVZXWD   (AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	VPMOVZXWD   16(CX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VMOVUPS     32(SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     32(R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     32(R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     32(DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VPMOVZXWD   16(AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 32(SI)(R13*4)
+	VMOVUPS     Y9, 32(R8)(R13*4)
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VMOVUPS     Y11, 32(DI)(R13*4)
+	VPMOVZXWD   32(CX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VMOVUPS     64(SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     64(R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     64(R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     64(DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VPMOVZXWD   32(AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 64(SI)(R13*4)
+	VMOVUPS     Y9, 64(R8)(R13*4)
+	VMOVUPS     Y10, 64(R9)(R13*4)
+	VMOVUPS     Y11, 64(DI)(R13*4)
+	VPMOVZXWD   48(CX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VMOVUPS     96(SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     96(R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     96(R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     96(DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VPMOVZXWD   48(AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 96(SI)(R13*4)
+	VMOVUPS     Y9, 96(R8)(R13*4)
+	VMOVUPS     Y10, 96(R9)(R13*4)
+	VMOVUPS     Y11, 96(DI)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRBF16_4x2_acc_loop
 
-mvNBF16_4x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_4x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
+mvRBF16_4x2_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRBF16_4x2_done
+	VPMOVZXWD   (CX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VMOVUPS     (SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     (R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     (DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VPMOVZXWD   (AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRBF16_4x2_acc_loop1
 
-mvNBF16_4x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VZEROUPPER
-	RET
+mvRBF16_4x2_set:
+mvRBF16_4x2_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRBF16_4x2_set_loop1
+	PREFETCHNTA (DX)(R13*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R13*2)
+	IMUL3Q      $0x00000001, BX, R11
+	SUBQ        R11, DX
+	VPMOVZXWD   (CX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VPMOVZXWD   (AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	VPMOVZXWD   16(CX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VPMOVZXWD   16(AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 32(SI)(R13*4)
+	VMOVUPS     Y9, 32(R8)(R13*4)
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VMOVUPS     Y11, 32(DI)(R13*4)
+	VPMOVZXWD   32(CX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VPMOVZXWD   32(AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 64(SI)(R13*4)
+	VMOVUPS     Y9, 64(R8)(R13*4)
+	VMOVUPS     Y10, 64(R9)(R13*4)
+	VMOVUPS     Y11, 64(DI)(R13*4)
+	VPMOVZXWD   48(CX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VPMOVZXWD   48(AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 96(SI)(R13*4)
+	VMOVUPS     Y9, 96(R8)(R13*4)
+	VMOVUPS     Y10, 96(R9)(R13*4)
+	VMOVUPS     Y11, 96(DI)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRBF16_4x2_set_loop
 
-// func mvNBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, AVX2, FMA3
-TEXT ·mvNBF16_4x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+mvRBF16_4x2_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRBF16_4x2_done
+	VPMOVZXWD   (CX)(R13*2), Y11
+	VPSLLD      $0x10, Y11, Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VPMOVZXWD   (AX)(R13*2), Y12
+	VPSLLD      $0x10, Y12, Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRBF16_4x2_set_loop1
 
-mvNBF16_4x2_loop:
-	CMPQ         R9, SI
-	JGE          mvNBF16_4x2_done
-	VBROADCASTSS (AX)(R9*4), Y8
-	VBROADCASTSS (DI)(R9*4), Y9
-	VBROADCASTSS (R8)(R9*4), Y10
-	VBROADCASTSS (DX)(R9*4), Y11
-	VPMOVZXWD    (CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y8, Y0
-	VFMADD231PS  Y12, Y9, Y2
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y6
-	VPMOVZXWD    16(CX), Y12
-	VPSLLD       $0x10, Y12, Y12
-	VFMADD231PS  Y12, Y8, Y1
-	VFMADD231PS  Y12, Y9, Y3
-	VFMADD231PS  Y12, Y10, Y5
-	VFMADD231PS  Y12, Y11, Y7
-	ADDQ         BX, CX
-	INCQ         R9
-	JMP          mvNBF16_4x2_loop
-
-mvNBF16_4x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNBF16_4x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-
-mvNBF16_4x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
+mvRBF16_4x2_done:
 	VZEROUPPER
 	RET
 
@@ -6325,7 +11942,7 @@ packNBF16_done:
 	RET
 
 // func mvTF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_1x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -6336,18 +11953,48 @@ TEXT ·mvTF16_1x1(SB), NOSPLIT, $0-56
 	SHLQ   $0x02, DX
 	SHLQ   $0x01, BX
 	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
 	XORQ   DX, DX
+	MOVQ   SI, DI
+	ANDQ   $-32, DI
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_1x1_loop:
-	CMPQ        DX, SI
-	JGE         mvTF16_1x1_done
-	VMOVUPS     (AX)(DX*4), Y1
-	VCVTPH2PS   (CX)(DX*2), Y2
-	VFMADD231PS Y1, Y2, Y0
-	ADDQ        $0x08, DX
+	CMPQ        DX, DI
+	JGE         mvTF16_1x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(DX*4), Y4
+	VCVTPH2PS   (CX)(DX*2), Y5
+	VFMADD231PS Y4, Y5, Y0
+	VMOVUPS     32(AX)(DX*4), Y4
+	VCVTPH2PS   16(CX)(DX*2), Y5
+	VFMADD231PS Y4, Y5, Y1
+	VMOVUPS     64(AX)(DX*4), Y4
+	VCVTPH2PS   32(CX)(DX*2), Y5
+	VFMADD231PS Y4, Y5, Y2
+	VMOVUPS     96(AX)(DX*4), Y4
+	VCVTPH2PS   48(CX)(DX*2), Y5
+	VFMADD231PS Y4, Y5, Y3
+	ADDQ        $0x20, DX
 	JMP         mvTF16_1x1_loop
 
+mvTF16_1x1_loop1:
+	CMPQ        DX, SI
+	JGE         mvTF16_1x1_done
+	VMOVUPS     (AX)(DX*4), Y4
+	VCVTPH2PS   (CX)(DX*2), Y5
+	VFMADD231PS Y4, Y5, Y0
+	ADDQ        $0x08, DX
+	JMP         mvTF16_1x1_loop1
+
 mvTF16_1x1_done:
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y0, Y0
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -6360,7 +12007,7 @@ mvTF16_1x1_done:
 	RET
 
 // func mvTF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_1x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -6373,20 +12020,65 @@ TEXT ·mvTF16_1x2(SB), NOSPLIT, $0-56
 	LEAQ   (CX)(BX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   BX, BX
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   DI, DI
+	MOVQ   SI, R8
+	ANDQ   $-32, R8
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_1x2_loop:
-	CMPQ        BX, SI
-	JGE         mvTF16_1x2_done
-	VMOVUPS     (AX)(BX*4), Y2
-	VCVTPH2PS   (CX)(BX*2), Y3
-	VFMADD231PS Y2, Y3, Y0
-	VCVTPH2PS   (DX)(BX*2), Y3
-	VFMADD231PS Y2, Y3, Y1
-	ADDQ        $0x08, BX
+	CMPQ        DI, R8
+	JGE         mvTF16_1x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(DI*4), Y8
+	VCVTPH2PS   (CX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y0
+	VCVTPH2PS   (DX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y1
+	VMOVUPS     32(AX)(DI*4), Y8
+	VCVTPH2PS   16(CX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y2
+	VCVTPH2PS   16(DX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y3
+	VMOVUPS     64(AX)(DI*4), Y8
+	VCVTPH2PS   32(CX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y4
+	VCVTPH2PS   32(DX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y5
+	VMOVUPS     96(AX)(DI*4), Y8
+	VCVTPH2PS   48(CX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y6
+	VCVTPH2PS   48(DX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y7
+	ADDQ        $0x20, DI
 	JMP         mvTF16_1x2_loop
 
+mvTF16_1x2_loop1:
+	CMPQ        DI, SI
+	JGE         mvTF16_1x2_done
+	VMOVUPS     (AX)(DI*4), Y8
+	VCVTPH2PS   (CX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y0
+	VCVTPH2PS   (DX)(DI*2), Y9
+	VFMADD231PS Y8, Y9, Y1
+	ADDQ        $0x08, DI
+	JMP         mvTF16_1x2_loop1
+
 mvTF16_1x2_done:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -6403,905 +12095,1554 @@ mvTF16_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvTF16_1x3(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   DI, DI
+// func mvRF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_1x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	MOVQ         n+48(FP), BX
+	ANDQ         $-8, BX
+	MOVQ         acc+56(FP), SI
+	MOVQ         BX, DI
+	ANDQ         $-32, DI
+	XORQ         R8, R8
+	TESTQ        SI, SI
+	JZ           mvRF16_1x1_set
 
-mvTF16_1x3_loop:
-	CMPQ        DI, SI
-	JGE         mvTF16_1x3_done
-	VMOVUPS     (AX)(DI*4), Y3
-	VCVTPH2PS   (CX)(DI*2), Y4
-	VFMADD231PS Y3, Y4, Y0
-	VCVTPH2PS   (DX)(DI*2), Y4
-	VFMADD231PS Y3, Y4, Y1
-	VCVTPH2PS   (BX)(DI*2), Y4
-	VFMADD231PS Y3, Y4, Y2
-	ADDQ        $0x08, DI
-	JMP         mvTF16_1x3_loop
+mvRF16_1x1_acc_loop:
+	CMPQ        R8, DI
+	JGE         mvRF16_1x1_acc_loop1
+	PREFETCHNTA (AX)(R8*2)
+	VCVTPH2PS   (CX)(R8*2), Y2
+	VMOVUPS     (DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
+	VCVTPH2PS   16(CX)(R8*2), Y2
+	VMOVUPS     32(DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, 32(DX)(R8*4)
+	VCVTPH2PS   32(CX)(R8*2), Y2
+	VMOVUPS     64(DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, 64(DX)(R8*4)
+	VCVTPH2PS   48(CX)(R8*2), Y2
+	VMOVUPS     96(DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, 96(DX)(R8*4)
+	ADDQ        $0x20, R8
+	JMP         mvRF16_1x1_acc_loop
 
-mvTF16_1x3_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X3
-	VADDPS       X0, X3, X3
-	VHADDPS      X3, X3, X3
-	VHADDPS      X3, X3, X3
-	VMOVSS       X3, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VZEROUPPER
-	RET
-
-// func mvTF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvTF16_1x4(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   R8, R8
-
-mvTF16_1x4_loop:
-	CMPQ        R8, SI
-	JGE         mvTF16_1x4_done
-	VMOVUPS     (AX)(R8*4), Y4
-	VCVTPH2PS   (CX)(R8*2), Y5
-	VFMADD231PS Y4, Y5, Y0
-	VCVTPH2PS   (DX)(R8*2), Y5
-	VFMADD231PS Y4, Y5, Y1
-	VCVTPH2PS   (DI)(R8*2), Y5
-	VFMADD231PS Y4, Y5, Y2
-	VCVTPH2PS   (BX)(R8*2), Y5
-	VFMADD231PS Y4, Y5, Y3
+mvRF16_1x1_acc_loop1:
+	CMPQ        R8, BX
+	JGE         mvRF16_1x1_done
+	VCVTPH2PS   (CX)(R8*2), Y2
+	VMOVUPS     (DX)(R8*4), Y1
+	VFMADD231PS Y2, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
 	ADDQ        $0x08, R8
-	JMP         mvTF16_1x4_loop
+	JMP         mvRF16_1x1_acc_loop1
 
-mvTF16_1x4_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X4
-	VADDPS       X0, X4, X4
-	VHADDPS      X4, X4, X4
-	VHADDPS      X4, X4, X4
-	VMOVSS       X4, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
+mvRF16_1x1_set:
+mvRF16_1x1_set_loop:
+	CMPQ        R8, DI
+	JGE         mvRF16_1x1_set_loop1
+	PREFETCHNTA (AX)(R8*2)
+	VCVTPH2PS   (CX)(R8*2), Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, (DX)(R8*4)
+	VCVTPH2PS   16(CX)(R8*2), Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, 32(DX)(R8*4)
+	VCVTPH2PS   32(CX)(R8*2), Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, 64(DX)(R8*4)
+	VCVTPH2PS   48(CX)(R8*2), Y1
+	VMULPS      Y1, Y0, Y1
+	VMOVUPS     Y1, 96(DX)(R8*4)
+	ADDQ        $0x20, R8
+	JMP         mvRF16_1x1_set_loop
+
+mvRF16_1x1_set_loop1:
+	CMPQ      R8, BX
+	JGE       mvRF16_1x1_done
+	VCVTPH2PS (CX)(R8*2), Y1
+	VMULPS    Y1, Y0, Y1
+	VMOVUPS   Y1, (DX)(R8*4)
+	ADDQ      $0x08, R8
+	JMP       mvRF16_1x1_set_loop1
+
+mvRF16_1x1_done:
 	VZEROUPPER
 	RET
 
-// func mvTF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvTF16_1x5(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	XORQ   R9, R9
+// func mvRF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_1x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	MOVQ         DI, R9
+	ANDQ         $-32, R9
+	XORQ         R10, R10
+	TESTQ        R8, R8
+	JZ           mvRF16_1x2_set
 
-mvTF16_1x5_loop:
-	CMPQ        R9, SI
-	JGE         mvTF16_1x5_done
-	VMOVUPS     (AX)(R9*4), Y5
-	VCVTPH2PS   (CX)(R9*2), Y6
-	VFMADD231PS Y5, Y6, Y0
-	VCVTPH2PS   (DX)(R9*2), Y6
-	VFMADD231PS Y5, Y6, Y1
-	VCVTPH2PS   (DI)(R9*2), Y6
-	VFMADD231PS Y5, Y6, Y2
-	VCVTPH2PS   (R8)(R9*2), Y6
-	VFMADD231PS Y5, Y6, Y3
-	VCVTPH2PS   (BX)(R9*2), Y6
-	VFMADD231PS Y5, Y6, Y4
-	ADDQ        $0x08, R9
-	JMP         mvTF16_1x5_loop
+mvRF16_1x2_acc_loop:
+	CMPQ        R10, R9
+	JGE         mvRF16_1x2_acc_loop1
+	PREFETCHNTA (DX)(R10*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R10*2)
+	IMUL3Q      $0x00000001, BX, R8
+	SUBQ        R8, DX
+	VCVTPH2PS   (CX)(R10*2), Y3
+	VMOVUPS     (SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VCVTPH2PS   (AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
+	VCVTPH2PS   16(CX)(R10*2), Y3
+	VMOVUPS     32(SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VCVTPH2PS   16(AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 32(SI)(R10*4)
+	VCVTPH2PS   32(CX)(R10*2), Y3
+	VMOVUPS     64(SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VCVTPH2PS   32(AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 64(SI)(R10*4)
+	VCVTPH2PS   48(CX)(R10*2), Y3
+	VMOVUPS     96(SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VCVTPH2PS   48(AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 96(SI)(R10*4)
+	ADDQ        $0x20, R10
+	JMP         mvRF16_1x2_acc_loop
 
-mvTF16_1x5_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X5
-	VADDPS       X0, X5, X5
-	VHADDPS      X5, X5, X5
-	VHADDPS      X5, X5, X5
-	VMOVSS       X5, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VZEROUPPER
-	RET
-
-// func mvTF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvTF16_1x6(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   R10, R10
-
-mvTF16_1x6_loop:
-	CMPQ        R10, SI
-	JGE         mvTF16_1x6_done
-	VMOVUPS     (AX)(R10*4), Y6
-	VCVTPH2PS   (CX)(R10*2), Y7
-	VFMADD231PS Y6, Y7, Y0
-	VCVTPH2PS   (DX)(R10*2), Y7
-	VFMADD231PS Y6, Y7, Y1
-	VCVTPH2PS   (DI)(R10*2), Y7
-	VFMADD231PS Y6, Y7, Y2
-	VCVTPH2PS   (R8)(R10*2), Y7
-	VFMADD231PS Y6, Y7, Y3
-	VCVTPH2PS   (R9)(R10*2), Y7
-	VFMADD231PS Y6, Y7, Y4
-	VCVTPH2PS   (BX)(R10*2), Y7
-	VFMADD231PS Y6, Y7, Y5
+mvRF16_1x2_acc_loop1:
+	CMPQ        R10, DI
+	JGE         mvRF16_1x2_done
+	VCVTPH2PS   (CX)(R10*2), Y3
+	VMOVUPS     (SI)(R10*4), Y2
+	VFMADD231PS Y3, Y0, Y2
+	VCVTPH2PS   (AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
 	ADDQ        $0x08, R10
-	JMP         mvTF16_1x6_loop
+	JMP         mvRF16_1x2_acc_loop1
 
-mvTF16_1x6_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X6
-	VADDPS       X0, X6, X6
-	VHADDPS      X6, X6, X6
-	VHADDPS      X6, X6, X6
-	VMOVSS       X6, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
+mvRF16_1x2_set:
+mvRF16_1x2_set_loop:
+	CMPQ        R10, R9
+	JGE         mvRF16_1x2_set_loop1
+	PREFETCHNTA (DX)(R10*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R10*2)
+	IMUL3Q      $0x00000001, BX, R8
+	SUBQ        R8, DX
+	VCVTPH2PS   (CX)(R10*2), Y2
+	VMULPS      Y2, Y0, Y2
+	VCVTPH2PS   (AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, (SI)(R10*4)
+	VCVTPH2PS   16(CX)(R10*2), Y2
+	VMULPS      Y2, Y0, Y2
+	VCVTPH2PS   16(AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 32(SI)(R10*4)
+	VCVTPH2PS   32(CX)(R10*2), Y2
+	VMULPS      Y2, Y0, Y2
+	VCVTPH2PS   32(AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 64(SI)(R10*4)
+	VCVTPH2PS   48(CX)(R10*2), Y2
+	VMULPS      Y2, Y0, Y2
+	VCVTPH2PS   48(AX)(R10*2), Y3
+	VMULPS      Y3, Y1, Y3
+	VADDPS      Y3, Y2, Y2
+	VMOVUPS     Y2, 96(SI)(R10*4)
+	ADDQ        $0x20, R10
+	JMP         mvRF16_1x2_set_loop
+
+mvRF16_1x2_set_loop1:
+	CMPQ      R10, DI
+	JGE       mvRF16_1x2_done
+	VCVTPH2PS (CX)(R10*2), Y2
+	VMULPS    Y2, Y0, Y2
+	VCVTPH2PS (AX)(R10*2), Y3
+	VMULPS    Y3, Y1, Y3
+	VADDPS    Y3, Y2, Y2
+	VMOVUPS   Y2, (SI)(R10*4)
+	ADDQ      $0x08, R10
+	JMP       mvRF16_1x2_set_loop1
+
+mvRF16_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvTF16_1x7(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), R10
-	LEAQ   (R10)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	XORQ   R11, R11
+// func mvRF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_1x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-32, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRF16_1x3_set
 
-mvTF16_1x7_loop:
-	CMPQ        R11, SI
-	JGE         mvTF16_1x7_done
-	VMOVUPS     (AX)(R11*4), Y7
-	VCVTPH2PS   (CX)(R11*2), Y8
-	VFMADD231PS Y7, Y8, Y0
-	VCVTPH2PS   (DX)(R11*2), Y8
-	VFMADD231PS Y7, Y8, Y1
-	VCVTPH2PS   (DI)(R11*2), Y8
-	VFMADD231PS Y7, Y8, Y2
-	VCVTPH2PS   (R8)(R11*2), Y8
-	VFMADD231PS Y7, Y8, Y3
-	VCVTPH2PS   (R9)(R11*2), Y8
-	VFMADD231PS Y7, Y8, Y4
-	VCVTPH2PS   (R10)(R11*2), Y8
-	VFMADD231PS Y7, Y8, Y5
-	VCVTPH2PS   (BX)(R11*2), Y8
-	VFMADD231PS Y7, Y8, Y6
+mvRF16_1x3_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRF16_1x3_acc_loop1
+	PREFETCHNTA (SI)(R11*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*2)
+	IMUL3Q      $0x00000002, BX, R9
+	SUBQ        R9, SI
+	VCVTPH2PS   (CX)(R11*2), Y4
+	VMOVUPS     (DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VCVTPH2PS   (AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   (DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	VCVTPH2PS   16(CX)(R11*2), Y4
+	VMOVUPS     32(DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VCVTPH2PS   16(AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   16(DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 32(DI)(R11*4)
+	VCVTPH2PS   32(CX)(R11*2), Y4
+	VMOVUPS     64(DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VCVTPH2PS   32(AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   32(DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 64(DI)(R11*4)
+	VCVTPH2PS   48(CX)(R11*2), Y4
+	VMOVUPS     96(DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VCVTPH2PS   48(AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   48(DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 96(DI)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRF16_1x3_acc_loop
+
+mvRF16_1x3_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRF16_1x3_done
+	VCVTPH2PS   (CX)(R11*2), Y4
+	VMOVUPS     (DI)(R11*4), Y3
+	VFMADD231PS Y4, Y0, Y3
+	VCVTPH2PS   (AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   (DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
 	ADDQ        $0x08, R11
-	JMP         mvTF16_1x7_loop
+	JMP         mvRF16_1x3_acc_loop1
 
-mvTF16_1x7_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X7
-	VADDPS       X0, X7, X7
-	VHADDPS      X7, X7, X7
-	VHADDPS      X7, X7, X7
-	VMOVSS       X7, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 24(AX)
+mvRF16_1x3_set:
+mvRF16_1x3_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRF16_1x3_set_loop1
+	PREFETCHNTA (SI)(R11*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R11*2)
+	IMUL3Q      $0x00000002, BX, R9
+	SUBQ        R9, SI
+	VCVTPH2PS   (CX)(R11*2), Y3
+	VMULPS      Y3, Y0, Y3
+	VCVTPH2PS   (AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   (DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	VCVTPH2PS   16(CX)(R11*2), Y3
+	VMULPS      Y3, Y0, Y3
+	VCVTPH2PS   16(AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   16(DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 32(DI)(R11*4)
+	VCVTPH2PS   32(CX)(R11*2), Y3
+	VMULPS      Y3, Y0, Y3
+	VCVTPH2PS   32(AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   32(DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 64(DI)(R11*4)
+	VCVTPH2PS   48(CX)(R11*2), Y3
+	VMULPS      Y3, Y0, Y3
+	VCVTPH2PS   48(AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   48(DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, 96(DI)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRF16_1x3_set_loop
+
+mvRF16_1x3_set_loop1:
+	CMPQ        R11, R8
+	JGE         mvRF16_1x3_done
+	VCVTPH2PS   (CX)(R11*2), Y3
+	VMULPS      Y3, Y0, Y3
+	VCVTPH2PS   (AX)(R11*2), Y4
+	VMULPS      Y4, Y1, Y4
+	VCVTPH2PS   (DX)(R11*2), Y5
+	VFMADD231PS Y5, Y2, Y3
+	VADDPS      Y4, Y3, Y3
+	VMOVUPS     Y3, (DI)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRF16_1x3_set_loop1
+
+mvRF16_1x3_done:
 	VZEROUPPER
 	RET
 
-// func mvTF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvTF16_1x8(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (CX)(BX*1), DX
-	LEAQ   (DX)(BX*1), DI
-	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), R10
-	LEAQ   (R10)(BX*1), R11
-	LEAQ   (R11)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   R12, R12
+// func mvRF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_1x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-32, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRF16_1x4_set
 
-mvTF16_1x8_loop:
-	CMPQ        R12, SI
-	JGE         mvTF16_1x8_done
-	VMOVUPS     (AX)(R12*4), Y8
-	VCVTPH2PS   (CX)(R12*2), Y9
-	VFMADD231PS Y8, Y9, Y0
-	VCVTPH2PS   (DX)(R12*2), Y9
-	VFMADD231PS Y8, Y9, Y1
-	VCVTPH2PS   (DI)(R12*2), Y9
-	VFMADD231PS Y8, Y9, Y2
-	VCVTPH2PS   (R8)(R12*2), Y9
-	VFMADD231PS Y8, Y9, Y3
-	VCVTPH2PS   (R9)(R12*2), Y9
-	VFMADD231PS Y8, Y9, Y4
-	VCVTPH2PS   (R10)(R12*2), Y9
-	VFMADD231PS Y8, Y9, Y5
-	VCVTPH2PS   (R11)(R12*2), Y9
-	VFMADD231PS Y8, Y9, Y6
-	VCVTPH2PS   (BX)(R12*2), Y9
-	VFMADD231PS Y8, Y9, Y7
+mvRF16_1x4_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRF16_1x4_acc_loop1
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	IMUL3Q      $0x00000003, BX, R10
+	SUBQ        R10, DI
+	VCVTPH2PS   (CX)(R12*2), Y5
+	VMOVUPS     (R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VCVTPH2PS   (AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   (DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   (SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	VCVTPH2PS   16(CX)(R12*2), Y5
+	VMOVUPS     32(R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VCVTPH2PS   16(AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   16(DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   16(SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(R8)(R12*4)
+	VCVTPH2PS   32(CX)(R12*2), Y5
+	VMOVUPS     64(R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VCVTPH2PS   32(AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   32(DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   32(SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 64(R8)(R12*4)
+	VCVTPH2PS   48(CX)(R12*2), Y5
+	VMOVUPS     96(R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VCVTPH2PS   48(AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   48(DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   48(SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 96(R8)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRF16_1x4_acc_loop
+
+mvRF16_1x4_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF16_1x4_done
+	VCVTPH2PS   (CX)(R12*2), Y5
+	VMOVUPS     (R8)(R12*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VCVTPH2PS   (AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   (DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   (SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
 	ADDQ        $0x08, R12
-	JMP         mvTF16_1x8_loop
+	JMP         mvRF16_1x4_acc_loop1
 
-mvTF16_1x8_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X8
-	VADDPS       X0, X8, X8
-	VHADDPS      X8, X8, X8
-	VHADDPS      X8, X8, X8
-	VMOVSS       X8, (AX)
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 12(AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 16(AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 20(AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 24(AX)
-	VEXTRACTF128 $0x01, Y7, X0
-	VADDPS       X7, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 28(AX)
+mvRF16_1x4_set:
+mvRF16_1x4_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRF16_1x4_set_loop1
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R12*2)
+	IMUL3Q      $0x00000003, BX, R10
+	SUBQ        R10, DI
+	VCVTPH2PS   (CX)(R12*2), Y4
+	VMULPS      Y4, Y0, Y4
+	VCVTPH2PS   (AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   (DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   (SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	VCVTPH2PS   16(CX)(R12*2), Y4
+	VMULPS      Y4, Y0, Y4
+	VCVTPH2PS   16(AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   16(DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   16(SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(R8)(R12*4)
+	VCVTPH2PS   32(CX)(R12*2), Y4
+	VMULPS      Y4, Y0, Y4
+	VCVTPH2PS   32(AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   32(DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   32(SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 64(R8)(R12*4)
+	VCVTPH2PS   48(CX)(R12*2), Y4
+	VMULPS      Y4, Y0, Y4
+	VCVTPH2PS   48(AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   48(DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   48(SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 96(R8)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRF16_1x4_set_loop
+
+mvRF16_1x4_set_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF16_1x4_done
+	VCVTPH2PS   (CX)(R12*2), Y4
+	VMULPS      Y4, Y0, Y4
+	VCVTPH2PS   (AX)(R12*2), Y5
+	VMULPS      Y5, Y1, Y5
+	VCVTPH2PS   (DX)(R12*2), Y6
+	VFMADD231PS Y6, Y2, Y4
+	VCVTPH2PS   (SI)(R12*2), Y6
+	VFMADD231PS Y6, Y3, Y5
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRF16_1x4_set_loop1
+
+mvRF16_1x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_1x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	XORQ   DX, DX
+// func mvRF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_1x5(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	IMUL3Q       $0x00000005, BX, R8
+	ADDQ         CX, R8
+	MOVQ         dst+0(FP), R9
+	MOVQ         ldd+8(FP), R10
+	SHLQ         $0x02, R10
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-32, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRF16_1x5_set
 
-mvNF16_1x1_loop:
-	CMPQ         DX, SI
-	JGE          mvNF16_1x1_done
-	VBROADCASTSS (AX)(DX*4), Y1
-	VCVTPH2PS    (CX), Y2
-	VFMADD231PS  Y2, Y1, Y0
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF16_1x1_loop
+mvRF16_1x5_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRF16_1x5_acc_loop1
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	IMUL3Q      $0x00000004, BX, R11
+	SUBQ        R11, R8
+	VCVTPH2PS   (CX)(R13*2), Y6
+	VMOVUPS     (R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VCVTPH2PS   (AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   (DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   (SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   (DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	VCVTPH2PS   16(CX)(R13*2), Y6
+	VMOVUPS     32(R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VCVTPH2PS   16(AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   16(DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   16(SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   16(DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 32(R9)(R13*4)
+	VCVTPH2PS   32(CX)(R13*2), Y6
+	VMOVUPS     64(R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VCVTPH2PS   32(AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   32(DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   32(SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   32(DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 64(R9)(R13*4)
+	VCVTPH2PS   48(CX)(R13*2), Y6
+	VMOVUPS     96(R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VCVTPH2PS   48(AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   48(DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   48(SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   48(DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 96(R9)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRF16_1x5_acc_loop
 
-mvNF16_1x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF16_1x1_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
+mvRF16_1x5_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF16_1x5_done
+	VCVTPH2PS   (CX)(R13*2), Y6
+	VMOVUPS     (R9)(R13*4), Y5
+	VFMADD231PS Y6, Y0, Y5
+	VCVTPH2PS   (AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   (DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   (SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   (DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF16_1x5_acc_loop1
 
-mvNF16_1x1_store:
-	VMOVUPS Y0, (AX)
+mvRF16_1x5_set:
+mvRF16_1x5_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRF16_1x5_set_loop1
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R13*2)
+	IMUL3Q      $0x00000004, BX, R11
+	SUBQ        R11, R8
+	VCVTPH2PS   (CX)(R13*2), Y5
+	VMULPS      Y5, Y0, Y5
+	VCVTPH2PS   (AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   (DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   (SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   (DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	VCVTPH2PS   16(CX)(R13*2), Y5
+	VMULPS      Y5, Y0, Y5
+	VCVTPH2PS   16(AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   16(DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   16(SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   16(DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 32(R9)(R13*4)
+	VCVTPH2PS   32(CX)(R13*2), Y5
+	VMULPS      Y5, Y0, Y5
+	VCVTPH2PS   32(AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   32(DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   32(SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   32(DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 64(R9)(R13*4)
+	VCVTPH2PS   48(CX)(R13*2), Y5
+	VMULPS      Y5, Y0, Y5
+	VCVTPH2PS   48(AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   48(DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   48(SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   48(DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, 96(R9)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRF16_1x5_set_loop
+
+mvRF16_1x5_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF16_1x5_done
+	VCVTPH2PS   (CX)(R13*2), Y5
+	VMULPS      Y5, Y0, Y5
+	VCVTPH2PS   (AX)(R13*2), Y6
+	VMULPS      Y6, Y1, Y6
+	VCVTPH2PS   (DX)(R13*2), Y7
+	VFMADD231PS Y7, Y2, Y5
+	VCVTPH2PS   (SI)(R13*2), Y7
+	VFMADD231PS Y7, Y3, Y6
+	VCVTPH2PS   (DI)(R13*2), Y7
+	VFMADD231PS Y7, Y4, Y5
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y5, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF16_1x5_set_loop1
+
+mvRF16_1x5_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_1x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	XORQ   DX, DX
+// func mvRF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_1x6(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	IMUL3Q       $0x00000006, BX, R9
+	ADDQ         CX, R9
+	MOVQ         dst+0(FP), R10
+	MOVQ         ldd+8(FP), R11
+	SHLQ         $0x02, R11
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-32, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRF16_1x6_set
 
-mvNF16_1x2_loop:
-	CMPQ         DX, SI
-	JGE          mvNF16_1x2_done
-	VBROADCASTSS (AX)(DX*4), Y2
-	VCVTPH2PS    (CX), Y3
-	VFMADD231PS  Y3, Y2, Y0
-	VCVTPH2PS    16(CX), Y3
-	VFMADD231PS  Y3, Y2, Y1
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF16_1x2_loop
+mvRF16_1x6_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRF16_1x6_acc_loop1
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	IMUL3Q      $0x00000005, BX, R12
+	SUBQ        R12, R9
+	VCVTPH2PS   (CX)(R14*2), Y7
+	VMOVUPS     (R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VCVTPH2PS   (AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   (DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   (SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   (DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   (R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	VCVTPH2PS   16(CX)(R14*2), Y7
+	VMOVUPS     32(R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VCVTPH2PS   16(AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   16(DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   16(SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   16(DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   16(R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(R10)(R14*4)
+	VCVTPH2PS   32(CX)(R14*2), Y7
+	VMOVUPS     64(R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VCVTPH2PS   32(AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   32(DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   32(SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   32(DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   32(R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(R10)(R14*4)
+	VCVTPH2PS   48(CX)(R14*2), Y7
+	VMOVUPS     96(R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VCVTPH2PS   48(AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   48(DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   48(SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   48(DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   48(R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(R10)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRF16_1x6_acc_loop
 
-mvNF16_1x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF16_1x2_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
+mvRF16_1x6_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF16_1x6_done
+	VCVTPH2PS   (CX)(R14*2), Y7
+	VMOVUPS     (R10)(R14*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VCVTPH2PS   (AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   (DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   (SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   (DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   (R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF16_1x6_acc_loop1
 
-mvNF16_1x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
+mvRF16_1x6_set:
+mvRF16_1x6_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRF16_1x6_set_loop1
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R14*2)
+	IMUL3Q      $0x00000005, BX, R12
+	SUBQ        R12, R9
+	VCVTPH2PS   (CX)(R14*2), Y6
+	VMULPS      Y6, Y0, Y6
+	VCVTPH2PS   (AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   (DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   (SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   (DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   (R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	VCVTPH2PS   16(CX)(R14*2), Y6
+	VMULPS      Y6, Y0, Y6
+	VCVTPH2PS   16(AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   16(DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   16(SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   16(DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   16(R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(R10)(R14*4)
+	VCVTPH2PS   32(CX)(R14*2), Y6
+	VMULPS      Y6, Y0, Y6
+	VCVTPH2PS   32(AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   32(DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   32(SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   32(DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   32(R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(R10)(R14*4)
+	VCVTPH2PS   48(CX)(R14*2), Y6
+	VMULPS      Y6, Y0, Y6
+	VCVTPH2PS   48(AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   48(DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   48(SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   48(DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   48(R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(R10)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRF16_1x6_set_loop
+
+mvRF16_1x6_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF16_1x6_done
+	VCVTPH2PS   (CX)(R14*2), Y6
+	VMULPS      Y6, Y0, Y6
+	VCVTPH2PS   (AX)(R14*2), Y7
+	VMULPS      Y7, Y1, Y7
+	VCVTPH2PS   (DX)(R14*2), Y8
+	VFMADD231PS Y8, Y2, Y6
+	VCVTPH2PS   (SI)(R14*2), Y8
+	VFMADD231PS Y8, Y3, Y7
+	VCVTPH2PS   (DI)(R14*2), Y8
+	VFMADD231PS Y8, Y4, Y6
+	VCVTPH2PS   (R8)(R14*2), Y8
+	VFMADD231PS Y8, Y5, Y7
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF16_1x6_set_loop1
+
+mvRF16_1x6_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_1x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   DX, DX
+// func mvRF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_1x7(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	LEAQ         (R8)(BX*1), R9
+	IMUL3Q       $0x00000007, BX, R10
+	ADDQ         CX, R10
+	MOVQ         dst+0(FP), R11
+	MOVQ         ldd+8(FP), R12
+	SHLQ         $0x02, R12
+	MOVQ         n+48(FP), R12
+	ANDQ         $-8, R12
+	MOVQ         acc+56(FP), R13
+	MOVQ         R12, R14
+	ANDQ         $-32, R14
+	XORQ         R15, R15
+	TESTQ        R13, R13
+	JZ           mvRF16_1x7_set
 
-mvNF16_1x3_loop:
-	CMPQ         DX, SI
-	JGE          mvNF16_1x3_done
-	VBROADCASTSS (AX)(DX*4), Y3
-	VCVTPH2PS    (CX), Y4
-	VFMADD231PS  Y4, Y3, Y0
-	VCVTPH2PS    16(CX), Y4
-	VFMADD231PS  Y4, Y3, Y1
-	VCVTPH2PS    32(CX), Y4
-	VFMADD231PS  Y4, Y3, Y2
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF16_1x3_loop
+mvRF16_1x7_acc_loop:
+	CMPQ        R15, R14
+	JGE         mvRF16_1x7_acc_loop1
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	IMUL3Q      $0x00000006, BX, R13
+	SUBQ        R13, R10
+	VCVTPH2PS   (CX)(R15*2), Y8
+	VMOVUPS     (R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VCVTPH2PS   (AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   (DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   (SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   (DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   (R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   (R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	VCVTPH2PS   16(CX)(R15*2), Y8
+	VMOVUPS     32(R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VCVTPH2PS   16(AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   16(DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   16(SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   16(DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   16(R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   16(R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 32(R11)(R15*4)
+	VCVTPH2PS   32(CX)(R15*2), Y8
+	VMOVUPS     64(R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VCVTPH2PS   32(AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   32(DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   32(SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   32(DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   32(R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   32(R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 64(R11)(R15*4)
+	VCVTPH2PS   48(CX)(R15*2), Y8
+	VMOVUPS     96(R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VCVTPH2PS   48(AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   48(DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   48(SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   48(DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   48(R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   48(R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 96(R11)(R15*4)
+	ADDQ        $0x20, R15
+	JMP         mvRF16_1x7_acc_loop
 
-mvNF16_1x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF16_1x3_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
+mvRF16_1x7_acc_loop1:
+	CMPQ        R15, R12
+	JGE         mvRF16_1x7_done
+	VCVTPH2PS   (CX)(R15*2), Y8
+	VMOVUPS     (R11)(R15*4), Y7
+	VFMADD231PS Y8, Y0, Y7
+	VCVTPH2PS   (AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   (DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   (SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   (DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   (R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   (R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRF16_1x7_acc_loop1
 
-mvNF16_1x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
+mvRF16_1x7_set:
+mvRF16_1x7_set_loop:
+	CMPQ        R15, R14
+	JGE         mvRF16_1x7_set_loop1
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	ADDQ        BX, R10
+	PREFETCHNTA (R10)(R15*2)
+	IMUL3Q      $0x00000006, BX, R13
+	SUBQ        R13, R10
+	VCVTPH2PS   (CX)(R15*2), Y7
+	VMULPS      Y7, Y0, Y7
+	VCVTPH2PS   (AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   (DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   (SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   (DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   (R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   (R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	VCVTPH2PS   16(CX)(R15*2), Y7
+	VMULPS      Y7, Y0, Y7
+	VCVTPH2PS   16(AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   16(DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   16(SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   16(DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   16(R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   16(R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 32(R11)(R15*4)
+	VCVTPH2PS   32(CX)(R15*2), Y7
+	VMULPS      Y7, Y0, Y7
+	VCVTPH2PS   32(AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   32(DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   32(SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   32(DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   32(R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   32(R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 64(R11)(R15*4)
+	VCVTPH2PS   48(CX)(R15*2), Y7
+	VMULPS      Y7, Y0, Y7
+	VCVTPH2PS   48(AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   48(DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   48(SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   48(DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   48(R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   48(R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, 96(R11)(R15*4)
+	ADDQ        $0x20, R15
+	JMP         mvRF16_1x7_set_loop
+
+mvRF16_1x7_set_loop1:
+	CMPQ        R15, R12
+	JGE         mvRF16_1x7_done
+	VCVTPH2PS   (CX)(R15*2), Y7
+	VMULPS      Y7, Y0, Y7
+	VCVTPH2PS   (AX)(R15*2), Y8
+	VMULPS      Y8, Y1, Y8
+	VCVTPH2PS   (DX)(R15*2), Y9
+	VFMADD231PS Y9, Y2, Y7
+	VCVTPH2PS   (SI)(R15*2), Y9
+	VFMADD231PS Y9, Y3, Y8
+	VCVTPH2PS   (DI)(R15*2), Y9
+	VFMADD231PS Y9, Y4, Y7
+	VCVTPH2PS   (R8)(R15*2), Y9
+	VFMADD231PS Y9, Y5, Y8
+	VCVTPH2PS   (R9)(R15*2), Y9
+	VFMADD231PS Y9, Y6, Y7
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y7, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRF16_1x7_set_loop1
+
+mvRF16_1x7_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_1x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   DX, DX
+// func mvRF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_1x8(SB), NOSPLIT, $8-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	VBROADCASTSS 28(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	LEAQ         (R8)(BX*1), R9
+	LEAQ         (R9)(BX*1), R10
+	IMUL3Q       $0x00000008, BX, R11
+	ADDQ         CX, R11
+	MOVQ         dst+0(FP), R12
+	MOVQ         ldd+8(FP), R13
+	SHLQ         $0x02, R13
+	MOVQ         n+48(FP), R13
+	ANDQ         $-8, R13
+	MOVQ         acc+56(FP), R14
+	MOVQ         R13, R15
+	ANDQ         $-32, R15
+	XORQ         BP, BP
+	TESTQ        R14, R14
+	JZ           mvRF16_1x8_set
 
-mvNF16_1x4_loop:
-	CMPQ         DX, SI
-	JGE          mvNF16_1x4_done
-	VBROADCASTSS (AX)(DX*4), Y4
-	VCVTPH2PS    (CX), Y5
-	VFMADD231PS  Y5, Y4, Y0
-	VCVTPH2PS    16(CX), Y5
-	VFMADD231PS  Y5, Y4, Y1
-	VCVTPH2PS    32(CX), Y5
-	VFMADD231PS  Y5, Y4, Y2
-	VCVTPH2PS    48(CX), Y5
-	VFMADD231PS  Y5, Y4, Y3
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF16_1x4_loop
+mvRF16_1x8_acc_loop:
+	CMPQ        BP, R15
+	JGE         mvRF16_1x8_acc_loop1
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	IMUL3Q      $0x00000007, BX, R14
+	SUBQ        R14, R11
+	VCVTPH2PS   (CX)(BP*2), Y9
+	VMOVUPS     (R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VCVTPH2PS   (AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   (DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   (SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   (DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   (R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   (R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   (R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	VCVTPH2PS   16(CX)(BP*2), Y9
+	VMOVUPS     32(R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VCVTPH2PS   16(AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   16(DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   16(SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   16(DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   16(R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   16(R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   16(R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R12)(BP*4)
+	VCVTPH2PS   32(CX)(BP*2), Y9
+	VMOVUPS     64(R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VCVTPH2PS   32(AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   32(DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   32(SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   32(DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   32(R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   32(R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   32(R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R12)(BP*4)
+	VCVTPH2PS   48(CX)(BP*2), Y9
+	VMOVUPS     96(R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VCVTPH2PS   48(AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   48(DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   48(SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   48(DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   48(R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   48(R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   48(R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R12)(BP*4)
+	ADDQ        $0x20, BP
+	JMP         mvRF16_1x8_acc_loop
 
-mvNF16_1x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF16_1x4_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
+mvRF16_1x8_acc_loop1:
+	CMPQ        BP, R13
+	JGE         mvRF16_1x8_done
+	VCVTPH2PS   (CX)(BP*2), Y9
+	VMOVUPS     (R12)(BP*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VCVTPH2PS   (AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   (DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   (SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   (DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   (R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   (R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   (R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	ADDQ        $0x08, BP
+	JMP         mvRF16_1x8_acc_loop1
 
-mvNF16_1x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VZEROUPPER
-	RET
+mvRF16_1x8_set:
+mvRF16_1x8_set_loop:
+	CMPQ        BP, R15
+	JGE         mvRF16_1x8_set_loop1
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	ADDQ        BX, R11
+	PREFETCHNTA (R11)(BP*2)
+	IMUL3Q      $0x00000007, BX, R14
+	SUBQ        R14, R11
+	VCVTPH2PS   (CX)(BP*2), Y8
+	VMULPS      Y8, Y0, Y8
+	VCVTPH2PS   (AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   (DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   (SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   (DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   (R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   (R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   (R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	VCVTPH2PS   16(CX)(BP*2), Y8
+	VMULPS      Y8, Y0, Y8
+	VCVTPH2PS   16(AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   16(DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   16(SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   16(DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   16(R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   16(R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   16(R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R12)(BP*4)
+	VCVTPH2PS   32(CX)(BP*2), Y8
+	VMULPS      Y8, Y0, Y8
+	VCVTPH2PS   32(AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   32(DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   32(SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   32(DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   32(R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   32(R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   32(R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R12)(BP*4)
+	VCVTPH2PS   48(CX)(BP*2), Y8
+	VMULPS      Y8, Y0, Y8
+	VCVTPH2PS   48(AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   48(DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   48(SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   48(DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   48(R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   48(R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   48(R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R12)(BP*4)
+	ADDQ        $0x20, BP
+	JMP         mvRF16_1x8_set_loop
 
-// func mvNF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_1x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	XORQ   DX, DX
+mvRF16_1x8_set_loop1:
+	CMPQ        BP, R13
+	JGE         mvRF16_1x8_done
+	VCVTPH2PS   (CX)(BP*2), Y8
+	VMULPS      Y8, Y0, Y8
+	VCVTPH2PS   (AX)(BP*2), Y9
+	VMULPS      Y9, Y1, Y9
+	VCVTPH2PS   (DX)(BP*2), Y10
+	VFMADD231PS Y10, Y2, Y8
+	VCVTPH2PS   (SI)(BP*2), Y10
+	VFMADD231PS Y10, Y3, Y9
+	VCVTPH2PS   (DI)(BP*2), Y10
+	VFMADD231PS Y10, Y4, Y8
+	VCVTPH2PS   (R8)(BP*2), Y10
+	VFMADD231PS Y10, Y5, Y9
+	VCVTPH2PS   (R9)(BP*2), Y10
+	VFMADD231PS Y10, Y6, Y8
+	VCVTPH2PS   (R10)(BP*2), Y10
+	VFMADD231PS Y10, Y7, Y9
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R12)(BP*4)
+	ADDQ        $0x08, BP
+	JMP         mvRF16_1x8_set_loop1
 
-mvNF16_1x5_loop:
-	CMPQ         DX, SI
-	JGE          mvNF16_1x5_done
-	VBROADCASTSS (AX)(DX*4), Y5
-	VCVTPH2PS    (CX), Y6
-	VFMADD231PS  Y6, Y5, Y0
-	VCVTPH2PS    16(CX), Y6
-	VFMADD231PS  Y6, Y5, Y1
-	VCVTPH2PS    32(CX), Y6
-	VFMADD231PS  Y6, Y5, Y2
-	VCVTPH2PS    48(CX), Y6
-	VFMADD231PS  Y6, Y5, Y3
-	VCVTPH2PS    64(CX), Y6
-	VFMADD231PS  Y6, Y5, Y4
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF16_1x5_loop
-
-mvNF16_1x5_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF16_1x5_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-
-mvNF16_1x5_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VZEROUPPER
-	RET
-
-// func mvNF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_1x6(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   DX, DX
-
-mvNF16_1x6_loop:
-	CMPQ         DX, SI
-	JGE          mvNF16_1x6_done
-	VBROADCASTSS (AX)(DX*4), Y6
-	VCVTPH2PS    (CX), Y7
-	VFMADD231PS  Y7, Y6, Y0
-	VCVTPH2PS    16(CX), Y7
-	VFMADD231PS  Y7, Y6, Y1
-	VCVTPH2PS    32(CX), Y7
-	VFMADD231PS  Y7, Y6, Y2
-	VCVTPH2PS    48(CX), Y7
-	VFMADD231PS  Y7, Y6, Y3
-	VCVTPH2PS    64(CX), Y7
-	VFMADD231PS  Y7, Y6, Y4
-	VCVTPH2PS    80(CX), Y7
-	VFMADD231PS  Y7, Y6, Y5
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF16_1x6_loop
-
-mvNF16_1x6_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF16_1x6_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-
-mvNF16_1x6_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VZEROUPPER
-	RET
-
-// func mvNF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_1x7(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	XORQ   DX, DX
-
-mvNF16_1x7_loop:
-	CMPQ         DX, SI
-	JGE          mvNF16_1x7_done
-	VBROADCASTSS (AX)(DX*4), Y7
-	VCVTPH2PS    (CX), Y8
-	VFMADD231PS  Y8, Y7, Y0
-	VCVTPH2PS    16(CX), Y8
-	VFMADD231PS  Y8, Y7, Y1
-	VCVTPH2PS    32(CX), Y8
-	VFMADD231PS  Y8, Y7, Y2
-	VCVTPH2PS    48(CX), Y8
-	VFMADD231PS  Y8, Y7, Y3
-	VCVTPH2PS    64(CX), Y8
-	VFMADD231PS  Y8, Y7, Y4
-	VCVTPH2PS    80(CX), Y8
-	VFMADD231PS  Y8, Y7, Y5
-	VCVTPH2PS    96(CX), Y8
-	VFMADD231PS  Y8, Y7, Y6
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF16_1x7_loop
-
-mvNF16_1x7_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF16_1x7_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-	VADDPS 192(CX), Y6, Y6
-
-mvNF16_1x7_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VMOVUPS Y6, 192(AX)
-	VZEROUPPER
-	RET
-
-// func mvNF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_1x8(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   DX, DX
-
-mvNF16_1x8_loop:
-	CMPQ         DX, SI
-	JGE          mvNF16_1x8_done
-	VBROADCASTSS (AX)(DX*4), Y8
-	VCVTPH2PS    (CX), Y9
-	VFMADD231PS  Y9, Y8, Y0
-	VCVTPH2PS    16(CX), Y9
-	VFMADD231PS  Y9, Y8, Y1
-	VCVTPH2PS    32(CX), Y9
-	VFMADD231PS  Y9, Y8, Y2
-	VCVTPH2PS    48(CX), Y9
-	VFMADD231PS  Y9, Y8, Y3
-	VCVTPH2PS    64(CX), Y9
-	VFMADD231PS  Y9, Y8, Y4
-	VCVTPH2PS    80(CX), Y9
-	VFMADD231PS  Y9, Y8, Y5
-	VCVTPH2PS    96(CX), Y9
-	VFMADD231PS  Y9, Y8, Y6
-	VCVTPH2PS    112(CX), Y9
-	VFMADD231PS  Y9, Y8, Y7
-	ADDQ         BX, CX
-	INCQ         DX
-	JMP          mvNF16_1x8_loop
-
-mvNF16_1x8_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), CX
-	TESTQ  CX, CX
-	JZ     mvNF16_1x8_store
-	MOVQ   AX, CX
-	VADDPS (CX), Y0, Y0
-	VADDPS 32(CX), Y1, Y1
-	VADDPS 64(CX), Y2, Y2
-	VADDPS 96(CX), Y3, Y3
-	VADDPS 128(CX), Y4, Y4
-	VADDPS 160(CX), Y5, Y5
-	VADDPS 192(CX), Y6, Y6
-	VADDPS 224(CX), Y7, Y7
-
-mvNF16_1x8_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	VMOVUPS Y6, 192(AX)
-	VMOVUPS Y7, 224(AX)
+mvRF16_1x8_done:
 	VZEROUPPER
 	RET
 
 // func mvTF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_2x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -7314,20 +13655,64 @@ TEXT ·mvTF16_2x1(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
-	XORQ   BX, BX
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   DI, DI
+	MOVQ   SI, R8
+	ANDQ   $-32, R8
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_2x1_loop:
-	CMPQ        BX, SI
-	JGE         mvTF16_2x1_done
-	VMOVUPS     (AX)(BX*4), Y2
-	VMOVUPS     (DX)(BX*4), Y3
-	VCVTPH2PS   (CX)(BX*2), Y4
-	VFMADD231PS Y2, Y4, Y0
-	VFMADD231PS Y3, Y4, Y1
-	ADDQ        $0x08, BX
+	CMPQ        DI, R8
+	JGE         mvTF16_2x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(DI*4), Y8
+	VMOVUPS     (DX)(DI*4), Y9
+	VCVTPH2PS   (CX)(DI*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VMOVUPS     32(AX)(DI*4), Y8
+	VMOVUPS     32(DX)(DI*4), Y9
+	VCVTPH2PS   16(CX)(DI*2), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VMOVUPS     64(AX)(DI*4), Y8
+	VMOVUPS     64(DX)(DI*4), Y9
+	VCVTPH2PS   32(CX)(DI*2), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VMOVUPS     96(AX)(DI*4), Y8
+	VMOVUPS     96(DX)(DI*4), Y9
+	VCVTPH2PS   48(CX)(DI*2), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ        $0x20, DI
 	JMP         mvTF16_2x1_loop
 
+mvTF16_2x1_loop1:
+	CMPQ        DI, SI
+	JGE         mvTF16_2x1_done
+	VMOVUPS     (AX)(DI*4), Y8
+	VMOVUPS     (DX)(DI*4), Y9
+	VCVTPH2PS   (CX)(DI*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	ADDQ        $0x08, DI
+	JMP         mvTF16_2x1_loop1
+
 mvTF16_2x1_done:
+	VADDPS       Y2, Y0, Y0
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -7346,7 +13731,7 @@ mvTF16_2x1_done:
 	RET
 
 // func mvTF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_2x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -7357,28 +13742,81 @@ TEXT ·mvTF16_2x2(SB), NOSPLIT, $0-56
 	SHLQ   $0x02, DX
 	SHLQ   $0x01, BX
 	LEAQ   (AX)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), DI
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	XORQ   DI, DI
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   R8, R8
+	MOVQ   SI, R9
+	ANDQ   $-32, R9
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_2x2_loop:
-	CMPQ        DI, SI
-	JGE         mvTF16_2x2_done
-	VMOVUPS     (AX)(DI*4), Y4
-	VMOVUPS     (DX)(DI*4), Y5
-	VCVTPH2PS   (CX)(DI*2), Y6
-	VFMADD231PS Y4, Y6, Y0
-	VFMADD231PS Y5, Y6, Y1
-	VCVTPH2PS   (BX)(DI*2), Y6
-	VFMADD231PS Y4, Y6, Y2
-	VFMADD231PS Y5, Y6, Y3
-	ADDQ        $0x08, DI
+	CMPQ        R8, R9
+	JGE         mvTF16_2x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R8*4), Y8
+	VMOVUPS     (DX)(R8*4), Y9
+	VCVTPH2PS   (CX)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VCVTPH2PS   (DI)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VMOVUPS     32(AX)(R8*4), Y8
+	VMOVUPS     32(DX)(R8*4), Y9
+	VCVTPH2PS   16(CX)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VCVTPH2PS   16(DI)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	VMOVUPS     64(AX)(R8*4), Y8
+	VMOVUPS     64(DX)(R8*4), Y9
+	VCVTPH2PS   32(CX)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VCVTPH2PS   32(DI)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VMOVUPS     96(AX)(R8*4), Y8
+	VMOVUPS     96(DX)(R8*4), Y9
+	VCVTPH2PS   48(CX)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VCVTPH2PS   48(DI)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ        $0x20, R8
 	JMP         mvTF16_2x2_loop
 
+mvTF16_2x2_loop1:
+	CMPQ        R8, SI
+	JGE         mvTF16_2x2_done
+	VMOVUPS     (AX)(R8*4), Y8
+	VMOVUPS     (DX)(R8*4), Y9
+	VCVTPH2PS   (CX)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VCVTPH2PS   (DI)(R8*2), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	ADDQ        $0x08, R8
+	JMP         mvTF16_2x2_loop1
+
 mvTF16_2x2_done:
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -7407,7 +13845,7 @@ mvTF16_2x2_done:
 	RET
 
 // func mvTF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_2x3(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -7419,33 +13857,103 @@ TEXT ·mvTF16_2x3(SB), NOSPLIT, $0-56
 	SHLQ   $0x01, BX
 	LEAQ   (AX)(DX*1), DX
 	LEAQ   (CX)(BX*1), DI
-	LEAQ   (DI)(BX*1), BX
+	LEAQ   (DI)(BX*1), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-32, R10
+	IMUL3Q $0x00000003, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_2x3_loop:
-	CMPQ        R8, SI
-	JGE         mvTF16_2x3_done
-	VMOVUPS     (AX)(R8*4), Y6
-	VMOVUPS     (DX)(R8*4), Y7
-	VCVTPH2PS   (CX)(R8*2), Y8
-	VFMADD231PS Y6, Y8, Y0
-	VFMADD231PS Y7, Y8, Y1
-	VCVTPH2PS   (DI)(R8*2), Y8
-	VFMADD231PS Y6, Y8, Y2
-	VFMADD231PS Y7, Y8, Y3
-	VCVTPH2PS   (BX)(R8*2), Y8
-	VFMADD231PS Y6, Y8, Y4
-	VFMADD231PS Y7, Y8, Y5
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTF16_2x3_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	ADDQ        $0x000000c0, BX
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DX)(R9*4), Y13
+	VCVTPH2PS   (CX)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y0
+	VFMADD231PS Y13, Y14, Y1
+	VCVTPH2PS   (DI)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VCVTPH2PS   (R8)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	VMOVUPS     32(AX)(R9*4), Y12
+	VMOVUPS     32(DX)(R9*4), Y13
+	VCVTPH2PS   16(CX)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS Y13, Y14, Y7
+	VCVTPH2PS   16(DI)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y8
+	VFMADD231PS Y13, Y14, Y9
+	VCVTPH2PS   16(R8)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y10
+	VFMADD231PS Y13, Y14, Y11
+	VMOVUPS     64(AX)(R9*4), Y12
+	VMOVUPS     64(DX)(R9*4), Y13
+	VCVTPH2PS   32(CX)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y0
+	VFMADD231PS Y13, Y14, Y1
+	VCVTPH2PS   32(DI)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VCVTPH2PS   32(R8)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	VMOVUPS     96(AX)(R9*4), Y12
+	VMOVUPS     96(DX)(R9*4), Y13
+	VCVTPH2PS   48(CX)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS Y13, Y14, Y7
+	VCVTPH2PS   48(DI)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y8
+	VFMADD231PS Y13, Y14, Y9
+	VCVTPH2PS   48(R8)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y10
+	VFMADD231PS Y13, Y14, Y11
+	ADDQ        $0x20, R9
 	JMP         mvTF16_2x3_loop
 
+mvTF16_2x3_loop1:
+	CMPQ        R9, SI
+	JGE         mvTF16_2x3_done
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DX)(R9*4), Y13
+	VCVTPH2PS   (CX)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y0
+	VFMADD231PS Y13, Y14, Y1
+	VCVTPH2PS   (DI)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VCVTPH2PS   (R8)(R9*2), Y14
+	VFMADD231PS Y12, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	ADDQ        $0x08, R9
+	JMP         mvTF16_2x3_loop1
+
 mvTF16_2x3_done:
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
+	VADDPS       Y8, Y2, Y2
+	VADDPS       Y9, Y3, Y3
+	VADDPS       Y10, Y4, Y4
+	VADDPS       Y11, Y5, Y5
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -7484,7 +13992,7 @@ mvTF16_2x3_done:
 	RET
 
 // func mvTF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_2x4(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -7497,7 +14005,7 @@ TEXT ·mvTF16_2x4(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DX
 	LEAQ   (CX)(BX*1), DI
 	LEAQ   (DI)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
+	LEAQ   (R8)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -7506,27 +14014,98 @@ TEXT ·mvTF16_2x4(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-32, R11
+	IMUL3Q $0x00000004, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_2x4_loop:
-	CMPQ        R9, SI
-	JGE         mvTF16_2x4_done
-	VMOVUPS     (AX)(R9*4), Y8
-	VMOVUPS     (DX)(R9*4), Y9
-	VCVTPH2PS   (CX)(R9*2), Y10
+	CMPQ        R10, R11
+	JGE         mvTF16_2x4_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	PREFETCHNTA 192(BX)
+	ADDQ        $0x00000100, BX
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DX)(R10*4), Y9
+	VCVTPH2PS   (CX)(R10*2), Y10
 	VFMADD231PS Y8, Y10, Y0
 	VFMADD231PS Y9, Y10, Y1
-	VCVTPH2PS   (DI)(R9*2), Y10
+	VCVTPH2PS   (DI)(R10*2), Y10
 	VFMADD231PS Y8, Y10, Y2
 	VFMADD231PS Y9, Y10, Y3
-	VCVTPH2PS   (R8)(R9*2), Y10
+	VCVTPH2PS   (R8)(R10*2), Y10
 	VFMADD231PS Y8, Y10, Y4
 	VFMADD231PS Y9, Y10, Y5
-	VCVTPH2PS   (BX)(R9*2), Y10
+	VCVTPH2PS   (R9)(R10*2), Y10
 	VFMADD231PS Y8, Y10, Y6
 	VFMADD231PS Y9, Y10, Y7
-	ADDQ        $0x08, R9
+	VMOVUPS     32(AX)(R10*4), Y8
+	VMOVUPS     32(DX)(R10*4), Y9
+	VCVTPH2PS   16(CX)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VCVTPH2PS   16(DI)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VCVTPH2PS   16(R8)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VCVTPH2PS   16(R9)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	VMOVUPS     64(AX)(R10*4), Y8
+	VMOVUPS     64(DX)(R10*4), Y9
+	VCVTPH2PS   32(CX)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VCVTPH2PS   32(DI)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VCVTPH2PS   32(R8)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VCVTPH2PS   32(R9)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	VMOVUPS     96(AX)(R10*4), Y8
+	VMOVUPS     96(DX)(R10*4), Y9
+	VCVTPH2PS   48(CX)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VCVTPH2PS   48(DI)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VCVTPH2PS   48(R8)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VCVTPH2PS   48(R9)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ        $0x20, R10
 	JMP         mvTF16_2x4_loop
+
+mvTF16_2x4_loop1:
+	CMPQ        R10, SI
+	JGE         mvTF16_2x4_done
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DX)(R10*4), Y9
+	VCVTPH2PS   (CX)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y0
+	VFMADD231PS Y9, Y10, Y1
+	VCVTPH2PS   (DI)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y2
+	VFMADD231PS Y9, Y10, Y3
+	VCVTPH2PS   (R8)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y4
+	VFMADD231PS Y9, Y10, Y5
+	VCVTPH2PS   (R9)(R10*2), Y10
+	VFMADD231PS Y8, Y10, Y6
+	VFMADD231PS Y9, Y10, Y7
+	ADDQ        $0x08, R10
+	JMP         mvTF16_2x4_loop1
 
 mvTF16_2x4_done:
 	MOVQ         dst+0(FP), AX
@@ -7576,337 +14155,1382 @@ mvTF16_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_2x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	XORQ   DI, DI
+// func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_2x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), BX
+	MOVQ         n+48(FP), SI
+	ANDQ         $-8, SI
+	MOVQ         acc+56(FP), DI
+	MOVQ         SI, R8
+	ANDQ         $-32, R8
+	XORQ         R9, R9
+	TESTQ        DI, DI
+	JZ           mvRF16_2x1_set
 
-mvNF16_2x1_loop:
-	CMPQ         DI, SI
-	JGE          mvNF16_2x1_done
-	VBROADCASTSS (AX)(DI*4), Y2
-	VBROADCASTSS (DX)(DI*4), Y3
-	VCVTPH2PS    (CX), Y4
-	VFMADD231PS  Y4, Y2, Y0
-	VFMADD231PS  Y4, Y3, Y1
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF16_2x1_loop
+mvRF16_2x1_acc_loop:
+	CMPQ        R9, R8
+	JGE         mvRF16_2x1_acc_loop1
+	PREFETCHNTA (AX)(R9*2)
+	VCVTPH2PS   (CX)(R9*2), Y4
+	VMOVUPS     (DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     (BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	VCVTPH2PS   16(CX)(R9*2), Y4
+	VMOVUPS     32(DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     32(BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, 32(DX)(R9*4)
+	VMOVUPS     Y3, 32(BX)(R9*4)
+	VCVTPH2PS   32(CX)(R9*2), Y4
+	VMOVUPS     64(DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     64(BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, 64(DX)(R9*4)
+	VMOVUPS     Y3, 64(BX)(R9*4)
+	VCVTPH2PS   48(CX)(R9*2), Y4
+	VMOVUPS     96(DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     96(BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, 96(DX)(R9*4)
+	VMOVUPS     Y3, 96(BX)(R9*4)
+	ADDQ        $0x20, R9
+	JMP         mvRF16_2x1_acc_loop
 
-mvNF16_2x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_2x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
+mvRF16_2x1_acc_loop1:
+	CMPQ        R9, SI
+	JGE         mvRF16_2x1_done
+	VCVTPH2PS   (CX)(R9*2), Y4
+	VMOVUPS     (DX)(R9*4), Y2
+	VFMADD231PS Y4, Y0, Y2
+	VMOVUPS     (BX)(R9*4), Y3
+	VFMADD231PS Y4, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	ADDQ        $0x08, R9
+	JMP         mvRF16_2x1_acc_loop1
 
-mvNF16_2x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
+mvRF16_2x1_set:
+mvRF16_2x1_set_loop:
+	CMPQ        R9, R8
+	JGE         mvRF16_2x1_set_loop1
+	PREFETCHNTA (AX)(R9*2)
+	VCVTPH2PS   (CX)(R9*2), Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, (DX)(R9*4)
+	VMOVUPS     Y3, (BX)(R9*4)
+	VCVTPH2PS   16(CX)(R9*2), Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, 32(DX)(R9*4)
+	VMOVUPS     Y3, 32(BX)(R9*4)
+	VCVTPH2PS   32(CX)(R9*2), Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, 64(DX)(R9*4)
+	VMOVUPS     Y3, 64(BX)(R9*4)
+	VCVTPH2PS   48(CX)(R9*2), Y3
+	VMULPS      Y3, Y0, Y2
+	VMULPS      Y3, Y1, Y3
+	VMOVUPS     Y2, 96(DX)(R9*4)
+	VMOVUPS     Y3, 96(BX)(R9*4)
+	ADDQ        $0x20, R9
+	JMP         mvRF16_2x1_set_loop
+
+mvRF16_2x1_set_loop1:
+	CMPQ      R9, SI
+	JGE       mvRF16_2x1_done
+	VCVTPH2PS (CX)(R9*2), Y3
+	VMULPS    Y3, Y0, Y2
+	VMULPS    Y3, Y1, Y3
+	VMOVUPS   Y2, (DX)(R9*4)
+	VMOVUPS   Y3, (BX)(R9*4)
+	ADDQ      $0x08, R9
+	JMP       mvRF16_2x1_set_loop1
+
+mvRF16_2x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_2x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   DI, DI
+// func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_2x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), DI
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-32, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRF16_2x2_set
 
-mvNF16_2x2_loop:
-	CMPQ         DI, SI
-	JGE          mvNF16_2x2_done
-	VBROADCASTSS (AX)(DI*4), Y4
-	VBROADCASTSS (DX)(DI*4), Y5
-	VCVTPH2PS    (CX), Y6
-	VFMADD231PS  Y6, Y4, Y0
-	VFMADD231PS  Y6, Y5, Y2
-	VCVTPH2PS    16(CX), Y6
-	VFMADD231PS  Y6, Y4, Y1
-	VFMADD231PS  Y6, Y5, Y3
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF16_2x2_loop
+mvRF16_2x2_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRF16_2x2_acc_loop1
+	PREFETCHNTA (DX)(R11*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R11*2)
+	IMUL3Q      $0x00000001, BX, R9
+	SUBQ        R9, DX
+	VCVTPH2PS   (CX)(R11*2), Y5
+	VMOVUPS     (SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VCVTPH2PS   (AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	VCVTPH2PS   16(CX)(R11*2), Y5
+	VMOVUPS     32(SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     32(DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VCVTPH2PS   16(AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VCVTPH2PS   32(CX)(R11*2), Y5
+	VMOVUPS     64(SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     64(DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VCVTPH2PS   32(AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 64(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(DI)(R11*4)
+	VCVTPH2PS   48(CX)(R11*2), Y5
+	VMOVUPS     96(SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     96(DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VCVTPH2PS   48(AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 96(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(DI)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRF16_2x2_acc_loop
 
-mvNF16_2x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_2x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
+mvRF16_2x2_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRF16_2x2_done
+	VCVTPH2PS   (CX)(R11*2), Y5
+	VMOVUPS     (SI)(R11*4), Y4
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y5, Y2, Y6
+	VCVTPH2PS   (AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRF16_2x2_acc_loop1
 
-mvNF16_2x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
+mvRF16_2x2_set:
+mvRF16_2x2_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRF16_2x2_set_loop1
+	PREFETCHNTA (DX)(R11*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R11*2)
+	IMUL3Q      $0x00000001, BX, R9
+	SUBQ        R9, DX
+	VCVTPH2PS   (CX)(R11*2), Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VCVTPH2PS   (AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, (SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R11*4)
+	VCVTPH2PS   16(CX)(R11*2), Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VCVTPH2PS   16(AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 32(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VCVTPH2PS   32(CX)(R11*2), Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VCVTPH2PS   32(AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 64(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(DI)(R11*4)
+	VCVTPH2PS   48(CX)(R11*2), Y5
+	VMULPS      Y5, Y0, Y4
+	VMULPS      Y5, Y2, Y6
+	VCVTPH2PS   48(AX)(R11*2), Y7
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y4, 96(SI)(R11*4)
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(DI)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRF16_2x2_set_loop
+
+mvRF16_2x2_set_loop1:
+	CMPQ      R11, R8
+	JGE       mvRF16_2x2_done
+	VCVTPH2PS (CX)(R11*2), Y5
+	VMULPS    Y5, Y0, Y4
+	VMULPS    Y5, Y2, Y6
+	VCVTPH2PS (AX)(R11*2), Y7
+	VMULPS    Y7, Y1, Y5
+	VMULPS    Y7, Y3, Y7
+	VADDPS    Y5, Y4, Y4
+	VMOVUPS   Y4, (SI)(R11*4)
+	VADDPS    Y7, Y6, Y6
+	VMOVUPS   Y6, (DI)(R11*4)
+	ADDQ      $0x08, R11
+	JMP       mvRF16_2x2_set_loop1
+
+mvRF16_2x2_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_2x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   DI, DI
+// func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_2x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	VBROADCASTSS 4(AX), Y4
+	VBROADCASTSS 8(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	LEAQ         (DI)(R8*1), R8
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-32, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRF16_2x3_set
 
-mvNF16_2x3_loop:
-	CMPQ         DI, SI
-	JGE          mvNF16_2x3_done
-	VBROADCASTSS (AX)(DI*4), Y6
-	VBROADCASTSS (DX)(DI*4), Y7
-	VCVTPH2PS    (CX), Y8
-	VFMADD231PS  Y8, Y6, Y0
-	VFMADD231PS  Y8, Y7, Y3
-	VCVTPH2PS    16(CX), Y8
-	VFMADD231PS  Y8, Y6, Y1
-	VFMADD231PS  Y8, Y7, Y4
-	VCVTPH2PS    32(CX), Y8
-	VFMADD231PS  Y8, Y6, Y2
-	VFMADD231PS  Y8, Y7, Y5
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF16_2x3_loop
+mvRF16_2x3_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRF16_2x3_acc_loop1
+	PREFETCHNTA (SI)(R12*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*2)
+	IMUL3Q      $0x00000002, BX, R10
+	SUBQ        R10, SI
+	VCVTPH2PS   (CX)(R12*2), Y7
+	VMOVUPS     (DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VCVTPH2PS   (AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   (DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VCVTPH2PS   16(CX)(R12*2), Y7
+	VMOVUPS     32(DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     32(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VCVTPH2PS   16(AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   16(DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VCVTPH2PS   32(CX)(R12*2), Y7
+	VMOVUPS     64(DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     64(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VCVTPH2PS   32(AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   32(DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R12*4)
+	VCVTPH2PS   48(CX)(R12*2), Y7
+	VMOVUPS     96(DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     96(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VCVTPH2PS   48(AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   48(DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRF16_2x3_acc_loop
 
-mvNF16_2x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_2x3_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
-	VADDPS 32(DX), Y4, Y4
-	VADDPS 64(DX), Y5, Y5
+mvRF16_2x3_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF16_2x3_done
+	VCVTPH2PS   (CX)(R12*2), Y7
+	VMOVUPS     (DI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y3, Y8
+	VCVTPH2PS   (AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   (DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRF16_2x3_acc_loop1
 
-mvNF16_2x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VMOVUPS Y4, 32(AX)
-	VMOVUPS Y5, 64(AX)
+mvRF16_2x3_set:
+mvRF16_2x3_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRF16_2x3_set_loop1
+	PREFETCHNTA (SI)(R12*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R12*2)
+	IMUL3Q      $0x00000002, BX, R10
+	SUBQ        R10, SI
+	VCVTPH2PS   (CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VCVTPH2PS   (AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   (DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VCVTPH2PS   16(CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VCVTPH2PS   16(AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   16(DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VCVTPH2PS   32(CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VCVTPH2PS   32(AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   32(DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R12*4)
+	VCVTPH2PS   48(CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VCVTPH2PS   48(AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   48(DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRF16_2x3_set_loop
+
+mvRF16_2x3_set_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF16_2x3_done
+	VCVTPH2PS   (CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y3, Y8
+	VCVTPH2PS   (AX)(R12*2), Y9
+	VMULPS      Y9, Y1, Y7
+	VMULPS      Y9, Y4, Y9
+	VCVTPH2PS   (DX)(R12*2), Y10
+	VFMADD231PS Y10, Y2, Y6
+	VFMADD231PS Y10, Y5, Y8
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (DI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRF16_2x3_set_loop1
+
+mvRF16_2x3_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_2x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   DI, DI
+// func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_2x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	VBROADCASTSS 8(AX), Y6
+	VBROADCASTSS 12(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	LEAQ         (R8)(R9*1), R9
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-32, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRF16_2x4_set
 
-mvNF16_2x4_loop:
-	CMPQ         DI, SI
-	JGE          mvNF16_2x4_done
-	VBROADCASTSS (AX)(DI*4), Y8
-	VBROADCASTSS (DX)(DI*4), Y9
-	VCVTPH2PS    (CX), Y10
-	VFMADD231PS  Y10, Y8, Y0
-	VFMADD231PS  Y10, Y9, Y4
-	VCVTPH2PS    16(CX), Y10
-	VFMADD231PS  Y10, Y8, Y1
-	VFMADD231PS  Y10, Y9, Y5
-	VCVTPH2PS    32(CX), Y10
-	VFMADD231PS  Y10, Y8, Y2
-	VFMADD231PS  Y10, Y9, Y6
-	VCVTPH2PS    48(CX), Y10
-	VFMADD231PS  Y10, Y8, Y3
-	VFMADD231PS  Y10, Y9, Y7
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF16_2x4_loop
+mvRF16_2x4_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRF16_2x4_acc_loop1
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	IMUL3Q      $0x00000003, BX, R11
+	SUBQ        R11, DI
+	VCVTPH2PS   (CX)(R13*2), Y9
+	VMOVUPS     (R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VCVTPH2PS   (AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   (DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   (SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	VCVTPH2PS   16(CX)(R13*2), Y9
+	VMOVUPS     32(R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     32(R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VCVTPH2PS   16(AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   16(DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   16(SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VCVTPH2PS   32(CX)(R13*2), Y9
+	VMOVUPS     64(R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     64(R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VCVTPH2PS   32(AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   32(DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   32(SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(R9)(R13*4)
+	VCVTPH2PS   48(CX)(R13*2), Y9
+	VMOVUPS     96(R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     96(R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VCVTPH2PS   48(AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   48(DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   48(SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(R9)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRF16_2x4_acc_loop
 
-mvNF16_2x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_2x4_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	VADDPS 64(DX), Y6, Y6
-	VADDPS 96(DX), Y7, Y7
+mvRF16_2x4_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF16_2x4_done
+	VCVTPH2PS   (CX)(R13*2), Y9
+	VMOVUPS     (R8)(R13*4), Y8
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y9, Y4, Y10
+	VCVTPH2PS   (AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   (DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   (SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF16_2x4_acc_loop1
 
-mvNF16_2x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	VMOVUPS Y6, 64(AX)
-	VMOVUPS Y7, 96(AX)
+mvRF16_2x4_set:
+mvRF16_2x4_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRF16_2x4_set_loop1
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R13*2)
+	IMUL3Q      $0x00000003, BX, R11
+	SUBQ        R11, DI
+	VCVTPH2PS   (CX)(R13*2), Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VCVTPH2PS   (AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   (DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   (SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	VCVTPH2PS   16(CX)(R13*2), Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VCVTPH2PS   16(AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   16(DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   16(SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VCVTPH2PS   32(CX)(R13*2), Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VCVTPH2PS   32(AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   32(DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   32(SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(R9)(R13*4)
+	VCVTPH2PS   48(CX)(R13*2), Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VCVTPH2PS   48(AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   48(DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   48(SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(R9)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRF16_2x4_set_loop
+
+mvRF16_2x4_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF16_2x4_done
+	VCVTPH2PS   (CX)(R13*2), Y9
+	VMULPS      Y9, Y0, Y8
+	VMULPS      Y9, Y4, Y10
+	VCVTPH2PS   (AX)(R13*2), Y11
+	VMULPS      Y11, Y1, Y9
+	VMULPS      Y11, Y5, Y11
+	VCVTPH2PS   (DX)(R13*2), Y12
+	VFMADD231PS Y12, Y2, Y8
+	VFMADD231PS Y12, Y6, Y10
+	VCVTPH2PS   (SI)(R13*2), Y12
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R13*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF16_2x4_set_loop1
+
+mvRF16_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_2x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	XORQ   DI, DI
+// func mvRF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_2x5(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y5
+	VBROADCASTSS 4(AX), Y6
+	VBROADCASTSS 8(AX), Y7
+	VBROADCASTSS 12(AX), Y8
+	VBROADCASTSS 16(AX), Y9
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	IMUL3Q       $0x00000005, BX, R8
+	ADDQ         CX, R8
+	MOVQ         dst+0(FP), R9
+	MOVQ         ldd+8(FP), R10
+	SHLQ         $0x02, R10
+	LEAQ         (R9)(R10*1), R10
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-32, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRF16_2x5_set
 
-mvNF16_2x5_loop:
-	CMPQ         DI, SI
-	JGE          mvNF16_2x5_done
-	VBROADCASTSS (AX)(DI*4), Y10
-	VBROADCASTSS (DX)(DI*4), Y11
-	VCVTPH2PS    (CX), Y12
-	VFMADD231PS  Y12, Y10, Y0
-	VFMADD231PS  Y12, Y11, Y5
-	VCVTPH2PS    16(CX), Y12
-	VFMADD231PS  Y12, Y10, Y1
-	VFMADD231PS  Y12, Y11, Y6
-	VCVTPH2PS    32(CX), Y12
-	VFMADD231PS  Y12, Y10, Y2
-	VFMADD231PS  Y12, Y11, Y7
-	VCVTPH2PS    48(CX), Y12
-	VFMADD231PS  Y12, Y10, Y3
-	VFMADD231PS  Y12, Y11, Y8
-	VCVTPH2PS    64(CX), Y12
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y9
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF16_2x5_loop
+mvRF16_2x5_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRF16_2x5_acc_loop1
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	IMUL3Q      $0x00000004, BX, R12
+	SUBQ        R12, R8
+	VCVTPH2PS   (CX)(R14*2), Y11
+	VMOVUPS     (R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     (R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VCVTPH2PS   (AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   (DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   (SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   (DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	VCVTPH2PS   16(CX)(R14*2), Y11
+	VMOVUPS     32(R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     32(R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VCVTPH2PS   16(AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   16(DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   16(SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   16(DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 32(R10)(R14*4)
+	VCVTPH2PS   32(CX)(R14*2), Y11
+	VMOVUPS     64(R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     64(R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VCVTPH2PS   32(AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   32(DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   32(SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   32(DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 64(R10)(R14*4)
+	VCVTPH2PS   48(CX)(R14*2), Y11
+	VMOVUPS     96(R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     96(R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VCVTPH2PS   48(AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   48(DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   48(SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   48(DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 96(R10)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRF16_2x5_acc_loop
 
-mvNF16_2x5_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_2x5_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	VADDPS 128(DX), Y4, Y4
-	ADDQ   CX, DX
-	VADDPS (DX), Y5, Y5
-	VADDPS 32(DX), Y6, Y6
-	VADDPS 64(DX), Y7, Y7
-	VADDPS 96(DX), Y8, Y8
-	VADDPS 128(DX), Y9, Y9
+mvRF16_2x5_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF16_2x5_done
+	VCVTPH2PS   (CX)(R14*2), Y11
+	VMOVUPS     (R9)(R14*4), Y10
+	VFMADD231PS Y11, Y0, Y10
+	VMOVUPS     (R10)(R14*4), Y12
+	VFMADD231PS Y11, Y5, Y12
+	VCVTPH2PS   (AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   (DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   (SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   (DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF16_2x5_acc_loop1
 
-mvNF16_2x5_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y5, (AX)
-	VMOVUPS Y6, 32(AX)
-	VMOVUPS Y7, 64(AX)
-	VMOVUPS Y8, 96(AX)
-	VMOVUPS Y9, 128(AX)
+mvRF16_2x5_set:
+mvRF16_2x5_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRF16_2x5_set_loop1
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	ADDQ        BX, R8
+	PREFETCHNTA (R8)(R14*2)
+	IMUL3Q      $0x00000004, BX, R12
+	SUBQ        R12, R8
+	VCVTPH2PS   (CX)(R14*2), Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VCVTPH2PS   (AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   (DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   (SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   (DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	VCVTPH2PS   16(CX)(R14*2), Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VCVTPH2PS   16(AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   16(DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   16(SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   16(DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 32(R10)(R14*4)
+	VCVTPH2PS   32(CX)(R14*2), Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VCVTPH2PS   32(AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   32(DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   32(SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   32(DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 64(R10)(R14*4)
+	VCVTPH2PS   48(CX)(R14*2), Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VCVTPH2PS   48(AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   48(DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   48(SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   48(DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, 96(R10)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRF16_2x5_set_loop
+
+mvRF16_2x5_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF16_2x5_done
+	VCVTPH2PS   (CX)(R14*2), Y11
+	VMULPS      Y11, Y0, Y10
+	VMULPS      Y11, Y5, Y12
+	VCVTPH2PS   (AX)(R14*2), Y13
+	VMULPS      Y13, Y1, Y11
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   (DX)(R14*2), Y14
+	VFMADD231PS Y14, Y2, Y10
+	VFMADD231PS Y14, Y7, Y12
+	VCVTPH2PS   (SI)(R14*2), Y14
+	VFMADD231PS Y14, Y3, Y11
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   (DI)(R14*2), Y14
+	VFMADD231PS Y14, Y4, Y10
+	VFMADD231PS Y14, Y9, Y12
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (R9)(R14*4)
+	VADDPS      Y13, Y12, Y12
+	VMOVUPS     Y12, (R10)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF16_2x5_set_loop1
+
+mvRF16_2x5_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_2x6(SB), NOSPLIT, $0-64
+// func mvRF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_2x6(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	VBROADCASTSS 8(AX), Y8
+	VBROADCASTSS 12(AX), Y9
+	VBROADCASTSS 16(AX), Y10
+	VBROADCASTSS 20(AX), Y11
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	IMUL3Q       $0x00000006, BX, R9
+	ADDQ         CX, R9
+	MOVQ         dst+0(FP), R10
+	MOVQ         ldd+8(FP), R11
+	SHLQ         $0x02, R11
+	LEAQ         (R10)(R11*1), R11
+	MOVQ         n+48(FP), R12
+	ANDQ         $-8, R12
+	MOVQ         acc+56(FP), R13
+	MOVQ         R12, R14
+	ANDQ         $-32, R14
+	XORQ         R15, R15
+	TESTQ        R13, R13
+	JZ           mvRF16_2x6_set
+
+mvRF16_2x6_acc_loop:
+	CMPQ        R15, R14
+	JGE         mvRF16_2x6_acc_loop1
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	IMUL3Q      $0x00000005, BX, R13
+	SUBQ        R13, R9
+	VCVTPH2PS   (CX)(R15*2), Y14
+	VMOVUPS     (R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     (R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VCVTPH2PS   (AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   (DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   (SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   (DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   (R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	VCVTPH2PS   16(CX)(R15*2), Y14
+	VMOVUPS     32(R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     32(R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VCVTPH2PS   16(AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   16(DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   16(SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   16(DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   16(R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 32(R10)(R15*4)
+	VMOVUPS     Y13, 32(R11)(R15*4)
+	VCVTPH2PS   32(CX)(R15*2), Y14
+	VMOVUPS     64(R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     64(R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VCVTPH2PS   32(AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   32(DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   32(SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   32(DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   32(R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 64(R10)(R15*4)
+	VMOVUPS     Y13, 64(R11)(R15*4)
+	VCVTPH2PS   48(CX)(R15*2), Y14
+	VMOVUPS     96(R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     96(R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VCVTPH2PS   48(AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   48(DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   48(SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   48(DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   48(R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 96(R10)(R15*4)
+	VMOVUPS     Y13, 96(R11)(R15*4)
+	ADDQ        $0x20, R15
+	JMP         mvRF16_2x6_acc_loop
+
+mvRF16_2x6_acc_loop1:
+	CMPQ        R15, R12
+	JGE         mvRF16_2x6_done
+	VCVTPH2PS   (CX)(R15*2), Y14
+	VMOVUPS     (R10)(R15*4), Y12
+	VFMADD231PS Y14, Y0, Y12
+	VMOVUPS     (R11)(R15*4), Y13
+	VFMADD231PS Y14, Y6, Y13
+	VCVTPH2PS   (AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   (DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   (SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   (DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   (R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRF16_2x6_acc_loop1
+
+mvRF16_2x6_set:
+mvRF16_2x6_set_loop:
+	CMPQ        R15, R14
+	JGE         mvRF16_2x6_set_loop1
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	ADDQ        BX, R9
+	PREFETCHNTA (R9)(R15*2)
+	IMUL3Q      $0x00000005, BX, R13
+	SUBQ        R13, R9
+	VCVTPH2PS   (CX)(R15*2), Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   (AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   (DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   (SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   (DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   (R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	VCVTPH2PS   16(CX)(R15*2), Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   16(AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   16(DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   16(SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   16(DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   16(R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 32(R10)(R15*4)
+	VMOVUPS     Y13, 32(R11)(R15*4)
+	VCVTPH2PS   32(CX)(R15*2), Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   32(AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   32(DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   32(SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   32(DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   32(R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 64(R10)(R15*4)
+	VMOVUPS     Y13, 64(R11)(R15*4)
+	VCVTPH2PS   48(CX)(R15*2), Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   48(AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   48(DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   48(SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   48(DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   48(R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, 96(R10)(R15*4)
+	VMOVUPS     Y13, 96(R11)(R15*4)
+	ADDQ        $0x20, R15
+	JMP         mvRF16_2x6_set_loop
+
+mvRF16_2x6_set_loop1:
+	CMPQ        R15, R12
+	JGE         mvRF16_2x6_done
+	VCVTPH2PS   (CX)(R15*2), Y13
+	VMULPS      Y13, Y0, Y12
+	VMULPS      Y13, Y6, Y13
+	VCVTPH2PS   (AX)(R15*2), Y14
+	VFMADD231PS Y14, Y1, Y12
+	VFMADD231PS Y14, Y7, Y13
+	VCVTPH2PS   (DX)(R15*2), Y14
+	VFMADD231PS Y14, Y2, Y12
+	VFMADD231PS Y14, Y8, Y13
+	VCVTPH2PS   (SI)(R15*2), Y14
+	VFMADD231PS Y14, Y3, Y12
+	VFMADD231PS Y14, Y9, Y13
+	VCVTPH2PS   (DI)(R15*2), Y14
+	VFMADD231PS Y14, Y4, Y12
+	VFMADD231PS Y14, Y10, Y13
+	VCVTPH2PS   (R8)(R15*2), Y14
+	VFMADD231PS Y14, Y5, Y12
+	VFMADD231PS Y14, Y11, Y13
+	VMOVUPS     Y12, (R10)(R15*4)
+	VMOVUPS     Y13, (R11)(R15*4)
+	ADDQ        $0x08, R15
+	JMP         mvRF16_2x6_set_loop1
+
+mvRF16_2x6_done:
+	VZEROUPPER
+	RET
+
+// func mvTF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvTF16_3x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
 	MOVQ   ldx+24(FP), DX
 	MOVQ   ldw+40(FP), BX
 	MOVQ   k+48(FP), SI
+	ANDQ   $-8, SI
 	SHLQ   $0x02, DX
 	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DX
+	LEAQ   (AX)(DX*1), DI
+	LEAQ   (DI)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -7919,106 +15543,71 @@ TEXT ·mvNF16_2x6(SB), NOSPLIT, $0-64
 	VXORPS Y9, Y9, Y9
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
-	XORQ   DI, DI
-
-mvNF16_2x6_loop:
-	CMPQ         DI, SI
-	JGE          mvNF16_2x6_done
-	VBROADCASTSS (AX)(DI*4), Y12
-	VBROADCASTSS (DX)(DI*4), Y13
-	VCVTPH2PS    (CX), Y14
-	VFMADD231PS  Y14, Y12, Y0
-	VFMADD231PS  Y14, Y13, Y6
-	VCVTPH2PS    16(CX), Y14
-	VFMADD231PS  Y14, Y12, Y1
-	VFMADD231PS  Y14, Y13, Y7
-	VCVTPH2PS    32(CX), Y14
-	VFMADD231PS  Y14, Y12, Y2
-	VFMADD231PS  Y14, Y13, Y8
-	VCVTPH2PS    48(CX), Y14
-	VFMADD231PS  Y14, Y12, Y3
-	VFMADD231PS  Y14, Y13, Y9
-	VCVTPH2PS    64(CX), Y14
-	VFMADD231PS  Y14, Y12, Y4
-	VFMADD231PS  Y14, Y13, Y10
-	VCVTPH2PS    80(CX), Y14
-	VFMADD231PS  Y14, Y12, Y5
-	VFMADD231PS  Y14, Y13, Y11
-	ADDQ         BX, CX
-	INCQ         DI
-	JMP          mvNF16_2x6_loop
-
-mvNF16_2x6_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_2x6_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	VADDPS 128(DX), Y4, Y4
-	VADDPS 160(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	VADDPS 64(DX), Y8, Y8
-	VADDPS 96(DX), Y9, Y9
-	VADDPS 128(DX), Y10, Y10
-	VADDPS 160(DX), Y11, Y11
-
-mvNF16_2x6_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	VMOVUPS Y4, 128(AX)
-	VMOVUPS Y5, 160(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	VMOVUPS Y8, 64(AX)
-	VMOVUPS Y9, 96(AX)
-	VMOVUPS Y10, 128(AX)
-	VMOVUPS Y11, 160(AX)
-	VZEROUPPER
-	RET
-
-// func mvTF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvTF16_3x1(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), BX
-	LEAQ   (BX)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   DI, DI
+	XORQ   R8, R8
+	MOVQ   SI, R9
+	ANDQ   $-32, R9
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_3x1_loop:
-	CMPQ        DI, SI
-	JGE         mvTF16_3x1_done
-	VMOVUPS     (AX)(DI*4), Y3
-	VMOVUPS     (BX)(DI*4), Y4
-	VMOVUPS     (DX)(DI*4), Y5
-	VCVTPH2PS   (CX)(DI*2), Y6
-	VFMADD231PS Y3, Y6, Y0
-	VFMADD231PS Y4, Y6, Y1
-	VFMADD231PS Y5, Y6, Y2
-	ADDQ        $0x08, DI
+	CMPQ        R8, R9
+	JGE         mvTF16_3x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(R8*4), Y12
+	VMOVUPS     (DI)(R8*4), Y13
+	VMOVUPS     (DX)(R8*4), Y14
+	VCVTPH2PS   (CX)(R8*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VMOVUPS     32(AX)(R8*4), Y12
+	VMOVUPS     32(DI)(R8*4), Y13
+	VMOVUPS     32(DX)(R8*4), Y14
+	VCVTPH2PS   16(CX)(R8*2), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VMOVUPS     64(AX)(R8*4), Y12
+	VMOVUPS     64(DI)(R8*4), Y13
+	VMOVUPS     64(DX)(R8*4), Y14
+	VCVTPH2PS   32(CX)(R8*2), Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VMOVUPS     96(AX)(R8*4), Y12
+	VMOVUPS     96(DI)(R8*4), Y13
+	VMOVUPS     96(DX)(R8*4), Y14
+	VCVTPH2PS   48(CX)(R8*2), Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ        $0x20, R8
 	JMP         mvTF16_3x1_loop
 
+mvTF16_3x1_loop1:
+	CMPQ        R8, SI
+	JGE         mvTF16_3x1_done
+	VMOVUPS     (AX)(R8*4), Y12
+	VMOVUPS     (DI)(R8*4), Y13
+	VMOVUPS     (DX)(R8*4), Y14
+	VCVTPH2PS   (CX)(R8*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	ADDQ        $0x08, R8
+	JMP         mvTF16_3x1_loop1
+
 mvTF16_3x1_done:
+	VADDPS       Y3, Y0, Y0
+	VADDPS       Y4, Y1, Y1
+	VADDPS       Y5, Y2, Y2
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
+	VADDPS       Y8, Y2, Y2
+	VADDPS       Y9, Y0, Y0
+	VADDPS       Y10, Y1, Y1
+	VADDPS       Y11, Y2, Y2
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -8043,7 +15632,7 @@ mvTF16_3x1_done:
 	RET
 
 // func mvTF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_3x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -8055,33 +15644,102 @@ TEXT ·mvTF16_3x2(SB), NOSPLIT, $0-56
 	SHLQ   $0x01, BX
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), R8
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-32, R10
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_3x2_loop:
-	CMPQ        R8, SI
-	JGE         mvTF16_3x2_done
-	VMOVUPS     (AX)(R8*4), Y6
-	VMOVUPS     (DI)(R8*4), Y7
-	VMOVUPS     (DX)(R8*4), Y8
-	VCVTPH2PS   (CX)(R8*2), Y9
-	VFMADD231PS Y6, Y9, Y0
-	VFMADD231PS Y7, Y9, Y1
-	VFMADD231PS Y8, Y9, Y2
-	VCVTPH2PS   (BX)(R8*2), Y9
-	VFMADD231PS Y6, Y9, Y3
-	VFMADD231PS Y7, Y9, Y4
-	VFMADD231PS Y8, Y9, Y5
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTF16_3x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DI)(R9*4), Y13
+	VMOVUPS     (DX)(R9*4), Y14
+	VCVTPH2PS   (CX)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VCVTPH2PS   (R8)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VMOVUPS     32(AX)(R9*4), Y12
+	VMOVUPS     32(DI)(R9*4), Y13
+	VMOVUPS     32(DX)(R9*4), Y14
+	VCVTPH2PS   16(CX)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VCVTPH2PS   16(R8)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	VMOVUPS     64(AX)(R9*4), Y12
+	VMOVUPS     64(DI)(R9*4), Y13
+	VMOVUPS     64(DX)(R9*4), Y14
+	VCVTPH2PS   32(CX)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VCVTPH2PS   32(R8)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VMOVUPS     96(AX)(R9*4), Y12
+	VMOVUPS     96(DI)(R9*4), Y13
+	VMOVUPS     96(DX)(R9*4), Y14
+	VCVTPH2PS   48(CX)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VCVTPH2PS   48(R8)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ        $0x20, R9
 	JMP         mvTF16_3x2_loop
 
+mvTF16_3x2_loop1:
+	CMPQ        R9, SI
+	JGE         mvTF16_3x2_done
+	VMOVUPS     (AX)(R9*4), Y12
+	VMOVUPS     (DI)(R9*4), Y13
+	VMOVUPS     (DX)(R9*4), Y14
+	VCVTPH2PS   (CX)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VCVTPH2PS   (R8)(R9*2), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	ADDQ        $0x08, R9
+	JMP         mvTF16_3x2_loop1
+
 mvTF16_3x2_done:
+	VADDPS       Y6, Y0, Y0
+	VADDPS       Y7, Y1, Y1
+	VADDPS       Y8, Y2, Y2
+	VADDPS       Y9, Y3, Y3
+	VADDPS       Y10, Y4, Y4
+	VADDPS       Y11, Y5, Y5
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -8121,7 +15779,7 @@ mvTF16_3x2_done:
 	RET
 
 // func mvTF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_3x3(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -8134,7 +15792,7 @@ TEXT ·mvTF16_3x3(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), DX
 	LEAQ   (CX)(BX*1), R8
-	LEAQ   (R8)(BX*1), BX
+	LEAQ   (R8)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -8144,28 +15802,102 @@ TEXT ·mvTF16_3x3(SB), NOSPLIT, $0-56
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
 	VXORPS Y8, Y8, Y8
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-32, R11
+	IMUL3Q $0x00000003, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_3x3_loop:
-	CMPQ        R9, SI
-	JGE         mvTF16_3x3_done
-	VMOVUPS     (AX)(R9*4), Y9
-	VMOVUPS     (DI)(R9*4), Y10
-	VMOVUPS     (DX)(R9*4), Y11
-	VCVTPH2PS   (CX)(R9*2), Y12
+	CMPQ        R10, R11
+	JGE         mvTF16_3x3_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	ADDQ        $0x000000c0, BX
+	VMOVUPS     (AX)(R10*4), Y9
+	VMOVUPS     (DI)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VCVTPH2PS   (CX)(R10*2), Y12
 	VFMADD231PS Y9, Y12, Y0
 	VFMADD231PS Y10, Y12, Y1
 	VFMADD231PS Y11, Y12, Y2
-	VCVTPH2PS   (R8)(R9*2), Y12
+	VCVTPH2PS   (R8)(R10*2), Y12
 	VFMADD231PS Y9, Y12, Y3
 	VFMADD231PS Y10, Y12, Y4
 	VFMADD231PS Y11, Y12, Y5
-	VCVTPH2PS   (BX)(R9*2), Y12
+	VCVTPH2PS   (R9)(R10*2), Y12
 	VFMADD231PS Y9, Y12, Y6
 	VFMADD231PS Y10, Y12, Y7
 	VFMADD231PS Y11, Y12, Y8
-	ADDQ        $0x08, R9
+	VMOVUPS     32(AX)(R10*4), Y9
+	VMOVUPS     32(DI)(R10*4), Y10
+	VMOVUPS     32(DX)(R10*4), Y11
+	VCVTPH2PS   16(CX)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y0
+	VFMADD231PS Y10, Y12, Y1
+	VFMADD231PS Y11, Y12, Y2
+	VCVTPH2PS   16(R8)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y12, Y4
+	VFMADD231PS Y11, Y12, Y5
+	VCVTPH2PS   16(R9)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y12, Y7
+	VFMADD231PS Y11, Y12, Y8
+	VMOVUPS     64(AX)(R10*4), Y9
+	VMOVUPS     64(DI)(R10*4), Y10
+	VMOVUPS     64(DX)(R10*4), Y11
+	VCVTPH2PS   32(CX)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y0
+	VFMADD231PS Y10, Y12, Y1
+	VFMADD231PS Y11, Y12, Y2
+	VCVTPH2PS   32(R8)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y12, Y4
+	VFMADD231PS Y11, Y12, Y5
+	VCVTPH2PS   32(R9)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y12, Y7
+	VFMADD231PS Y11, Y12, Y8
+	VMOVUPS     96(AX)(R10*4), Y9
+	VMOVUPS     96(DI)(R10*4), Y10
+	VMOVUPS     96(DX)(R10*4), Y11
+	VCVTPH2PS   48(CX)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y0
+	VFMADD231PS Y10, Y12, Y1
+	VFMADD231PS Y11, Y12, Y2
+	VCVTPH2PS   48(R8)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y12, Y4
+	VFMADD231PS Y11, Y12, Y5
+	VCVTPH2PS   48(R9)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y12, Y7
+	VFMADD231PS Y11, Y12, Y8
+	ADDQ        $0x20, R10
 	JMP         mvTF16_3x3_loop
+
+mvTF16_3x3_loop1:
+	CMPQ        R10, SI
+	JGE         mvTF16_3x3_done
+	VMOVUPS     (AX)(R10*4), Y9
+	VMOVUPS     (DI)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VCVTPH2PS   (CX)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y0
+	VFMADD231PS Y10, Y12, Y1
+	VFMADD231PS Y11, Y12, Y2
+	VCVTPH2PS   (R8)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y12, Y4
+	VFMADD231PS Y11, Y12, Y5
+	VCVTPH2PS   (R9)(R10*2), Y12
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y10, Y12, Y7
+	VFMADD231PS Y11, Y12, Y8
+	ADDQ        $0x08, R10
+	JMP         mvTF16_3x3_loop1
 
 mvTF16_3x3_done:
 	MOVQ         dst+0(FP), AX
@@ -8222,7 +15954,7 @@ mvTF16_3x3_done:
 	RET
 
 // func mvTF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_3x4(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -8236,7 +15968,7 @@ TEXT ·mvTF16_3x4(SB), NOSPLIT, $0-56
 	LEAQ   (DI)(DX*1), DX
 	LEAQ   (CX)(BX*1), R8
 	LEAQ   (R8)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
+	LEAQ   (R9)(BX*1), R10
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -8249,32 +15981,123 @@ TEXT ·mvTF16_3x4(SB), NOSPLIT, $0-56
 	VXORPS Y9, Y9, Y9
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
-	XORQ   R10, R10
+	XORQ   R11, R11
+	MOVQ   SI, R12
+	ANDQ   $-32, R12
+	IMUL3Q $0x00000004, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_3x4_loop:
-	CMPQ        R10, SI
-	JGE         mvTF16_3x4_done
-	VMOVUPS     (AX)(R10*4), Y12
-	VMOVUPS     (DI)(R10*4), Y13
-	VMOVUPS     (DX)(R10*4), Y14
-	VCVTPH2PS   (CX)(R10*2), Y15
+	CMPQ        R11, R12
+	JGE         mvTF16_3x4_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	PREFETCHNTA 128(BX)
+	PREFETCHNTA 192(BX)
+	ADDQ        $0x00000100, BX
+	VMOVUPS     (AX)(R11*4), Y12
+	VMOVUPS     (DI)(R11*4), Y13
+	VMOVUPS     (DX)(R11*4), Y14
+	VCVTPH2PS   (CX)(R11*2), Y15
 	VFMADD231PS Y12, Y15, Y0
 	VFMADD231PS Y13, Y15, Y1
 	VFMADD231PS Y14, Y15, Y2
-	VCVTPH2PS   (R8)(R10*2), Y15
+	VCVTPH2PS   (R8)(R11*2), Y15
 	VFMADD231PS Y12, Y15, Y3
 	VFMADD231PS Y13, Y15, Y4
 	VFMADD231PS Y14, Y15, Y5
-	VCVTPH2PS   (R9)(R10*2), Y15
+	VCVTPH2PS   (R9)(R11*2), Y15
 	VFMADD231PS Y12, Y15, Y6
 	VFMADD231PS Y13, Y15, Y7
 	VFMADD231PS Y14, Y15, Y8
-	VCVTPH2PS   (BX)(R10*2), Y15
+	VCVTPH2PS   (R10)(R11*2), Y15
 	VFMADD231PS Y12, Y15, Y9
 	VFMADD231PS Y13, Y15, Y10
 	VFMADD231PS Y14, Y15, Y11
-	ADDQ        $0x08, R10
+	VMOVUPS     32(AX)(R11*4), Y12
+	VMOVUPS     32(DI)(R11*4), Y13
+	VMOVUPS     32(DX)(R11*4), Y14
+	VCVTPH2PS   16(CX)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VCVTPH2PS   16(R8)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VCVTPH2PS   16(R9)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VCVTPH2PS   16(R10)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	VMOVUPS     64(AX)(R11*4), Y12
+	VMOVUPS     64(DI)(R11*4), Y13
+	VMOVUPS     64(DX)(R11*4), Y14
+	VCVTPH2PS   32(CX)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VCVTPH2PS   32(R8)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VCVTPH2PS   32(R9)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VCVTPH2PS   32(R10)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	VMOVUPS     96(AX)(R11*4), Y12
+	VMOVUPS     96(DI)(R11*4), Y13
+	VMOVUPS     96(DX)(R11*4), Y14
+	VCVTPH2PS   48(CX)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VCVTPH2PS   48(R8)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VCVTPH2PS   48(R9)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VCVTPH2PS   48(R10)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ        $0x20, R11
 	JMP         mvTF16_3x4_loop
+
+mvTF16_3x4_loop1:
+	CMPQ        R11, SI
+	JGE         mvTF16_3x4_done
+	VMOVUPS     (AX)(R11*4), Y12
+	VMOVUPS     (DI)(R11*4), Y13
+	VMOVUPS     (DX)(R11*4), Y14
+	VCVTPH2PS   (CX)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y0
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS Y14, Y15, Y2
+	VCVTPH2PS   (R8)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS Y14, Y15, Y5
+	VCVTPH2PS   (R9)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS Y14, Y15, Y8
+	VCVTPH2PS   (R10)(R11*2), Y15
+	VFMADD231PS Y12, Y15, Y9
+	VFMADD231PS Y13, Y15, Y10
+	VFMADD231PS Y14, Y15, Y11
+	ADDQ        $0x08, R11
+	JMP         mvTF16_3x4_loop1
 
 mvTF16_3x4_done:
 	MOVQ         dst+0(FP), AX
@@ -8345,302 +16168,952 @@ mvTF16_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_3x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	XORQ   R8, R8
+// func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_3x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), BX
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	MOVQ         DI, R9
+	ANDQ         $-32, R9
+	XORQ         R10, R10
+	TESTQ        R8, R8
+	JZ           mvRF16_3x1_set
 
-mvNF16_3x1_loop:
-	CMPQ         R8, SI
-	JGE          mvNF16_3x1_done
-	VBROADCASTSS (AX)(R8*4), Y3
-	VBROADCASTSS (DI)(R8*4), Y4
-	VBROADCASTSS (DX)(R8*4), Y5
-	VCVTPH2PS    (CX), Y6
-	VFMADD231PS  Y6, Y3, Y0
-	VFMADD231PS  Y6, Y4, Y1
-	VFMADD231PS  Y6, Y5, Y2
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNF16_3x1_loop
+mvRF16_3x1_acc_loop:
+	CMPQ        R10, R9
+	JGE         mvRF16_3x1_acc_loop1
+	PREFETCHNTA (AX)(R10*2)
+	VCVTPH2PS   (CX)(R10*2), Y6
+	VMOVUPS     (DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     (SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     (BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	VCVTPH2PS   16(CX)(R10*2), Y6
+	VMOVUPS     32(DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     32(SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     32(BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, 32(DX)(R10*4)
+	VMOVUPS     Y4, 32(SI)(R10*4)
+	VMOVUPS     Y5, 32(BX)(R10*4)
+	VCVTPH2PS   32(CX)(R10*2), Y6
+	VMOVUPS     64(DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     64(SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     64(BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, 64(DX)(R10*4)
+	VMOVUPS     Y4, 64(SI)(R10*4)
+	VMOVUPS     Y5, 64(BX)(R10*4)
+	VCVTPH2PS   48(CX)(R10*2), Y6
+	VMOVUPS     96(DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     96(SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     96(BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, 96(DX)(R10*4)
+	VMOVUPS     Y4, 96(SI)(R10*4)
+	VMOVUPS     Y5, 96(BX)(R10*4)
+	ADDQ        $0x20, R10
+	JMP         mvRF16_3x1_acc_loop
 
-mvNF16_3x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_3x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
+mvRF16_3x1_acc_loop1:
+	CMPQ        R10, DI
+	JGE         mvRF16_3x1_done
+	VCVTPH2PS   (CX)(R10*2), Y6
+	VMOVUPS     (DX)(R10*4), Y3
+	VFMADD231PS Y6, Y0, Y3
+	VMOVUPS     (SI)(R10*4), Y4
+	VFMADD231PS Y6, Y1, Y4
+	VMOVUPS     (BX)(R10*4), Y5
+	VFMADD231PS Y6, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	ADDQ        $0x08, R10
+	JMP         mvRF16_3x1_acc_loop1
 
-mvNF16_3x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
+mvRF16_3x1_set:
+mvRF16_3x1_set_loop:
+	CMPQ        R10, R9
+	JGE         mvRF16_3x1_set_loop1
+	PREFETCHNTA (AX)(R10*2)
+	VCVTPH2PS   (CX)(R10*2), Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, (DX)(R10*4)
+	VMOVUPS     Y4, (SI)(R10*4)
+	VMOVUPS     Y5, (BX)(R10*4)
+	VCVTPH2PS   16(CX)(R10*2), Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, 32(DX)(R10*4)
+	VMOVUPS     Y4, 32(SI)(R10*4)
+	VMOVUPS     Y5, 32(BX)(R10*4)
+	VCVTPH2PS   32(CX)(R10*2), Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, 64(DX)(R10*4)
+	VMOVUPS     Y4, 64(SI)(R10*4)
+	VMOVUPS     Y5, 64(BX)(R10*4)
+	VCVTPH2PS   48(CX)(R10*2), Y5
+	VMULPS      Y5, Y0, Y3
+	VMULPS      Y5, Y1, Y4
+	VMULPS      Y5, Y2, Y5
+	VMOVUPS     Y3, 96(DX)(R10*4)
+	VMOVUPS     Y4, 96(SI)(R10*4)
+	VMOVUPS     Y5, 96(BX)(R10*4)
+	ADDQ        $0x20, R10
+	JMP         mvRF16_3x1_set_loop
+
+mvRF16_3x1_set_loop1:
+	CMPQ      R10, DI
+	JGE       mvRF16_3x1_done
+	VCVTPH2PS (CX)(R10*2), Y5
+	VMULPS    Y5, Y0, Y3
+	VMULPS    Y5, Y1, Y4
+	VMULPS    Y5, Y2, Y5
+	VMOVUPS   Y3, (DX)(R10*4)
+	VMOVUPS   Y4, (SI)(R10*4)
+	VMOVUPS   Y5, (BX)(R10*4)
+	ADDQ      $0x08, R10
+	JMP       mvRF16_3x1_set_loop1
+
+mvRF16_3x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_3x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	XORQ   R8, R8
+// func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_3x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), R8
+	LEAQ         (R8)(DI*1), DI
+	MOVQ         n+48(FP), R9
+	ANDQ         $-8, R9
+	MOVQ         acc+56(FP), R10
+	MOVQ         R9, R11
+	ANDQ         $-32, R11
+	XORQ         R12, R12
+	TESTQ        R10, R10
+	JZ           mvRF16_3x2_set
 
-mvNF16_3x2_loop:
-	CMPQ         R8, SI
-	JGE          mvNF16_3x2_done
-	VBROADCASTSS (AX)(R8*4), Y6
-	VBROADCASTSS (DI)(R8*4), Y7
-	VBROADCASTSS (DX)(R8*4), Y8
-	VCVTPH2PS    (CX), Y9
-	VFMADD231PS  Y9, Y6, Y0
-	VFMADD231PS  Y9, Y7, Y2
-	VFMADD231PS  Y9, Y8, Y4
-	VCVTPH2PS    16(CX), Y9
-	VFMADD231PS  Y9, Y6, Y1
-	VFMADD231PS  Y9, Y7, Y3
-	VFMADD231PS  Y9, Y8, Y5
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNF16_3x2_loop
+mvRF16_3x2_acc_loop:
+	CMPQ        R12, R11
+	JGE         mvRF16_3x2_acc_loop1
+	PREFETCHNTA (DX)(R12*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R12*2)
+	IMUL3Q      $0x00000001, BX, R10
+	SUBQ        R10, DX
+	VCVTPH2PS   (CX)(R12*2), Y7
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     (DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VCVTPH2PS   (AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	VCVTPH2PS   16(CX)(R12*2), Y7
+	VMOVUPS     32(SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     32(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     32(DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VCVTPH2PS   16(AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(DI)(R12*4)
+	VCVTPH2PS   32(CX)(R12*2), Y7
+	VMOVUPS     64(SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     64(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     64(DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VCVTPH2PS   32(AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(DI)(R12*4)
+	VCVTPH2PS   48(CX)(R12*2), Y7
+	VMOVUPS     96(SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     96(R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     96(DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VCVTPH2PS   48(AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(DI)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRF16_3x2_acc_loop
 
-mvNF16_3x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_3x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
+mvRF16_3x2_acc_loop1:
+	CMPQ        R12, R9
+	JGE         mvRF16_3x2_done
+	VCVTPH2PS   (CX)(R12*2), Y7
+	VMOVUPS     (SI)(R12*4), Y6
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (R8)(R12*4), Y8
+	VFMADD231PS Y7, Y2, Y8
+	VMOVUPS     (DI)(R12*4), Y10
+	VFMADD231PS Y7, Y4, Y10
+	VCVTPH2PS   (AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	ADDQ        $0x08, R12
+	JMP         mvRF16_3x2_acc_loop1
 
-mvNF16_3x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
+mvRF16_3x2_set:
+mvRF16_3x2_set_loop:
+	CMPQ        R12, R11
+	JGE         mvRF16_3x2_set_loop1
+	PREFETCHNTA (DX)(R12*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R12*2)
+	IMUL3Q      $0x00000001, BX, R10
+	SUBQ        R10, DX
+	VCVTPH2PS   (CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VCVTPH2PS   (AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, (SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, (R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, (DI)(R12*4)
+	VCVTPH2PS   16(CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VCVTPH2PS   16(AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 32(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 32(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 32(DI)(R12*4)
+	VCVTPH2PS   32(CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VCVTPH2PS   32(AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 64(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 64(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 64(DI)(R12*4)
+	VCVTPH2PS   48(CX)(R12*2), Y7
+	VMULPS      Y7, Y0, Y6
+	VMULPS      Y7, Y2, Y8
+	VMULPS      Y7, Y4, Y10
+	VCVTPH2PS   48(AX)(R12*2), Y11
+	VMULPS      Y11, Y1, Y7
+	VMULPS      Y11, Y3, Y9
+	VMULPS      Y11, Y5, Y11
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y6, 96(SI)(R12*4)
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y8, 96(R8)(R12*4)
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y10, 96(DI)(R12*4)
+	ADDQ        $0x20, R12
+	JMP         mvRF16_3x2_set_loop
+
+mvRF16_3x2_set_loop1:
+	CMPQ      R12, R9
+	JGE       mvRF16_3x2_done
+	VCVTPH2PS (CX)(R12*2), Y7
+	VMULPS    Y7, Y0, Y6
+	VMULPS    Y7, Y2, Y8
+	VMULPS    Y7, Y4, Y10
+	VCVTPH2PS (AX)(R12*2), Y11
+	VMULPS    Y11, Y1, Y7
+	VMULPS    Y11, Y3, Y9
+	VMULPS    Y11, Y5, Y11
+	VADDPS    Y7, Y6, Y6
+	VMOVUPS   Y6, (SI)(R12*4)
+	VADDPS    Y9, Y8, Y8
+	VMOVUPS   Y8, (R8)(R12*4)
+	VADDPS    Y11, Y10, Y10
+	VMOVUPS   Y10, (DI)(R12*4)
+	ADDQ      $0x08, R12
+	JMP       mvRF16_3x2_set_loop1
+
+mvRF16_3x2_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_3x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	XORQ   R8, R8
+// func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_3x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	VBROADCASTSS 4(AX), Y4
+	VBROADCASTSS 8(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	VBROADCASTSS 8(AX), Y8
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	IMUL3Q       $0x00000003, BX, SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	LEAQ         (DI)(R8*1), R9
+	LEAQ         (R9)(R8*1), R8
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-32, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRF16_3x3_set
 
-mvNF16_3x3_loop:
-	CMPQ         R8, SI
-	JGE          mvNF16_3x3_done
-	VBROADCASTSS (AX)(R8*4), Y9
-	VBROADCASTSS (DI)(R8*4), Y10
-	VBROADCASTSS (DX)(R8*4), Y11
-	VCVTPH2PS    (CX), Y12
-	VFMADD231PS  Y12, Y9, Y0
-	VFMADD231PS  Y12, Y10, Y3
-	VFMADD231PS  Y12, Y11, Y6
-	VCVTPH2PS    16(CX), Y12
-	VFMADD231PS  Y12, Y9, Y1
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y7
-	VCVTPH2PS    32(CX), Y12
-	VFMADD231PS  Y12, Y9, Y2
-	VFMADD231PS  Y12, Y10, Y5
-	VFMADD231PS  Y12, Y11, Y8
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNF16_3x3_loop
+mvRF16_3x3_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRF16_3x3_acc_loop1
+	PREFETCHNTA (SI)(R13*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*2)
+	IMUL3Q      $0x00000002, BX, R11
+	SUBQ        R11, SI
+	VCVTPH2PS   (CX)(R13*2), Y10
+	VMOVUPS     (DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     (R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     (R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VCVTPH2PS   (AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   (DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	VCVTPH2PS   16(CX)(R13*2), Y10
+	VMOVUPS     32(DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     32(R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     32(R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VCVTPH2PS   16(AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   16(DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 32(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 32(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 32(R8)(R13*4)
+	VCVTPH2PS   32(CX)(R13*2), Y10
+	VMOVUPS     64(DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     64(R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     64(R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VCVTPH2PS   32(AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   32(DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 64(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 64(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 64(R8)(R13*4)
+	VCVTPH2PS   48(CX)(R13*2), Y10
+	VMOVUPS     96(DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     96(R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     96(R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VCVTPH2PS   48(AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   48(DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 96(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 96(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 96(R8)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRF16_3x3_acc_loop
 
-mvNF16_3x3_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_3x3_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
-	VADDPS 32(DX), Y4, Y4
-	VADDPS 64(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	VADDPS 64(DX), Y8, Y8
+mvRF16_3x3_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF16_3x3_done
+	VCVTPH2PS   (CX)(R13*2), Y10
+	VMOVUPS     (DI)(R13*4), Y9
+	VFMADD231PS Y10, Y0, Y9
+	VMOVUPS     (R9)(R13*4), Y11
+	VFMADD231PS Y10, Y3, Y11
+	VMOVUPS     (R8)(R13*4), Y13
+	VFMADD231PS Y10, Y6, Y13
+	VCVTPH2PS   (AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   (DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF16_3x3_acc_loop1
 
-mvNF16_3x3_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VMOVUPS Y4, 32(AX)
-	VMOVUPS Y5, 64(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
-	VMOVUPS Y8, 64(AX)
+mvRF16_3x3_set:
+mvRF16_3x3_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRF16_3x3_set_loop1
+	PREFETCHNTA (SI)(R13*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*2)
+	ADDQ        BX, SI
+	PREFETCHNTA (SI)(R13*2)
+	IMUL3Q      $0x00000002, BX, R11
+	SUBQ        R11, SI
+	VCVTPH2PS   (CX)(R13*2), Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VCVTPH2PS   (AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   (DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	VCVTPH2PS   16(CX)(R13*2), Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VCVTPH2PS   16(AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   16(DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 32(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 32(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 32(R8)(R13*4)
+	VCVTPH2PS   32(CX)(R13*2), Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VCVTPH2PS   32(AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   32(DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 64(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 64(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 64(R8)(R13*4)
+	VCVTPH2PS   48(CX)(R13*2), Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VCVTPH2PS   48(AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   48(DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, 96(DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, 96(R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, 96(R8)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRF16_3x3_set_loop
+
+mvRF16_3x3_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF16_3x3_done
+	VCVTPH2PS   (CX)(R13*2), Y10
+	VMULPS      Y10, Y0, Y9
+	VMULPS      Y10, Y3, Y11
+	VMULPS      Y10, Y6, Y13
+	VCVTPH2PS   (AX)(R13*2), Y14
+	VMULPS      Y14, Y1, Y10
+	VMULPS      Y14, Y4, Y12
+	VMULPS      Y14, Y7, Y14
+	VCVTPH2PS   (DX)(R13*2), Y15
+	VFMADD231PS Y15, Y2, Y9
+	VFMADD231PS Y15, Y5, Y11
+	VFMADD231PS Y15, Y8, Y13
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y9, (DI)(R13*4)
+	VADDPS      Y12, Y11, Y11
+	VMOVUPS     Y11, (R9)(R13*4)
+	VADDPS      Y14, Y13, Y13
+	VMOVUPS     Y13, (R8)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF16_3x3_set_loop1
+
+mvRF16_3x3_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_3x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ   R8, R8
+// func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_3x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	VBROADCASTSS 8(AX), Y6
+	VBROADCASTSS 12(AX), Y7
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y8
+	VBROADCASTSS 4(AX), Y9
+	VBROADCASTSS 8(AX), Y10
+	VBROADCASTSS 12(AX), Y11
+	LEAQ         (CX)(BX*1), AX
+	LEAQ         (AX)(BX*1), DX
+	LEAQ         (DX)(BX*1), SI
+	IMUL3Q       $0x00000004, BX, DI
+	ADDQ         CX, DI
+	MOVQ         dst+0(FP), R8
+	MOVQ         ldd+8(FP), R9
+	SHLQ         $0x02, R9
+	LEAQ         (R8)(R9*1), R10
+	LEAQ         (R10)(R9*1), R9
+	MOVQ         n+48(FP), R11
+	ANDQ         $-8, R11
+	MOVQ         acc+56(FP), R12
+	MOVQ         R11, R13
+	ANDQ         $-32, R13
+	XORQ         R14, R14
+	TESTQ        R12, R12
+	JZ           mvRF16_3x4_set
 
-mvNF16_3x4_loop:
-	CMPQ         R8, SI
-	JGE          mvNF16_3x4_done
-	VBROADCASTSS (AX)(R8*4), Y12
-	VBROADCASTSS (DI)(R8*4), Y13
-	VBROADCASTSS (DX)(R8*4), Y14
-	VCVTPH2PS    (CX), Y15
-	VFMADD231PS  Y15, Y12, Y0
-	VFMADD231PS  Y15, Y13, Y4
-	VFMADD231PS  Y15, Y14, Y8
-	VCVTPH2PS    16(CX), Y15
-	VFMADD231PS  Y15, Y12, Y1
-	VFMADD231PS  Y15, Y13, Y5
-	VFMADD231PS  Y15, Y14, Y9
-	VCVTPH2PS    32(CX), Y15
-	VFMADD231PS  Y15, Y12, Y2
-	VFMADD231PS  Y15, Y13, Y6
-	VFMADD231PS  Y15, Y14, Y10
-	VCVTPH2PS    48(CX), Y15
-	VFMADD231PS  Y15, Y12, Y3
-	VFMADD231PS  Y15, Y13, Y7
-	VFMADD231PS  Y15, Y14, Y11
-	ADDQ         BX, CX
-	INCQ         R8
-	JMP          mvNF16_3x4_loop
+mvRF16_3x4_acc_loop:
+	CMPQ        R14, R13
+	JGE         mvRF16_3x4_acc_loop1
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	IMUL3Q      $0x00000003, BX, R12
+	SUBQ        R12, DI
+	VCVTPH2PS   (CX)(R14*2), Y15
+	VMOVUPS     (R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     (R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     (R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VCVTPH2PS   (AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   (DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   (SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	VCVTPH2PS   16(CX)(R14*2), Y15
+	VMOVUPS     32(R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     32(R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     32(R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VCVTPH2PS   16(AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   16(DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   16(SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 32(R8)(R14*4)
+	VMOVUPS     Y13, 32(R10)(R14*4)
+	VMOVUPS     Y14, 32(R9)(R14*4)
+	VCVTPH2PS   32(CX)(R14*2), Y15
+	VMOVUPS     64(R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     64(R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     64(R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VCVTPH2PS   32(AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   32(DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   32(SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 64(R8)(R14*4)
+	VMOVUPS     Y13, 64(R10)(R14*4)
+	VMOVUPS     Y14, 64(R9)(R14*4)
+	VCVTPH2PS   48(CX)(R14*2), Y15
+	VMOVUPS     96(R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     96(R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     96(R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VCVTPH2PS   48(AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   48(DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   48(SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 96(R8)(R14*4)
+	VMOVUPS     Y13, 96(R10)(R14*4)
+	VMOVUPS     Y14, 96(R9)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRF16_3x4_acc_loop
 
-mvNF16_3x4_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_3x4_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	VADDPS 64(DX), Y2, Y2
-	VADDPS 96(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	VADDPS 64(DX), Y6, Y6
-	VADDPS 96(DX), Y7, Y7
-	ADDQ   CX, DX
-	VADDPS (DX), Y8, Y8
-	VADDPS 32(DX), Y9, Y9
-	VADDPS 64(DX), Y10, Y10
-	VADDPS 96(DX), Y11, Y11
+mvRF16_3x4_acc_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF16_3x4_done
+	VCVTPH2PS   (CX)(R14*2), Y15
+	VMOVUPS     (R8)(R14*4), Y12
+	VFMADD231PS Y15, Y0, Y12
+	VMOVUPS     (R10)(R14*4), Y13
+	VFMADD231PS Y15, Y4, Y13
+	VMOVUPS     (R9)(R14*4), Y14
+	VFMADD231PS Y15, Y8, Y14
+	VCVTPH2PS   (AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   (DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   (SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF16_3x4_acc_loop1
 
-mvNF16_3x4_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	VMOVUPS Y2, 64(AX)
-	VMOVUPS Y3, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	VMOVUPS Y6, 64(AX)
-	VMOVUPS Y7, 96(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y8, (AX)
-	VMOVUPS Y9, 32(AX)
-	VMOVUPS Y10, 64(AX)
-	VMOVUPS Y11, 96(AX)
+mvRF16_3x4_set:
+mvRF16_3x4_set_loop:
+	CMPQ        R14, R13
+	JGE         mvRF16_3x4_set_loop1
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	ADDQ        BX, DI
+	PREFETCHNTA (DI)(R14*2)
+	IMUL3Q      $0x00000003, BX, R12
+	SUBQ        R12, DI
+	VCVTPH2PS   (CX)(R14*2), Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VCVTPH2PS   (AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   (DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   (SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	VCVTPH2PS   16(CX)(R14*2), Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VCVTPH2PS   16(AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   16(DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   16(SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 32(R8)(R14*4)
+	VMOVUPS     Y13, 32(R10)(R14*4)
+	VMOVUPS     Y14, 32(R9)(R14*4)
+	VCVTPH2PS   32(CX)(R14*2), Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VCVTPH2PS   32(AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   32(DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   32(SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 64(R8)(R14*4)
+	VMOVUPS     Y13, 64(R10)(R14*4)
+	VMOVUPS     Y14, 64(R9)(R14*4)
+	VCVTPH2PS   48(CX)(R14*2), Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VCVTPH2PS   48(AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   48(DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   48(SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, 96(R8)(R14*4)
+	VMOVUPS     Y13, 96(R10)(R14*4)
+	VMOVUPS     Y14, 96(R9)(R14*4)
+	ADDQ        $0x20, R14
+	JMP         mvRF16_3x4_set_loop
+
+mvRF16_3x4_set_loop1:
+	CMPQ        R14, R11
+	JGE         mvRF16_3x4_done
+	VCVTPH2PS   (CX)(R14*2), Y14
+	VMULPS      Y14, Y0, Y12
+	VMULPS      Y14, Y4, Y13
+	VMULPS      Y14, Y8, Y14
+	VCVTPH2PS   (AX)(R14*2), Y15
+	VFMADD231PS Y15, Y1, Y12
+	VFMADD231PS Y15, Y5, Y13
+	VFMADD231PS Y15, Y9, Y14
+	VCVTPH2PS   (DX)(R14*2), Y15
+	VFMADD231PS Y15, Y2, Y12
+	VFMADD231PS Y15, Y6, Y13
+	VFMADD231PS Y15, Y10, Y14
+	VCVTPH2PS   (SI)(R14*2), Y15
+	VFMADD231PS Y15, Y3, Y12
+	VFMADD231PS Y15, Y7, Y13
+	VFMADD231PS Y15, Y11, Y14
+	VMOVUPS     Y12, (R8)(R14*4)
+	VMOVUPS     Y13, (R10)(R14*4)
+	VMOVUPS     Y14, (R9)(R14*4)
+	ADDQ        $0x08, R14
+	JMP         mvRF16_3x4_set_loop1
+
+mvRF16_3x4_done:
 	VZEROUPPER
 	RET
 
 // func mvTF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_4x1(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -8650,31 +17123,87 @@ TEXT ·mvTF16_4x1(SB), NOSPLIT, $0-56
 	ANDQ   $-8, SI
 	SHLQ   $0x02, DX
 	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), BX
-	LEAQ   (BX)(DX*1), DI
-	LEAQ   (DI)(DX*1), DX
+	LEAQ   (AX)(DX*1), DI
+	LEAQ   (DI)(DX*1), R8
+	LEAQ   (R8)(DX*1), DX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	XORQ   R8, R8
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ   R9, R9
+	MOVQ   SI, R10
+	ANDQ   $-32, R10
+	IMUL3Q $0x00000001, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_4x1_loop:
-	CMPQ        R8, SI
-	JGE         mvTF16_4x1_done
-	VMOVUPS     (AX)(R8*4), Y4
-	VMOVUPS     (BX)(R8*4), Y5
-	VMOVUPS     (DI)(R8*4), Y6
-	VMOVUPS     (DX)(R8*4), Y7
-	VCVTPH2PS   (CX)(R8*2), Y8
-	VFMADD231PS Y4, Y8, Y0
-	VFMADD231PS Y5, Y8, Y1
-	VFMADD231PS Y6, Y8, Y2
-	VFMADD231PS Y7, Y8, Y3
-	ADDQ        $0x08, R8
+	CMPQ        R9, R10
+	JGE         mvTF16_4x1_loop1
+	PREFETCHNTA (BX)
+	ADDQ        $0x00000040, BX
+	VMOVUPS     (AX)(R9*4), Y8
+	VMOVUPS     (DI)(R9*4), Y9
+	VMOVUPS     (R8)(R9*4), Y10
+	VMOVUPS     (DX)(R9*4), Y11
+	VCVTPH2PS   (CX)(R9*2), Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VMOVUPS     32(AX)(R9*4), Y8
+	VMOVUPS     32(DI)(R9*4), Y9
+	VMOVUPS     32(R8)(R9*4), Y10
+	VMOVUPS     32(DX)(R9*4), Y11
+	VCVTPH2PS   16(CX)(R9*2), Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	VMOVUPS     64(AX)(R9*4), Y8
+	VMOVUPS     64(DI)(R9*4), Y9
+	VMOVUPS     64(R8)(R9*4), Y10
+	VMOVUPS     64(DX)(R9*4), Y11
+	VCVTPH2PS   32(CX)(R9*2), Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VMOVUPS     96(AX)(R9*4), Y8
+	VMOVUPS     96(DI)(R9*4), Y9
+	VMOVUPS     96(R8)(R9*4), Y10
+	VMOVUPS     96(DX)(R9*4), Y11
+	VCVTPH2PS   48(CX)(R9*2), Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	ADDQ        $0x20, R9
 	JMP         mvTF16_4x1_loop
 
+mvTF16_4x1_loop1:
+	CMPQ        R9, SI
+	JGE         mvTF16_4x1_done
+	VMOVUPS     (AX)(R9*4), Y8
+	VMOVUPS     (DI)(R9*4), Y9
+	VMOVUPS     (R8)(R9*4), Y10
+	VMOVUPS     (DX)(R9*4), Y11
+	VCVTPH2PS   (CX)(R9*2), Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	ADDQ        $0x08, R9
+	JMP         mvTF16_4x1_loop1
+
 mvTF16_4x1_done:
+	VADDPS       Y4, Y0, Y0
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
 	MOVQ         dst+0(FP), AX
 	MOVQ         ldd+8(FP), CX
 	SHLQ         $0x02, CX
@@ -8705,7 +17234,7 @@ mvTF16_4x1_done:
 	RET
 
 // func mvTF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
+// Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_4x2(SB), NOSPLIT, $0-56
 	MOVQ   x+16(FP), AX
 	MOVQ   w+32(FP), CX
@@ -8718,7 +17247,7 @@ TEXT ·mvTF16_4x2(SB), NOSPLIT, $0-56
 	LEAQ   (AX)(DX*1), DI
 	LEAQ   (DI)(DX*1), R8
 	LEAQ   (R8)(DX*1), DX
-	LEAQ   (CX)(BX*1), BX
+	LEAQ   (CX)(BX*1), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -8727,27 +17256,96 @@ TEXT ·mvTF16_4x2(SB), NOSPLIT, $0-56
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
 	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+	XORQ   R10, R10
+	MOVQ   SI, R11
+	ANDQ   $-32, R11
+	IMUL3Q $0x00000002, BX, BX
+	ADDQ   CX, BX
 
 mvTF16_4x2_loop:
-	CMPQ        R9, SI
-	JGE         mvTF16_4x2_done
-	VMOVUPS     (AX)(R9*4), Y8
-	VMOVUPS     (DI)(R9*4), Y9
-	VMOVUPS     (R8)(R9*4), Y10
-	VMOVUPS     (DX)(R9*4), Y11
-	VCVTPH2PS   (CX)(R9*2), Y12
+	CMPQ        R10, R11
+	JGE         mvTF16_4x2_loop1
+	PREFETCHNTA (BX)
+	PREFETCHNTA 64(BX)
+	ADDQ        $0x00000080, BX
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DI)(R10*4), Y9
+	VMOVUPS     (R8)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VCVTPH2PS   (CX)(R10*2), Y12
 	VFMADD231PS Y8, Y12, Y0
 	VFMADD231PS Y9, Y12, Y1
 	VFMADD231PS Y10, Y12, Y2
 	VFMADD231PS Y11, Y12, Y3
-	VCVTPH2PS   (BX)(R9*2), Y12
+	VCVTPH2PS   (R9)(R10*2), Y12
 	VFMADD231PS Y8, Y12, Y4
 	VFMADD231PS Y9, Y12, Y5
 	VFMADD231PS Y10, Y12, Y6
 	VFMADD231PS Y11, Y12, Y7
-	ADDQ        $0x08, R9
+	VMOVUPS     32(AX)(R10*4), Y8
+	VMOVUPS     32(DI)(R10*4), Y9
+	VMOVUPS     32(R8)(R10*4), Y10
+	VMOVUPS     32(DX)(R10*4), Y11
+	VCVTPH2PS   16(CX)(R10*2), Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VCVTPH2PS   16(R9)(R10*2), Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	VMOVUPS     64(AX)(R10*4), Y8
+	VMOVUPS     64(DI)(R10*4), Y9
+	VMOVUPS     64(R8)(R10*4), Y10
+	VMOVUPS     64(DX)(R10*4), Y11
+	VCVTPH2PS   32(CX)(R10*2), Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VCVTPH2PS   32(R9)(R10*2), Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	VMOVUPS     96(AX)(R10*4), Y8
+	VMOVUPS     96(DI)(R10*4), Y9
+	VMOVUPS     96(R8)(R10*4), Y10
+	VMOVUPS     96(DX)(R10*4), Y11
+	VCVTPH2PS   48(CX)(R10*2), Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VCVTPH2PS   48(R9)(R10*2), Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	ADDQ        $0x20, R10
 	JMP         mvTF16_4x2_loop
+
+mvTF16_4x2_loop1:
+	CMPQ        R10, SI
+	JGE         mvTF16_4x2_done
+	VMOVUPS     (AX)(R10*4), Y8
+	VMOVUPS     (DI)(R10*4), Y9
+	VMOVUPS     (R8)(R10*4), Y10
+	VMOVUPS     (DX)(R10*4), Y11
+	VCVTPH2PS   (CX)(R10*2), Y12
+	VFMADD231PS Y8, Y12, Y0
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y12, Y2
+	VFMADD231PS Y11, Y12, Y3
+	VCVTPH2PS   (R9)(R10*2), Y12
+	VFMADD231PS Y8, Y12, Y4
+	VFMADD231PS Y9, Y12, Y5
+	VFMADD231PS Y10, Y12, Y6
+	VFMADD231PS Y11, Y12, Y7
+	ADDQ        $0x08, R10
+	JMP         mvTF16_4x2_loop1
 
 mvTF16_4x2_done:
 	MOVQ         dst+0(FP), AX
@@ -8799,265 +17397,414 @@ mvTF16_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvTF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvTF16_4x3(SB), NOSPLIT, $0-56
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	ANDQ   $-8, SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	LEAQ   (CX)(BX*1), R9
-	LEAQ   (R9)(BX*1), BX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	VXORPS Y8, Y8, Y8
-	VXORPS Y9, Y9, Y9
-	VXORPS Y10, Y10, Y10
-	VXORPS Y11, Y11, Y11
-	XORQ   R10, R10
+// func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_4x1(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y3
+	IMUL3Q       $0x00000001, BX, AX
+	ADDQ         CX, AX
+	MOVQ         dst+0(FP), DX
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	LEAQ         (DX)(BX*1), SI
+	LEAQ         (SI)(BX*1), DI
+	LEAQ         (DI)(BX*1), BX
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	MOVQ         R8, R10
+	ANDQ         $-32, R10
+	XORQ         R11, R11
+	TESTQ        R9, R9
+	JZ           mvRF16_4x1_set
 
-mvTF16_4x3_loop:
-	CMPQ        R10, SI
-	JGE         mvTF16_4x3_done
-	VCVTPH2PS   (CX)(R10*2), Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y0
-	VFMADD231PS (DI)(R10*4), Y12, Y1
-	VFMADD231PS (R8)(R10*4), Y12, Y2
-	VFMADD231PS (DX)(R10*4), Y12, Y3
-	VCVTPH2PS   (R9)(R10*2), Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y4
-	VFMADD231PS (DI)(R10*4), Y12, Y5
-	VFMADD231PS (R8)(R10*4), Y12, Y6
-	VFMADD231PS (DX)(R10*4), Y12, Y7
-	VCVTPH2PS   (BX)(R10*2), Y12
-	VFMADD231PS (AX)(R10*4), Y12, Y8
-	VFMADD231PS (DI)(R10*4), Y12, Y9
-	VFMADD231PS (R8)(R10*4), Y12, Y10
-	VFMADD231PS (DX)(R10*4), Y12, Y11
-	ADDQ        $0x08, R10
-	JMP         mvTF16_4x3_loop
+mvRF16_4x1_acc_loop:
+	CMPQ        R11, R10
+	JGE         mvRF16_4x1_acc_loop1
+	PREFETCHNTA (AX)(R11*2)
+	VCVTPH2PS   (CX)(R11*2), Y8
+	VMOVUPS     (DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     (SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	VCVTPH2PS   16(CX)(R11*2), Y8
+	VMOVUPS     32(DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     32(SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     32(DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     32(BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, 32(DX)(R11*4)
+	VMOVUPS     Y5, 32(SI)(R11*4)
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VMOVUPS     Y7, 32(BX)(R11*4)
+	VCVTPH2PS   32(CX)(R11*2), Y8
+	VMOVUPS     64(DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     64(SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     64(DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     64(BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, 64(DX)(R11*4)
+	VMOVUPS     Y5, 64(SI)(R11*4)
+	VMOVUPS     Y6, 64(DI)(R11*4)
+	VMOVUPS     Y7, 64(BX)(R11*4)
+	VCVTPH2PS   48(CX)(R11*2), Y8
+	VMOVUPS     96(DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     96(SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     96(DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     96(BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, 96(DX)(R11*4)
+	VMOVUPS     Y5, 96(SI)(R11*4)
+	VMOVUPS     Y6, 96(DI)(R11*4)
+	VMOVUPS     Y7, 96(BX)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRF16_4x1_acc_loop
 
-mvTF16_4x3_done:
-	MOVQ         dst+0(FP), AX
-	MOVQ         ldd+8(FP), CX
-	SHLQ         $0x02, CX
-	VEXTRACTF128 $0x01, Y0, X12
-	VADDPS       X0, X12, X12
-	VHADDPS      X12, X12, X12
-	VHADDPS      X12, X12, X12
-	VMOVSS       X12, (AX)
-	VEXTRACTF128 $0x01, Y4, X0
-	VADDPS       X4, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y8, X0
-	VADDPS       X8, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y1, X0
-	VADDPS       X1, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y5, X0
-	VADDPS       X5, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y9, X0
-	VADDPS       X9, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPS       X2, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y6, X0
-	VADDPS       X6, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y10, X0
-	VADDPS       X10, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
-	ADDQ         CX, AX
-	VEXTRACTF128 $0x01, Y3, X0
-	VADDPS       X3, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, (AX)
-	VEXTRACTF128 $0x01, Y7, X0
-	VADDPS       X7, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 4(AX)
-	VEXTRACTF128 $0x01, Y11, X0
-	VADDPS       X11, X0, X0
-	VHADDPS      X0, X0, X0
-	VHADDPS      X0, X0, X0
-	VMOVSS       X0, 8(AX)
+mvRF16_4x1_acc_loop1:
+	CMPQ        R11, R8
+	JGE         mvRF16_4x1_done
+	VCVTPH2PS   (CX)(R11*2), Y8
+	VMOVUPS     (DX)(R11*4), Y4
+	VFMADD231PS Y8, Y0, Y4
+	VMOVUPS     (SI)(R11*4), Y5
+	VFMADD231PS Y8, Y1, Y5
+	VMOVUPS     (DI)(R11*4), Y6
+	VFMADD231PS Y8, Y2, Y6
+	VMOVUPS     (BX)(R11*4), Y7
+	VFMADD231PS Y8, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	ADDQ        $0x08, R11
+	JMP         mvRF16_4x1_acc_loop1
+
+mvRF16_4x1_set:
+mvRF16_4x1_set_loop:
+	CMPQ        R11, R10
+	JGE         mvRF16_4x1_set_loop1
+	PREFETCHNTA (AX)(R11*2)
+	VCVTPH2PS   (CX)(R11*2), Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, (DX)(R11*4)
+	VMOVUPS     Y5, (SI)(R11*4)
+	VMOVUPS     Y6, (DI)(R11*4)
+	VMOVUPS     Y7, (BX)(R11*4)
+	VCVTPH2PS   16(CX)(R11*2), Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, 32(DX)(R11*4)
+	VMOVUPS     Y5, 32(SI)(R11*4)
+	VMOVUPS     Y6, 32(DI)(R11*4)
+	VMOVUPS     Y7, 32(BX)(R11*4)
+	VCVTPH2PS   32(CX)(R11*2), Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, 64(DX)(R11*4)
+	VMOVUPS     Y5, 64(SI)(R11*4)
+	VMOVUPS     Y6, 64(DI)(R11*4)
+	VMOVUPS     Y7, 64(BX)(R11*4)
+	VCVTPH2PS   48(CX)(R11*2), Y7
+	VMULPS      Y7, Y0, Y4
+	VMULPS      Y7, Y1, Y5
+	VMULPS      Y7, Y2, Y6
+	VMULPS      Y7, Y3, Y7
+	VMOVUPS     Y4, 96(DX)(R11*4)
+	VMOVUPS     Y5, 96(SI)(R11*4)
+	VMOVUPS     Y6, 96(DI)(R11*4)
+	VMOVUPS     Y7, 96(BX)(R11*4)
+	ADDQ        $0x20, R11
+	JMP         mvRF16_4x1_set_loop
+
+mvRF16_4x1_set_loop1:
+	CMPQ      R11, R8
+	JGE       mvRF16_4x1_done
+	VCVTPH2PS (CX)(R11*2), Y7
+	VMULPS    Y7, Y0, Y4
+	VMULPS    Y7, Y1, Y5
+	VMULPS    Y7, Y2, Y6
+	VMULPS    Y7, Y3, Y7
+	VMOVUPS   Y4, (DX)(R11*4)
+	VMOVUPS   Y5, (SI)(R11*4)
+	VMOVUPS   Y6, (DI)(R11*4)
+	VMOVUPS   Y7, (BX)(R11*4)
+	ADDQ      $0x08, R11
+	JMP       mvRF16_4x1_set_loop1
+
+mvRF16_4x1_done:
 	VZEROUPPER
 	RET
 
-// func mvNF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_4x1(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	XORQ   R9, R9
+// func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, F16C, FMA3, MMX+
+TEXT ·mvRF16_4x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         w+32(FP), CX
+	MOVQ         ldx+24(FP), DX
+	MOVQ         ldw+40(FP), BX
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y2
+	VBROADCASTSS 4(AX), Y3
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y4
+	VBROADCASTSS 4(AX), Y5
+	ADDQ         DX, AX
+	VBROADCASTSS (AX), Y6
+	VBROADCASTSS 4(AX), Y7
+	LEAQ         (CX)(BX*1), AX
+	IMUL3Q       $0x00000002, BX, DX
+	ADDQ         CX, DX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	LEAQ         (SI)(DI*1), R8
+	LEAQ         (R8)(DI*1), R9
+	LEAQ         (R9)(DI*1), DI
+	MOVQ         n+48(FP), R10
+	ANDQ         $-8, R10
+	MOVQ         acc+56(FP), R11
+	MOVQ         R10, R12
+	ANDQ         $-32, R12
+	XORQ         R13, R13
+	TESTQ        R11, R11
+	JZ           mvRF16_4x2_set
 
-mvNF16_4x1_loop:
-	CMPQ         R9, SI
-	JGE          mvNF16_4x1_done
-	VBROADCASTSS (AX)(R9*4), Y4
-	VBROADCASTSS (DI)(R9*4), Y5
-	VBROADCASTSS (R8)(R9*4), Y6
-	VBROADCASTSS (DX)(R9*4), Y7
-	VCVTPH2PS    (CX), Y8
-	VFMADD231PS  Y8, Y4, Y0
-	VFMADD231PS  Y8, Y5, Y1
-	VFMADD231PS  Y8, Y6, Y2
-	VFMADD231PS  Y8, Y7, Y3
-	ADDQ         BX, CX
-	INCQ         R9
-	JMP          mvNF16_4x1_loop
+mvRF16_4x2_acc_loop:
+	CMPQ        R13, R12
+	JGE         mvRF16_4x2_acc_loop1
+	PREFETCHNTA (DX)(R13*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R13*2)
+	IMUL3Q      $0x00000001, BX, R11
+	SUBQ        R11, DX
+	VCVTPH2PS   (CX)(R13*2), Y12
+	VMOVUPS     (SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     (R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     (DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VCVTPH2PS   (AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	VCVTPH2PS   16(CX)(R13*2), Y12
+	VMOVUPS     32(SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     32(R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     32(R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     32(DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VCVTPH2PS   16(AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 32(SI)(R13*4)
+	VMOVUPS     Y9, 32(R8)(R13*4)
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VMOVUPS     Y11, 32(DI)(R13*4)
+	VCVTPH2PS   32(CX)(R13*2), Y12
+	VMOVUPS     64(SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     64(R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     64(R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     64(DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VCVTPH2PS   32(AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 64(SI)(R13*4)
+	VMOVUPS     Y9, 64(R8)(R13*4)
+	VMOVUPS     Y10, 64(R9)(R13*4)
+	VMOVUPS     Y11, 64(DI)(R13*4)
+	VCVTPH2PS   48(CX)(R13*2), Y12
+	VMOVUPS     96(SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     96(R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     96(R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     96(DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VCVTPH2PS   48(AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 96(SI)(R13*4)
+	VMOVUPS     Y9, 96(R8)(R13*4)
+	VMOVUPS     Y10, 96(R9)(R13*4)
+	VMOVUPS     Y11, 96(DI)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRF16_4x2_acc_loop
 
-mvNF16_4x1_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_4x1_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	ADDQ   CX, DX
-	VADDPS (DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	ADDQ   CX, DX
-	VADDPS (DX), Y3, Y3
+mvRF16_4x2_acc_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF16_4x2_done
+	VCVTPH2PS   (CX)(R13*2), Y12
+	VMOVUPS     (SI)(R13*4), Y8
+	VFMADD231PS Y12, Y0, Y8
+	VMOVUPS     (R8)(R13*4), Y9
+	VFMADD231PS Y12, Y2, Y9
+	VMOVUPS     (R9)(R13*4), Y10
+	VFMADD231PS Y12, Y4, Y10
+	VMOVUPS     (DI)(R13*4), Y11
+	VFMADD231PS Y12, Y6, Y11
+	VCVTPH2PS   (AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF16_4x2_acc_loop1
 
-mvNF16_4x1_store:
-	VMOVUPS Y0, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y1, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Y3, (AX)
-	VZEROUPPER
-	RET
+mvRF16_4x2_set:
+mvRF16_4x2_set_loop:
+	CMPQ        R13, R12
+	JGE         mvRF16_4x2_set_loop1
+	PREFETCHNTA (DX)(R13*2)
+	ADDQ        BX, DX
+	PREFETCHNTA (DX)(R13*2)
+	IMUL3Q      $0x00000001, BX, R11
+	SUBQ        R11, DX
+	VCVTPH2PS   (CX)(R13*2), Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VCVTPH2PS   (AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	VCVTPH2PS   16(CX)(R13*2), Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VCVTPH2PS   16(AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 32(SI)(R13*4)
+	VMOVUPS     Y9, 32(R8)(R13*4)
+	VMOVUPS     Y10, 32(R9)(R13*4)
+	VMOVUPS     Y11, 32(DI)(R13*4)
+	VCVTPH2PS   32(CX)(R13*2), Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VCVTPH2PS   32(AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 64(SI)(R13*4)
+	VMOVUPS     Y9, 64(R8)(R13*4)
+	VMOVUPS     Y10, 64(R9)(R13*4)
+	VMOVUPS     Y11, 64(DI)(R13*4)
+	VCVTPH2PS   48(CX)(R13*2), Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VCVTPH2PS   48(AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, 96(SI)(R13*4)
+	VMOVUPS     Y9, 96(R8)(R13*4)
+	VMOVUPS     Y10, 96(R9)(R13*4)
+	VMOVUPS     Y11, 96(DI)(R13*4)
+	ADDQ        $0x20, R13
+	JMP         mvRF16_4x2_set_loop
 
-// func mvNF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
-// Requires: AVX, F16C, FMA3
-TEXT ·mvNF16_4x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   w+32(FP), CX
-	MOVQ   ldx+24(FP), DX
-	MOVQ   ldw+40(FP), BX
-	MOVQ   k+48(FP), SI
-	SHLQ   $0x02, DX
-	SHLQ   $0x01, BX
-	LEAQ   (AX)(DX*1), DI
-	LEAQ   (DI)(DX*1), R8
-	LEAQ   (R8)(DX*1), DX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	VXORPS Y4, Y4, Y4
-	VXORPS Y5, Y5, Y5
-	VXORPS Y6, Y6, Y6
-	VXORPS Y7, Y7, Y7
-	XORQ   R9, R9
+mvRF16_4x2_set_loop1:
+	CMPQ        R13, R10
+	JGE         mvRF16_4x2_done
+	VCVTPH2PS   (CX)(R13*2), Y11
+	VMULPS      Y11, Y0, Y8
+	VMULPS      Y11, Y2, Y9
+	VMULPS      Y11, Y4, Y10
+	VMULPS      Y11, Y6, Y11
+	VCVTPH2PS   (AX)(R13*2), Y12
+	VFMADD231PS Y12, Y1, Y8
+	VFMADD231PS Y12, Y3, Y9
+	VFMADD231PS Y12, Y5, Y10
+	VFMADD231PS Y12, Y7, Y11
+	VMOVUPS     Y8, (SI)(R13*4)
+	VMOVUPS     Y9, (R8)(R13*4)
+	VMOVUPS     Y10, (R9)(R13*4)
+	VMOVUPS     Y11, (DI)(R13*4)
+	ADDQ        $0x08, R13
+	JMP         mvRF16_4x2_set_loop1
 
-mvNF16_4x2_loop:
-	CMPQ         R9, SI
-	JGE          mvNF16_4x2_done
-	VBROADCASTSS (AX)(R9*4), Y8
-	VBROADCASTSS (DI)(R9*4), Y9
-	VBROADCASTSS (R8)(R9*4), Y10
-	VBROADCASTSS (DX)(R9*4), Y11
-	VCVTPH2PS    (CX), Y12
-	VFMADD231PS  Y12, Y8, Y0
-	VFMADD231PS  Y12, Y9, Y2
-	VFMADD231PS  Y12, Y10, Y4
-	VFMADD231PS  Y12, Y11, Y6
-	VCVTPH2PS    16(CX), Y12
-	VFMADD231PS  Y12, Y8, Y1
-	VFMADD231PS  Y12, Y9, Y3
-	VFMADD231PS  Y12, Y10, Y5
-	VFMADD231PS  Y12, Y11, Y7
-	ADDQ         BX, CX
-	INCQ         R9
-	JMP          mvNF16_4x2_loop
-
-mvNF16_4x2_done:
-	MOVQ   dst+0(FP), AX
-	MOVQ   ldd+8(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   acc+56(FP), DX
-	TESTQ  DX, DX
-	JZ     mvNF16_4x2_store
-	MOVQ   AX, DX
-	VADDPS (DX), Y0, Y0
-	VADDPS 32(DX), Y1, Y1
-	ADDQ   CX, DX
-	VADDPS (DX), Y2, Y2
-	VADDPS 32(DX), Y3, Y3
-	ADDQ   CX, DX
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	ADDQ   CX, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-
-mvNF16_4x2_store:
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y2, (AX)
-	VMOVUPS Y3, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y4, (AX)
-	VMOVUPS Y5, 32(AX)
-	ADDQ    CX, AX
-	VMOVUPS Y6, (AX)
-	VMOVUPS Y7, 32(AX)
+mvRF16_4x2_done:
 	VZEROUPPER
 	RET
 

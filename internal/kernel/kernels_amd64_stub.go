@@ -114,211 +114,133 @@ func mvTF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 func mvTF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvTF32_1x3 computes 1 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
+// mvRF32_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for r := 0; r < 3; r++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * w[r*ldw+i]
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF32_1x4 computes 1 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 4; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * w[r*ldw+i]
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF32_1x5 computes 1 token(s) x 5 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 5; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * w[r*ldw+i]
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF32_1x6 computes 1 token(s) x 6 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 6; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * w[r*ldw+i]
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF32_1x7 computes 1 token(s) x 7 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 7; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * w[r*ldw+i]
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF32_1x8 computes 1 token(s) x 8 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 8; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * w[r*ldw+i]
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvNF32_1x1 computes 1 token(s) x 8 columns of dst (+)= x·w over k rows of w:
-//
-//	for t := 0; t < 1; t++ {
-//		for j := 0; j < 8; j++ {
-//			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_1x2 computes 1 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRF32_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_1x3 computes 1 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRF32_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_1x4 computes 1 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRF32_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_1x5 computes 1 token(s) x 40 columns of dst (+)= x·w over k rows of w:
+// mvRF32_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 40; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_1x6 computes 1 token(s) x 48 columns of dst (+)= x·w over k rows of w:
+// mvRF32_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 48; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_1x7 computes 1 token(s) x 56 columns of dst (+)= x·w over k rows of w:
+// mvRF32_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 56; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_1x8 computes 1 token(s) x 64 columns of dst (+)= x·w over k rows of w:
+// mvRF32_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 64; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF32_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -372,101 +294,101 @@ func mvTF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 func mvTF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvNF32_2x1 computes 2 token(s) x 8 columns of dst (+)= x·w over k rows of w:
+// mvRF32_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 8; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_2x2 computes 2 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRF32_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_2x3 computes 2 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRF32_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_2x4 computes 2 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRF32_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_2x5 computes 2 token(s) x 40 columns of dst (+)= x·w over k rows of w:
+// mvRF32_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 40; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_2x6 computes 2 token(s) x 48 columns of dst (+)= x·w over k rows of w:
+// mvRF32_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 48; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF32_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -520,69 +442,69 @@ func mvTF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 func mvTF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvNF32_3x1 computes 3 token(s) x 8 columns of dst (+)= x·w over k rows of w:
+// mvRF32_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 8; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_3x2 computes 3 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRF32_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_3x3 computes 3 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRF32_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_3x4 computes 3 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRF32_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF32_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -610,50 +532,37 @@ func mvTF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 func mvTF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvTF32_4x3 computes 4 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
+// mvRF32_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
-//		for r := 0; r < 3; r++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * w[r*ldw+i]
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvNF32_4x1 computes 4 token(s) x 8 columns of dst (+)= x·w over k rows of w:
-//
-//	for t := 0; t < 4; t++ {
-//		for j := 0; j < 8; j++ {
-//			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF32_4x2 computes 4 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRF32_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTF32 transposes and widens 16 weight rows × kc&^7 columns into a panel:
 //
@@ -699,211 +608,133 @@ func mvTBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //	}
 func mvTBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvTBF16_1x3 computes 1 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
+// mvRBF16_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for r := 0; r < 3; r++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * bf16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTBF16_1x4 computes 1 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 4; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * bf16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTBF16_1x5 computes 1 token(s) x 5 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 5; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * bf16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTBF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTBF16_1x6 computes 1 token(s) x 6 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 6; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * bf16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTBF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTBF16_1x7 computes 1 token(s) x 7 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 7; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * bf16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTBF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTBF16_1x8 computes 1 token(s) x 8 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 8; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * bf16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTBF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvNBF16_1x1 computes 1 token(s) x 8 columns of dst (+)= x·w over k rows of w:
-//
-//	for t := 0; t < 1; t++ {
-//		for j := 0; j < 8; j++ {
-//			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_1x2 computes 1 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_1x3 computes 1 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_1x4 computes 1 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_1x5 computes 1 token(s) x 40 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 40; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_1x6 computes 1 token(s) x 48 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 48; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_1x7 computes 1 token(s) x 56 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 56; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_1x8 computes 1 token(s) x 64 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 64; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTBF16_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -957,101 +788,101 @@ func mvTBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //	}
 func mvTBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvNBF16_2x1 computes 2 token(s) x 8 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 8; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_2x2 computes 2 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_2x3 computes 2 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_2x4 computes 2 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_2x5 computes 2 token(s) x 40 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 40; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_2x6 computes 2 token(s) x 48 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 48; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTBF16_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1105,69 +936,69 @@ func mvTBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //	}
 func mvTBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvNBF16_3x1 computes 3 token(s) x 8 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 8; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_3x2 computes 3 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_3x3 computes 3 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_3x4 computes 3 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTBF16_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1195,50 +1026,37 @@ func mvTBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //	}
 func mvTBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvTBF16_4x3 computes 4 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
+// mvRBF16_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
-//		for r := 0; r < 3; r++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * bf16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvNBF16_4x1 computes 4 token(s) x 8 columns of dst (+)= x·w over k rows of w:
-//
-//	for t := 0; t < 4; t++ {
-//		for j := 0; j < 8; j++ {
-//			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNBF16_4x2 computes 4 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRBF16_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTBF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
 //
@@ -1284,211 +1102,133 @@ func mvTF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 func mvTF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvTF16_1x3 computes 1 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
+// mvRF16_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for r := 0; r < 3; r++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * f16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF16_1x4 computes 1 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 4; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * f16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF16_1x5 computes 1 token(s) x 5 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 5; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * f16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF16_1x6 computes 1 token(s) x 6 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 6; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * f16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF16_1x7 computes 1 token(s) x 7 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 7; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * f16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvTF16_1x8 computes 1 token(s) x 8 weight row(s) of dst = x·wᵀ over k&^7 columns:
-//
-//	for t := 0; t < 1; t++ {
-//		for r := 0; r < 8; r++ {
-//			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * f16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvNF16_1x1 computes 1 token(s) x 8 columns of dst (+)= x·w over k rows of w:
-//
-//	for t := 0; t < 1; t++ {
-//		for j := 0; j < 8; j++ {
-//			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_1x2 computes 1 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRF16_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_1x3 computes 1 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRF16_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_1x4 computes 1 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRF16_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_1x5 computes 1 token(s) x 40 columns of dst (+)= x·w over k rows of w:
+// mvRF16_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 40; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_1x6 computes 1 token(s) x 48 columns of dst (+)= x·w over k rows of w:
+// mvRF16_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 48; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_1x7 computes 1 token(s) x 56 columns of dst (+)= x·w over k rows of w:
+// mvRF16_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 56; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_1x8 computes 1 token(s) x 64 columns of dst (+)= x·w over k rows of w:
+// mvRF16_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
-//		for j := 0; j < 64; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF16_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1542,101 +1282,101 @@ func mvTF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 func mvTF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvNF16_2x1 computes 2 token(s) x 8 columns of dst (+)= x·w over k rows of w:
+// mvRF16_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 8; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_2x2 computes 2 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRF16_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_2x3 computes 2 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRF16_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_2x4 computes 2 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRF16_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_2x5 computes 2 token(s) x 40 columns of dst (+)= x·w over k rows of w:
+// mvRF16_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 40; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_2x6 computes 2 token(s) x 48 columns of dst (+)= x·w over k rows of w:
+// mvRF16_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 2; t++ {
-//		for j := 0; j < 48; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF16_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1690,69 +1430,69 @@ func mvTF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 func mvTF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvNF16_3x1 computes 3 token(s) x 8 columns of dst (+)= x·w over k rows of w:
+// mvRF16_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 8; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_3x2 computes 3 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRF16_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_3x3 computes 3 token(s) x 24 columns of dst (+)= x·w over k rows of w:
+// mvRF16_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 24; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_3x4 computes 3 token(s) x 32 columns of dst (+)= x·w over k rows of w:
+// mvRF16_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
-//		for j := 0; j < 32; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF16_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1780,50 +1520,37 @@ func mvTF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 func mvTF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvTF16_4x3 computes 4 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
+// mvRF16_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
-//		for r := 0; r < 3; r++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k&^7; i++ {
-//				s += x[t*ldx+i] * f16(w[r*ldw+i])
-//			}
-//			dst[t*ldd+r] = s
-//		}
-//	}
-func mvTF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-
-// mvNF16_4x1 computes 4 token(s) x 8 columns of dst (+)= x·w over k rows of w:
-//
-//	for t := 0; t < 4; t++ {
-//		for j := 0; j < 8; j++ {
-//			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 1; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvNF16_4x2 computes 4 token(s) x 16 columns of dst (+)= x·w over k rows of w:
+// mvRF16_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
-//		for j := 0; j < 16; j++ {
+//		for j := 0; j < n&^7; j++ {
 //			var s float32
-//			for i := 0; i < k; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
 //			if acc != 0 {
-//				s += dst[t*ldd+j]
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
 //			dst[t*ldd+j] = s
 //		}
 //	}
-func mvNF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
 //

@@ -15,8 +15,9 @@ import (
 type (
 	// mvTFunc: dst[t*ldd+r] = Σ_{i < k&^7} x[t*ldx+i]·w[r*ldw+i] for a fixed T×R block.
 	mvTFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
-	// mvNFunc: dst[t*ldd+j] (+)= Σ_{i < k} x[t*ldx+i]·w[i*ldw+j] for a fixed T×8C block.
-	mvNFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)
+	// mvRFunc: dst[t*ldd+j] = (acc ? dst[t*ldd+j] : 0) + Σ_{i < kr} x[t*ldx+i]·w[i*ldw+j]
+	// for j < n&^7 and a fixed T and kr.
+	mvRFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 	// gemmFunc: the mr×16 micro-kernel over packed panels a [kc][6] and b [kc][16].
 	gemmFunc func(a, b *float32, kc int, c *float32, ldc int, acc int)
 	// packFunc packs 16 weight rows (packT, kc&^7 columns) or 16 columns (packN, kc rows).
@@ -27,7 +28,7 @@ type (
 type kernels struct {
 	name string
 	mvT  [3][5][]mvTFunc // [dtype][T][R-1]
-	mvN  [3][5][]mvNFunc // [dtype][T][C-1]
+	mvR  [3][5][]mvRFunc // [dtype][T][kr-1]
 	gemm [7]gemmFunc     // [mr], mr in 1..6
 	// packT/packN per dtype
 	packT, packN [3]packFunc
@@ -49,11 +50,11 @@ type kernels struct {
 // the blocked drivers on the Go twins.
 var simd *kernels
 
-// mvTRows and mvNCols are the largest blocks of the decode kernels per T (they match
-// the generator: accumulators and operands must fit in 16 YMM registers).
+// mvTRows and mvRRows are the largest blocks of the decode kernels per T (they
+// match the generator: accumulators and operands must fit in 16 YMM registers).
 var (
-	mvTRows = [5]int{0, 8, 4, 4, 3}
-	mvNCols = [5]int{0, 8, 6, 4, 2}
+	mvTRows = [5]int{0, 2, 4, 4, 2}
+	mvRRows = [5]int{0, 8, 6, 4, 2}
 )
 
 func dtIndex(dt tensor.DType) int {
@@ -93,16 +94,16 @@ func mvTGo(d, T, R int) mvTFunc {
 	}
 }
 
-func mvNGo(d, T, C int) mvNFunc {
-	return func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int) {
+func mvRGo(d, T, kr int) mvRFunc {
+	return func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int) {
 		for t := 0; t < T; t++ {
-			for j := 0; j < 8*C; j++ {
+			for j := 0; j < n&^7; j++ {
 				var s float32
-				for i := 0; i < k; i++ {
-					s += *f32At(x, t*ldx+i) * widenOne(d, w, i*ldw+j)
-				}
 				if acc != 0 {
-					s += *f32At(dst, t*ldd+j)
+					s = *f32At(dst, t*ldd+j)
+				}
+				for i := 0; i < kr; i++ {
+					s += *f32At(x, t*ldx+i) * widenOne(d, w, i*ldw+j)
 				}
 				*f32At(dst, t*ldd+j) = s
 			}
@@ -155,8 +156,8 @@ func goKernels() *kernels {
 			for r := 1; r <= mvTRows[T]; r++ {
 				k.mvT[d][T] = append(k.mvT[d][T], mvTGo(d, T, r))
 			}
-			for c := 1; c <= mvNCols[T]; c++ {
-				k.mvN[d][T] = append(k.mvN[d][T], mvNGo(d, T, c))
+			for kr := 1; kr <= mvRRows[T]; kr++ {
+				k.mvR[d][T] = append(k.mvR[d][T], mvRGo(d, T, kr))
 			}
 		}
 		k.packT[d], k.packN[d] = packTGo(d), packNGo(d)

@@ -63,25 +63,25 @@ func TestLowLevelMvT(t *testing.T) {
 	}
 }
 
-func TestLowLevelMvN(t *testing.T) {
+func TestLowLevelMvR(t *testing.T) {
 	a, g := needSIMD(t), goKernels()
 	for d := 0; d < 3; d++ {
 		for T := 1; T <= 4; T++ {
-			for C := 1; C <= mvNCols[T]; C++ {
-				for _, k := range []int{0, 1, 7, 300} {
+			for kr := 1; kr <= mvRRows[T]; kr++ {
+				for _, n := range []int{0, 8, 40, 64, 300} {
 					for _, acc := range []int{0, 1} {
-						ldx, ldw, ldd := k+3, 8*C+5, 8*C+3
-						x := randF32(newRand(uint64(k)), T*ldx+1)
-						w := rawWeights(uint64(T*C+k), d, k*ldw+8*C+1, k == 300)
-						got, check := guarded(t, T*ldd)
-						init := randF32(newRand(9), T*ldd)
+						ldx, ldw, ldd := kr+3, n+5, n+3
+						x := randF32(newRand(uint64(n)), T*ldx+1)
+						w := rawWeights(uint64(T*kr+n), d, kr*ldw+1, n == 300)
+						got, check := guarded(t, T*ldd+1)
+						init := randF32(newRand(9), T*ldd+1)
 						copy(got, init)
 						want := append([]float32(nil), init...)
-						a.mvN[d][T][C-1](&got[0], ldd, &x[0], ldx, &w[0], ldw, k, acc)
-						g.mvN[d][T][C-1](&want[0], ldd, &x[0], ldx, &w[0], ldw, k, acc)
+						a.mvR[d][T][kr-1](&got[0], ldd, &x[0], ldx, &w[0], ldw, n, acc)
+						g.mvR[d][T][kr-1](&want[0], ldd, &x[0], ldx, &w[0], ldw, n, acc)
 						check()
-						compareF32(t, fmt.Sprintf("mvN d=%d T=%d C=%d k=%d acc=%d", d, T, C, k, acc), got, want,
-							func(int) float64 { return 2*float64(k+2)*0x1p-24*float64(k) + 0x1p-23 })
+						compareF32(t, fmt.Sprintf("mvR d=%d T=%d kr=%d n=%d acc=%d", d, T, kr, n, acc), got, want,
+							func(i int) float64 { return 2*float64(kr+2)*0x1p-24*(float64(kr)+math.Abs(float64(init[i]))) + 0x1p-23 })
 					}
 				}
 			}

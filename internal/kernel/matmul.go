@@ -105,11 +105,11 @@ func checkMatMul(op string, dst, x []float32, T int, w Mat, N, K int) {
 // per worker and stays in L2 while gemmMC tokens of packed activations stream by.
 const (
 	// T <= matvecMaxT uses the matvec kernels: weights are read from memory once,
-	// in blocks of mvRowBlock rows (or mvColBlock columns) that stay in L1/L2 while
-	// groups of up to 4 tokens sweep them.
+	// in blocks of mvRowBlock rows (x·wᵀ) or mvKBlock rows (x·w) that stay in L1/L2
+	// while groups of up to 4 tokens sweep them.
 	matvecMaxT = 16
 	mvRowBlock = 24 // a multiple of every mvTRows entry
-	mvColBlock = 64 // a multiple of 8·mvNCols[1]
+	mvKBlock   = 48 // weight rows per block of the x·w decode path (a multiple of 8, 6, 4, 2)
 	gemmMR     = 6
 	gemmNR     = 16
 	gemmKC     = 256 // B micro-panel 16 KB and A micro-panel 6 KB in L1
@@ -223,19 +223,23 @@ func (t *mmTask) matvec(lo, hi int) {
 		}
 		return
 	}
-	acc := 0
-	if t.acc {
-		acc = 1
-	}
+	// x·w: stream blocks of mvKBlock weight rows (contiguous within each row's
+	// strip [lo, hi)); every token group adds their contribution to its dst strip.
 	n8 := lo + (hi-lo)&^7 // end of the whole 8-column vectors
-	for j0 := lo; j0 < n8; j0 += mvColBlock {
-		j1 := min(j0+mvColBlock, n8)
-		for t0 := 0; t0 < T; t0 += 4 {
-			ks := t.k.mvN[d][min(4, T-t0)]
-			for j := j0; j < j1; {
-				c := min(len(ks), (j1-j)/8)
-				ks[c-1](&dst[t0*N+j], N, &x[t0*K], K, &w.Data[j*es], N, K, acc)
-				j += 8 * c
+	if n8 > lo {
+		for k0 := 0; k0 < K; k0 += mvKBlock {
+			k1 := min(k0+mvKBlock, K)
+			for t0 := 0; t0 < T; t0 += 4 {
+				ks := t.k.mvR[d][min(4, T-t0)]
+				for k := k0; k < k1; {
+					kr := min(len(ks), k1-k)
+					acc := 1
+					if k == 0 && !t.acc {
+						acc = 0
+					}
+					ks[kr-1](&dst[t0*N+lo], N, &x[t0*K+k], K, &w.Data[(k*N+lo)*es], N, n8-lo, acc)
+					k += kr
+				}
 			}
 		}
 	}

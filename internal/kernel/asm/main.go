@@ -29,8 +29,8 @@ func main() {
 			for r := 1; r <= mvTRows[t]; r++ {
 				genMvT(dt, t, r)
 			}
-			for c := 1; c <= mvNCols[t]; c++ {
-				genMvN(dt, t, c)
+			for kr := 1; kr <= mvRRows[t]; kr++ {
+				genMvR(dt, t, kr)
 			}
 		}
 		genPackT(dt)
@@ -528,7 +528,7 @@ func genNorm() {
 
 // mvTRows is the number of weight rows a decode MatMulT kernel handles at once for
 // T tokens: R·T accumulators, T activation vectors and one weight vector fit in 16.
-var mvTRows = [5]int{0, 8, 4, 4, 3}
+var mvTRows = [5]int{0, 2, 4, 4, 2} // measured: few row streams, x kept in registers
 
 func genMvT(dt dtype, T, R int) {
 	name := fmt.Sprintf("mvT%s_%dx%d", dt.name, T, R)
@@ -566,51 +566,97 @@ func genMvT(dt dtype, T, R int) {
 		ws[r] = GP64()
 		LEAQ(Mem{Base: ws[r-1], Index: ldw, Scale: 1}, ws[r])
 	}
-	acc := make([][]VecVirtual, R)
-	for r := range acc {
-		acc[r] = make([]VecVirtual, T)
-		for t := range acc[r] {
-			acc[r][t] = YMM()
-			VXORPS(acc[r][t], acc[r][t], acc[r][t])
+	// With few rows the FMA latency would bound the loop: give each unrolled step
+	// its own accumulators (A sets, summed at the end) while registers allow.
+	U := 64 / (8 * dt.size)
+	A := 1
+	for A < U && 2*A*R*T+T+1 <= 16 {
+		A *= 2
+	}
+	accs := make([][][]VecVirtual, A)
+	for a := range accs {
+		accs[a] = make([][]VecVirtual, R)
+		for r := range accs[a] {
+			accs[a][r] = make([]VecVirtual, T)
+			for t := range accs[a][r] {
+				accs[a][r][t] = YMM()
+				VXORPS(accs[a][r][t], accs[a][r][t], accs[a][r][t])
+			}
 		}
 	}
-	xInRegs := R*T+T+1 <= 16
+	acc := accs[0]
+	xInRegs := R*T*A+T+1 <= 16
 	i := GP64()
 	XORQ(i, i)
-	loop, done := name+"_loop", name+"_done"
+	// The main loop reads a whole cache line (64 bytes) of every weight row per
+	// iteration, so the R row streams advance in line-sized steps; a second loop
+	// finishes the last k%(8U) columns 8 at a time.
+	kU := GP64()
+	MOVQ(k, kU)
+	ANDQ(I32(-8*U), kU)
+	step := func(u int) {
+		acc := accs[u%A]
+		xm := func(t int) Mem { return Mem{Base: xs[t], Index: i, Scale: 4, Disp: 32 * u} }
+		wm := func(r int) Mem { return Mem{Base: ws[r], Index: i, Scale: uint8(dt.size), Disp: 8 * dt.size * u} }
+		var xv []VecVirtual
+		if xInRegs {
+			for t := 0; t < T; t++ {
+				v := YMM()
+				VMOVUPS(xm(t), v)
+				xv = append(xv, v)
+			}
+		}
+		for r := 0; r < R; r++ {
+			if xInRegs && dt.size == 4 {
+				for t := 0; t < T; t++ {
+					VFMADD231PS(wm(r), xv[t], acc[r][t])
+				}
+				continue
+			}
+			wv := YMM()
+			widen(dt, wm(r), wv)
+			for t := 0; t < T; t++ {
+				if xInRegs {
+					VFMADD231PS(xv[t], wv, acc[r][t])
+				} else {
+					VFMADD231PS(xm(t), wv, acc[r][t])
+				}
+			}
+		}
+	}
+	// Software prefetch: the next R rows (the next call's block, contiguous when
+	// ldw == k) are fetched R lines per iteration, i.e. over the whole loop. The
+	// hardware streamers stop at 4 KiB pages; this keeps DRAM busy across them.
+	pf := GP64()
+	IMUL3Q(U32(pfBlocks*R), ldw, pf)
+	ADDQ(ws[0], pf)
+	loop, loop1, done := name+"_loop", name+"_loop1", name+"_done"
 	Label(loop)
+	CMPQ(i, kU)
+	JGE(LabelRef(loop1))
+	for r := 0; r < R; r++ {
+		PREFETCHNTA(Mem{Base: pf, Disp: 64 * r})
+	}
+	ADDQ(U32(64*R), pf)
+	for u := 0; u < U; u++ {
+		step(u)
+	}
+	ADDQ(U8(8*U), i)
+	JMP(LabelRef(loop))
+	Label(loop1)
 	CMPQ(i, k)
 	JGE(LabelRef(done))
-	xm := func(t int) Mem { return Mem{Base: xs[t], Index: i, Scale: 4} }
-	wm := func(r int) Mem { return Mem{Base: ws[r], Index: i, Scale: uint8(dt.size)} }
-	var xv []VecVirtual
-	if xInRegs {
-		for t := 0; t < T; t++ {
-			v := YMM()
-			VMOVUPS(xm(t), v)
-			xv = append(xv, v)
-		}
-	}
-	for r := 0; r < R; r++ {
-		if xInRegs && dt.size == 4 {
-			for t := 0; t < T; t++ {
-				VFMADD231PS(wm(r), xv[t], acc[r][t])
-			}
-			continue
-		}
-		wv := YMM()
-		widen(dt, wm(r), wv)
-		for t := 0; t < T; t++ {
-			if xInRegs {
-				VFMADD231PS(xv[t], wv, acc[r][t])
-			} else {
-				VFMADD231PS(xm(t), wv, acc[r][t])
-			}
-		}
-	}
+	step(0)
 	ADDQ(U8(8), i)
-	JMP(LabelRef(loop))
+	JMP(LabelRef(loop1))
 	Label(done)
+	for a := 1; a < A; a++ {
+		for r := 0; r < R; r++ {
+			for t := 0; t < T; t++ {
+				VADDPS(accs[a][r][t], acc[r][t], acc[r][t])
+			}
+		}
+	}
 	dst := loadPtr("dst")
 	ldd := Load(Param("ldd"), GP64())
 	SHLQ(U8(2), ldd)
@@ -639,107 +685,156 @@ func wExpr(dt dtype) string {
 
 // ---------------------------------------------------------------- matvec, x·w
 
-// mvNCols is the number of 8-column vectors a decode MatMulN kernel handles at once
-// for T tokens: T·C accumulators, T broadcasts and one weight vector fit in 16.
-var mvNCols = [5]int{0, 8, 6, 4, 2}
+// mvRRows is the number of weight rows the row-streaming MatMulN decode kernel
+// combines per pass for T tokens: T·kr broadcasts, T accumulators and a weight
+// vector fit in 16 registers.
+var mvRRows = [5]int{0, 8, 6, 4, 2}
 
-func genMvN(dt dtype, T, C int) {
-	name := fmt.Sprintf("mvN%s_%dx%d", dt.name, T, C)
-	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int, acc int)")
-	Doc(fmt.Sprintf("%s computes %d token(s) x %d columns of dst (+)= x·w over k rows of w:", name, T, 8*C),
+// genMvR emits the row-streaming x·w decode kernel: kr consecutive weight rows are
+// read contiguously across n columns and their contributions added to dst, which
+// stays in L1 (its row strip) across calls; the next kr rows are prefetched.
+func genMvR(dt dtype, T, kr int) {
+	name := fmt.Sprintf("mvR%s_%dx%d", dt.name, T, kr)
+	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)")
+	Doc(fmt.Sprintf("%s adds %d weight row(s) times %d token(s) to dst over n&^7 columns:", name, kr, T),
 		"",
 		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", T),
-		fmt.Sprintf("\t\tfor j := 0; j < %d; j++ {", 8*C),
+		"\t\tfor j := 0; j < n&^7; j++ {",
 		"\t\t\tvar s float32",
-		"\t\t\tfor i := 0; i < k; i++ {",
-		fmt.Sprintf("\t\t\t\ts += x[t*ldx+i] * %s", fmt.Sprintf(wExpr(dt), "i*ldw+j")),
-		"\t\t\t}",
 		"\t\t\tif acc != 0 {",
-		"\t\t\t\ts += dst[t*ldd+j]",
+		"\t\t\t\ts = dst[t*ldd+j]",
+		"\t\t\t}",
+		fmt.Sprintf("\t\t\tfor i := 0; i < %d; i++ {", kr),
+		fmt.Sprintf("\t\t\t\ts += x[t*ldx+i] * %s", fmt.Sprintf(wExpr(dt), "i*ldw+j")),
 		"\t\t\t}",
 		"\t\t\tdst[t*ldd+j] = s",
 		"\t\t}",
 		"\t}")
 	x, w := loadPtr("x"), loadPtr("w")
 	ldx, ldw := Load(Param("ldx"), GP64()), Load(Param("ldw"), GP64())
-	k := Load(Param("k"), GP64())
 	SHLQ(U8(2), ldx)
 	if dt.size == 4 {
 		SHLQ(U8(2), ldw)
 	} else {
 		SHLQ(U8(1), ldw)
 	}
-	xs := make([]Register, T)
-	xs[0] = x
-	for t := 1; t < T; t++ {
-		xs[t] = GP64()
-		LEAQ(Mem{Base: xs[t-1], Index: ldx, Scale: 1}, xs[t])
-	}
-	acc := make([][]VecVirtual, T)
-	for t := range acc {
-		acc[t] = make([]VecVirtual, C)
-		for c := range acc[t] {
-			acc[t][c] = YMM()
-			VXORPS(acc[t][c], acc[t][c], acc[t][c])
+	// Broadcast x[t, i] for every token and row once.
+	bx := make([][]VecVirtual, T)
+	for t := 0; t < T; t++ {
+		bx[t] = make([]VecVirtual, kr)
+		for i := 0; i < kr; i++ {
+			bx[t][i] = YMM()
+			VBROADCASTSS(Mem{Base: x, Disp: 4 * i}, bx[t][i])
+		}
+		if t+1 < T {
+			ADDQ(ldx, x)
 		}
 	}
-	i := GP64()
-	XORQ(i, i)
-	loop, done := name+"_loop", name+"_done"
-	Label(loop)
-	CMPQ(i, k)
-	JGE(LabelRef(done))
-	bx := make([]VecVirtual, T)
-	for t := range bx {
-		bx[t] = YMM()
-		VBROADCASTSS(Mem{Base: xs[t], Index: i, Scale: 4}, bx[t])
+	ws := make([]Register, kr)
+	ws[0] = w
+	for i := 1; i < kr; i++ {
+		ws[i] = GP64()
+		LEAQ(Mem{Base: ws[i-1], Index: ldw, Scale: 1}, ws[i])
 	}
-	for c := 0; c < C; c++ {
-		m := Mem{Base: w, Disp: 8 * c * dt.size}
-		if dt.size == 4 && T == 1 {
-			VFMADD231PS(m, bx[0], acc[0][c])
-			continue
-		}
-		wv := YMM()
-		widen(dt, m, wv)
-		for t := 0; t < T; t++ {
-			VFMADD231PS(wv, bx[t], acc[t][c])
-		}
-	}
-	ADDQ(ldw, w)
-	INCQ(i)
-	JMP(LabelRef(loop))
-	Label(done)
-	dst := loadPtr("dst")
+	pf := GP64() // the next kr rows, one line of each per iteration
+	IMUL3Q(U32(kr), ldw, pf)
+	ADDQ(w, pf)
+	ds := make([]Register, T)
+	ds[0] = loadPtr("dst")
 	ldd := Load(Param("ldd"), GP64())
 	SHLQ(U8(2), ldd)
+	for t := 1; t < T; t++ {
+		ds[t] = GP64()
+		LEAQ(Mem{Base: ds[t-1], Index: ldd, Scale: 1}, ds[t])
+	}
+	n := Load(Param("n"), GP64())
+	ANDQ(I32(-8), n)
 	flag := Load(Param("acc"), GP64())
-	store := name + "_store"
+	U := 64 / (8 * dt.size)
+	nU := GP64()
+	MOVQ(n, nU)
+	ANDQ(I32(-8*U), nU)
+	j := GP64()
+	XORQ(j, j)
+	// Two accumulator chains per token when registers allow.
+	chains := 1
+	if T*kr+2*T+1 <= 16 {
+		chains = 2
+	}
+	if T*kr+T*chains+1 > 16 {
+		panic(name + ": too many registers")
+	}
+	step := func(u int, accumulate bool) {
+		dm := func(t int) Mem { return Mem{Base: ds[t], Index: j, Scale: 4, Disp: 32 * u} }
+		a := make([][]VecVirtual, T)
+		for t := range a {
+			a[t] = make([]VecVirtual, chains)
+			for c := range a[t] {
+				a[t][c] = YMM()
+			}
+		}
+		for i := 0; i < kr; i++ {
+			c := i % chains
+			wv := YMM()
+			widen(dt, Mem{Base: ws[i], Index: j, Scale: uint8(dt.size), Disp: 8 * dt.size * u}, wv)
+			for t := 0; t < T; t++ {
+				switch {
+				case i == 0 && accumulate:
+					VMOVUPS(dm(t), a[t][0])
+					VFMADD231PS(wv, bx[t][i], a[t][0])
+				case i < chains:
+					VMULPS(wv, bx[t][i], a[t][c])
+				default:
+					VFMADD231PS(wv, bx[t][i], a[t][c])
+				}
+			}
+		}
+		for t := 0; t < T; t++ {
+			if chains == 2 && kr > 1 {
+				VADDPS(a[t][1], a[t][0], a[t][0])
+			}
+			VMOVUPS(a[t][0], dm(t))
+		}
+	}
+	emit := func(tag string, accumulate bool) {
+		loop, loop1 := name+tag+"_loop", name+tag+"_loop1"
+		Label(loop)
+		CMPQ(j, nU)
+		JGE(LabelRef(loop1))
+		for i := 0; i < kr; i++ {
+			PREFETCHNTA(Mem{Base: pf, Index: j, Scale: uint8(dt.size)})
+			if i+1 < kr {
+				ADDQ(ldw, pf)
+			}
+		}
+		if kr > 1 {
+			t := GP64()
+			IMUL3Q(U32(kr-1), ldw, t)
+			SUBQ(t, pf)
+		}
+		for u := 0; u < U; u++ {
+			step(u, accumulate)
+		}
+		ADDQ(U8(8*U), j)
+		JMP(LabelRef(loop))
+		Label(loop1)
+		CMPQ(j, n)
+		JGE(LabelRef(name + "_done"))
+		step(0, accumulate)
+		ADDQ(U8(8), j)
+		JMP(LabelRef(loop1))
+	}
 	TESTQ(flag, flag)
-	JZ(LabelRef(store))
-	d := dst
-	p := GP64()
-	MOVQ(d, p)
-	for t := 0; t < T; t++ {
-		for c := 0; c < C; c++ {
-			VADDPS(Mem{Base: p, Disp: 32 * c}, acc[t][c], acc[t][c])
-		}
-		if t+1 < T {
-			ADDQ(ldd, p)
-		}
-	}
-	Label(store)
-	for t := 0; t < T; t++ {
-		for c := 0; c < C; c++ {
-			VMOVUPS(acc[t][c], Mem{Base: d, Disp: 32 * c})
-		}
-		if t+1 < T {
-			ADDQ(ldd, d)
-		}
-	}
+	JZ(LabelRef(name + "_set"))
+	emit("_acc", true)
+	Label(name + "_set")
+	emit("_set", false)
+	Label(name + "_done")
 	VZEROUPPER()
 	RET()
 }
+
+var labelSeq int
 
 // ---------------------------------------------------------------- GEMM
 
@@ -975,3 +1070,6 @@ func genGemm(mr int) {
 	VZEROUPPER()
 	RET()
 }
+
+// pfBlocks is how many row blocks ahead the MatMulT decode kernels prefetch.
+const pfBlocks = 1
