@@ -10,11 +10,15 @@
 // the separate module in ./asm) selected at run time when the CPU has AVX2, FMA and
 // F16C:
 //
-//   - decode (T <= 4 tokens): register-blocked matvec kernels that stream the weights
-//     once, widening bf16 by a 16-bit shift and f16 with VCVTPH2PS, for both x·wᵀ
-//     (MatMulT) and x·w (MatMulN);
-//   - prefill (T > 4): a blocked GEMM with a 6×16 FMA micro-kernel over packed
+//   - decode (T <= 16 tokens): matvec kernels that stream the weights from memory
+//     once (software-prefetching across 4 KiB pages), widening bf16 by a 16-bit
+//     shift and f16 with VCVTPH2PS, in token groups of up to 4, for both x·wᵀ
+//     (MatMulT, a few rows at a time) and x·w (MatMulN, row-streaming into dst);
+//   - prefill (T > 16): a blocked GEMM with a 6×16 FMA micro-kernel over packed
 //     activation panels and weight blocks widened to float32 while packing.
+//
+// There are no AVX-512 or AVX512_BF16 (VDPBF16PS) kernels yet: the development
+// and CI machines (AMD Zen 3) lack those features, so such code could not be tested.
 //
 // Dimension names: T tokens (rows of activations), K the reduced (input) dimension,
 // N the output dimension.
