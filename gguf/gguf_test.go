@@ -39,7 +39,7 @@ func allValueKVs() []KV {
 		{"a.i16", ArrayOf([]int16{-300})},
 		{"a.u32", ArrayOf([]uint32{7, 8, 9})},
 		{"a.i32", ArrayOf([]int32{-7, 1 << 30})},
-		{"a.f32", ArrayOf([]float32{1.5, -0.0, float32(math.Inf(1))})},
+		{"a.f32", ArrayOf([]float32{1.5, float32(math.Copysign(0, -1)), float32(math.Inf(1))})},
 		{"a.bool", ArrayOf([]bool{true, false, true})},
 		{"a.str", ArrayOf([]string{"a", "", "Ġthe", "<|im_end|>"})},
 		{"a.u64", ArrayOf([]uint64{math.MaxUint64})},
@@ -402,13 +402,12 @@ func TestWriterMisuse(t *testing.T) {
 // fileSpec builds a small GGUF file field by field, recording where each field
 // starts, so tests can corrupt one field and check the offset in the error.
 type fileSpec struct {
-	magic            string
-	version          uint32
-	nTensors, nKV    int64 // -1: actual counts
-	kvs              []rawKV
-	tensors          []rawTensor
-	dataLen          int // bytes after the data section start
-	truncateAfterHdr bool
+	magic         string
+	version       uint32
+	nTensors, nKV int64 // -1: actual counts
+	kvs           []rawKV
+	tensors       []rawTensor
+	dataLen       int // bytes after the data section start
 }
 
 type rawKV struct {

@@ -181,14 +181,13 @@ func TestQuadraticConverges(t *testing.T) {
 	} {
 		p := Param{Name: "w", W: make([]float32, len(a)), G: make([]float32, len(a))}
 		first := quadGrad(p, a, target)
-		var loss float64
 		for s := 0; s < 1500; s++ {
-			loss = quadGrad(p, a, target)
+			quadGrad(p, a, target)
 			if err := tc.o.Step([]Param{p}, tc.s.LR(s)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		loss = quadGrad(p, a, target)
+		loss := quadGrad(p, a, target)
 		if loss > 1e-4*first {
 			t.Errorf("%s: loss %g after 1500 steps (start %g); w = %v", tc.name, loss, first, p.W)
 		}

@@ -6,8 +6,8 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -37,7 +37,7 @@ var (
 func benchCorpus(tb testing.TB) string {
 	tb.Helper()
 	corpusOnce.Do(func() {
-		root := filepath.Join(runtime.GOROOT(), "src")
+		root := filepath.Join(goroot(tb), "src")
 		var files []string
 		corpusErr = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -166,4 +166,13 @@ func BenchmarkMergeLong(b *testing.B) {
 	for b.Loop() {
 		tok.EncodeOrdinary(string(p))
 	}
+}
+
+// goroot asks the go command where the toolchain lives (runtime.GOROOT is deprecated).
+func goroot(tb testing.TB) string {
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		tb.Skipf("go env GOROOT: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
