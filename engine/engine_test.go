@@ -103,6 +103,18 @@ func TestBatchedMatchesAlone(t *testing.T) {
 		}
 		alone[i], _, _ = collect(t, st)
 	}
+	// The argmax fast path (no log-probabilities wanted) picks the same tokens.
+	for i, p := range prompts[:4] {
+		req := greedy(p, 12)
+		req.NoLogProb = true
+		st, err := e.Submit(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _, _ := collect(t, st); !slices.Equal(got, alone[i]) {
+			t.Errorf("seq %d: argmax path %v, sampler %v", i, got, alone[i])
+		}
+	}
 	g := &Generator{Model: modelC(t)}
 	for i, p := range prompts[:3] {
 		var want []int

@@ -34,6 +34,10 @@ type Request struct {
 	Stop []string
 	// IgnoreEOS disables stopping on StopIDs (benchmarks).
 	IgnoreEOS bool
+	// NoLogProb says Token.LogProb is not needed (Engine only): a greedy request
+	// without penalties then takes the argmax directly, skipping the log-softmax over
+	// the vocabulary. LogProb is 0 in its tokens.
+	NoLogProb bool
 }
 
 // FinishReason says why a sequence ended, in OpenAI's words.

@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
+	"github.com/dbrx-engine/dbrx/chat"
 	"github.com/dbrx-engine/dbrx/engine"
 	"github.com/dbrx-engine/dbrx/internal/parallel"
 	"github.com/dbrx-engine/dbrx/model/dbrx"
 	"github.com/dbrx-engine/dbrx/sample"
+	"github.com/dbrx-engine/dbrx/tokenizer"
 )
 
 func init() {
@@ -58,7 +63,9 @@ func runRun(ctx context.Context, e env, args []string) error {
 	fs := newFlags("run", e)
 	modelDir := fs.String("model", "", "model directory (HF checkpoint)")
 	idsFlag := fs.String("ids", "", "prompt as comma-separated token ids (instead of text)")
-	format := fs.String("format", "text", "output: text, or ids (one JSON array of the generated ids)")
+	chatMode := fs.Bool("chat", false, "wrap the text prompt in the DBRX chat template (one user turn)")
+	system := fs.String("system", "", "with --chat: system prompt (default: DBRX's default system prompt)")
+	format := fs.String("format", "text", "output: text (streamed decoded text), or ids (one JSON array of the generated ids)")
 	threads := fs.Int("threads", 0, "worker threads (0 = all cores)")
 	sf := addSamplingFlags(fs)
 	pos, err := parseFlags(fs, args)
@@ -75,16 +82,35 @@ func runRun(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
+	tok := tokenizer.DBRX()
 	var prompt []int
 	switch {
 	case *idsFlag != "" && len(pos) > 0:
 		return fmt.Errorf("%w: give either --ids or a text prompt, not both", errUsage)
 	case *idsFlag != "":
+		if *chatMode {
+			return fmt.Errorf("%w: --chat needs a text prompt, not --ids", errUsage)
+		}
 		if prompt, err = parseIDs(*idsFlag); err != nil {
 			return err
 		}
+	case len(pos) > 0:
+		text := strings.Join(pos, " ")
+		if *chatMode {
+			var msgs []chat.Message
+			if *system != "" {
+				msgs = append(msgs, chat.Message{Role: "system", Content: *system})
+			}
+			msgs = append(msgs, chat.Message{Role: "user", Content: text})
+			prompt = chat.Encode(tok, msgs, chat.DefaultOptions())
+		} else {
+			prompt = tok.Encode(text, tokenizer.AllowAll)
+		}
 	default:
-		return fmt.Errorf("%w: a prompt is required (--ids; text prompts need the tokenizer)", errUsage)
+		return fmt.Errorf("%w: a prompt is required (text, or --ids)", errUsage)
+	}
+	if len(prompt) == 0 {
+		return fmt.Errorf("%w: the prompt encodes to no tokens", errUsage)
 	}
 	m, err := dbrx.Load(*modelDir)
 	if err != nil {
@@ -94,12 +120,33 @@ func runRun(ctx context.Context, e env, args []string) error {
 	pool := parallel.New(*threads)
 	defer pool.Close()
 	g := &engine.Generator{Model: m, Pool: pool}
+	req := engine.Request{Prompt: prompt, MaxNewTokens: *sf.maxNew, Sampling: scfg}
+	if len(m.Config.EOSTokenIDs) == 0 && m.Config.VocabSize > tokenizer.ImEnd {
+		req.StopIDs = tokenizer.EOSIDs()
+	}
 	out := []int{}
-	for tok, err := range g.Generate(ctx, engine.Request{Prompt: prompt, MaxNewTokens: *sf.maxNew, Sampling: scfg}) {
+	var dec *tokenizer.StreamDecoder
+	w := bufio.NewWriter(e.stdout)
+	if *format == "text" {
+		dec = tok.NewStreamDecoder()
+	}
+	for t, err := range g.Generate(ctx, req) {
 		if err != nil {
+			w.Flush()
 			return err
 		}
-		out = append(out, tok.ID)
+		out = append(out, t.ID)
+		if dec != nil && !(t.Finish == engine.FinishStop && slices.Contains(req.StopIDs, t.ID)) {
+			if b, err := dec.Add(t.ID); err == nil {
+				w.Write(b)
+				w.Flush()
+			}
+		}
+	}
+	if dec != nil {
+		w.Write(dec.Flush())
+		w.WriteString("\n")
+		return w.Flush()
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
