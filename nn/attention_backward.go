@@ -2,6 +2,7 @@ package nn
 
 import (
 	"math"
+	"sync"
 
 	"github.com/dbrx-engine/dbrx/internal/kernel"
 	"github.com/dbrx-engine/dbrx/internal/parallel"
@@ -84,13 +85,11 @@ func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float
 					}
 				}
 				runMax = newMax
+				a := acc[:Dh]
 				for j := j0; j < j1; j++ {
 					pj := math.Exp(float64(scores[j-j0]) - runMax)
 					runSum += pj
-					v := qkv[base+j*Q+vOff : base+j*Q+vOff+Dh]
-					for i := 0; i < Dh; i++ {
-						acc[i] += pj * float64(v[i])
-					}
+					accumulate(a, pj, qkv[base+j*Q+vOff:base+j*Q+vOff+Dh])
 				}
 			}
 			inv := 1 / runSum
@@ -103,25 +102,46 @@ func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float
 	})
 }
 
+// accumulate does acc[i] += p·v[i] in float64, each product and sum rounded as the
+// plain loop rounds them (unrolled by four; no fused multiply-add).
+func accumulate(acc []float64, p float64, v []float32) {
+	v = v[:len(acc)]
+	i := 0
+	for ; i+4 <= len(acc); i += 4 {
+		a, w := acc[i:i+4:i+4], v[i:i+4:i+4]
+		a[0] += p * float64(w[0])
+		a[1] += p * float64(w[1])
+		a[2] += p * float64(w[2])
+		a[3] += p * float64(w[3])
+	}
+	for ; i < len(acc); i++ {
+		acc[i] += p * float64(v[i])
+	}
+}
+
 // CausalAttentionBackward is the backward pass of CausalAttention. With
-// P = softmax(scale·q·kᵀ) recomputed from lse, dP = dout·vᵀ, Δ = Σ_i dout·out and
+// P = softmax(scale·q·kᵀ) recomputed, dP = dout·vᵀ, Δ = Σ_i dout·out and
 // dS = P ⊙ (dP − Δ), it writes
 //
 //	dq = scale·dS·k,  dk = scale·dSᵀ·q,  dv = Pᵀ·dout
 //
-// into dqkv in the fused layout (every element is overwritten). Queries are handled
-// in one parallel pass and keys/values in another, so no two workers write the same
-// row.
+// into dqkv in the fused layout (every element is overwritten).
 //
-//	dqkv, qkv [B·T, QKVDim]; dout, out [B·T, H·Dh]; lse, delta [B·T, H] (delta is scratch)
+// The work is one task per (sequence, kv head), run in parallel; inside a task the
+// query heads of the group and a block of query positions form the rows of small
+// GEMMs against the keys and values up to the block's last position (FlashAttention-2
+// order, scores never stored for the whole sequence), so dk and dv accumulate in the
+// task without races. Scores and products are float32 GEMMs and the softmax is
+// kernel.SoftmaxF32; Δ and dS are formed in float64.
+//
+//	dqkv, qkv [B·T, QKVDim]; dout, out [B·T, H·Dh]; lse, delta [B·T, H] (lse is
+//	unused: P is recomputed by a softmax; delta is scratch)
 func CausalAttentionBackward(p *parallel.Pool, dqkv, dout, out []float32, lse, delta []float64, qkv []float32, d AttnDims, scale float32) {
 	if !d.valid() {
 		panic("nn: CausalAttentionBackward: invalid dimensions")
 	}
 	B, T, H, KVH, Dh := d.B, d.T, d.H, d.KVH, d.Dh
-	Q := d.QKVDim()
 	HD := H * Dh
-	group := H / KVH
 	N := B * T
 	p.For(N, 16, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
@@ -136,59 +156,115 @@ func CausalAttentionBackward(p *parallel.Pool, dqkv, dout, out []float32, lse, d
 			}
 		}
 	})
-	// Pass 1: dq for every (sequence, query position, head).
-	p.For(N*H, 4, func(lo, hi int) {
+	group := H / KVH
+	tb := max(1, attnRows/group) // query positions per block
+	p.For(B*KVH, 1, func(lo, hi int) {
+		sc := attnScratchPool.Get().(*attnScratch)
+		defer attnScratchPool.Put(sc)
+		sc.ensure(T, Dh, tb*group)
 		for task := lo; task < hi; task++ {
-			h := task % H
-			b := (task / H) % B
-			t := zigzag(task/(H*B), T)
-			g := h / group
-			r := b*T + t
-			q := qkv[r*Q+h*Dh : r*Q+(h+1)*Dh]
-			do := dout[r*HD+h*Dh : r*HD+(h+1)*Dh]
-			dq := dqkv[r*Q+h*Dh : r*Q+(h+1)*Dh]
-			clear(dq)
-			l, dl := lse[r*H+h], delta[r*H+h]
-			kOff := H*Dh + g*Dh
-			vOff := (H+KVH)*Dh + g*Dh
-			base := b * T * Q
-			for j := 0; j <= t; j++ {
-				k := qkv[base+j*Q+kOff : base+j*Q+kOff+Dh]
-				v := qkv[base+j*Q+vOff : base+j*Q+vOff+Dh]
-				pj := math.Exp(float64(kernel.DotF32(q, k)*scale) - l)
-				ds := pj * (float64(kernel.DotF32(do, v)) - dl)
-				kernel.AxpyF32(dq, float32(ds)*scale, k)
-			}
+			attnBackwardTask(sc, dqkv, dout, delta, qkv, d, scale, task/KVH, task%KVH, tb)
 		}
 	})
-	// Pass 2: dk and dv for every (sequence, key position, kv head), summing over
-	// the query heads of the group and the positions at or after the key.
-	p.For(N*KVH, 2, func(lo, hi int) {
-		for task := lo; task < hi; task++ {
-			g := task % KVH
-			b := (task / KVH) % B
-			// Key j is read by T−j queries: reverse the zigzag so cost stays balanced.
-			j := zigzag(task/(KVH*B), T)
-			r := b*T + j
-			kOff := H*Dh + g*Dh
-			vOff := (H+KVH)*Dh + g*Dh
-			k := qkv[r*Q+kOff : r*Q+kOff+Dh]
-			v := qkv[r*Q+vOff : r*Q+vOff+Dh]
-			dk := dqkv[r*Q+kOff : r*Q+kOff+Dh]
-			dv := dqkv[r*Q+vOff : r*Q+vOff+Dh]
-			clear(dk)
-			clear(dv)
-			for t := j; t < T; t++ {
-				rt := b*T + t
-				for h := g * group; h < (g+1)*group; h++ {
-					q := qkv[rt*Q+h*Dh : rt*Q+(h+1)*Dh]
-					do := dout[rt*HD+h*Dh : rt*HD+(h+1)*Dh]
-					pj := math.Exp(float64(kernel.DotF32(q, k)*scale) - lse[rt*H+h])
-					ds := pj * (float64(kernel.DotF32(do, v)) - delta[rt*H+h])
-					kernel.AxpyF32(dk, float32(ds)*scale, q)
-					kernel.AxpyF32(dv, float32(pj), do)
+}
+
+// attnRows is the target number of GEMM rows (query positions × heads of a group)
+// per block of the attention backward.
+const attnRows = 128
+
+// attnScratch is one worker's buffers for attnBackwardTask.
+type attnScratch struct {
+	k, v, dk, dv []float32 // [T, Dh] the group's keys and values, their gradients
+	q, do, dq    []float32 // [rows, Dh] a block of queries, their output gradients, dq
+	s, dp, tr    []float32 // [rows, T] scores → probabilities, dP → dS; tr [T, rows]
+}
+
+var attnScratchPool = sync.Pool{New: func() any { return new(attnScratch) }}
+
+func (sc *attnScratch) ensure(T, Dh, rows int) {
+	g := func(b []float32, n int) []float32 {
+		if cap(b) < n {
+			return make([]float32, n)
+		}
+		return b[:n]
+	}
+	sc.k, sc.v, sc.dk, sc.dv = g(sc.k, T*Dh), g(sc.v, T*Dh), g(sc.dk, T*Dh), g(sc.dv, T*Dh)
+	sc.q, sc.do, sc.dq = g(sc.q, rows*Dh), g(sc.do, rows*Dh), g(sc.dq, rows*Dh)
+	sc.s, sc.dp, sc.tr = g(sc.s, rows*T), g(sc.dp, rows*T), g(sc.tr, rows*T)
+}
+
+// attnBackwardTask computes dq, dk and dv of sequence b and kv head g.
+func attnBackwardTask(sc *attnScratch, dqkv, dout []float32, delta []float64, qkv []float32, d AttnDims, scale float32, b, g, tb int) {
+	T, H, KVH, Dh := d.T, d.H, d.KVH, d.Dh
+	Q := d.QKVDim()
+	HD := H * Dh
+	group := H / KVH
+	kOff, vOff := H*Dh+g*Dh, (H+KVH)*Dh+g*Dh
+	base := b * T
+	for j := 0; j < T; j++ {
+		row := qkv[(base+j)*Q:]
+		copy(sc.k[j*Dh:(j+1)*Dh], row[kOff:kOff+Dh])
+		copy(sc.v[j*Dh:(j+1)*Dh], row[vOff:vOff+Dh])
+	}
+	clear(sc.dk)
+	clear(sc.dv)
+	for t0 := 0; t0 < T; t0 += tb {
+		t1 := min(t0+tb, T)
+		rows := (t1 - t0) * group
+		n := t1 // keys 0 … t1−1
+		qb, dob, dqb := sc.q[:rows*Dh], sc.do[:rows*Dh], sc.dq[:rows*Dh]
+		for t := t0; t < t1; t++ {
+			r := base + t
+			for hh := 0; hh < group; hh++ {
+				h := g*group + hh
+				i := (t-t0)*group + hh
+				copy(qb[i*Dh:(i+1)*Dh], qkv[r*Q+h*Dh:r*Q+(h+1)*Dh])
+				copy(dob[i*Dh:(i+1)*Dh], dout[r*HD+h*Dh:r*HD+(h+1)*Dh])
+			}
+		}
+		S, dP := sc.s[:rows*n], sc.dp[:rows*n]
+		kernel.MatMulT(nil, S, qb, rows, F32Mat(sc.k[:n*Dh], n, Dh))
+		kernel.MatMulT(nil, dP, dob, rows, F32Mat(sc.v[:n*Dh], n, Dh))
+		for i := 0; i < rows; i++ {
+			t := t0 + i/group
+			h := g*group + i%group
+			pr, dpr := S[i*n:(i+1)*n], dP[i*n:(i+1)*n]
+			m := t + 1 // causal: keys 0 … t
+			kernel.ScaleAddF32(pr[:m], scale, 0, pr[:m])
+			kernel.SoftmaxF32(pr[:m])
+			clear(pr[m:])
+			dl := delta[(base+t)*H+h]
+			for j, pj := range pr[:m] {
+				dpr[j] = float32(float64(pj) * (float64(dpr[j]) - dl))
+			}
+			clear(dpr[m:])
+		}
+		// dq = scale·dS·k
+		kernel.MatMulN(nil, dqb, dP, rows, F32Mat(sc.k[:n*Dh], n, Dh), false)
+		for t := t0; t < t1; t++ {
+			r := base + t
+			for hh := 0; hh < group; hh++ {
+				h := g*group + hh
+				i := (t-t0)*group + hh
+				dq := dqkv[r*Q+h*Dh : r*Q+(h+1)*Dh]
+				for c, v := range dqb[i*Dh : (i+1)*Dh] {
+					dq[c] = v * scale
 				}
 			}
 		}
-	})
+		// dk += dSᵀ·q, dv += Pᵀ·dout
+		tr := sc.tr[:n*rows]
+		transpose(nil, tr, dP, rows, n)
+		kernel.MatMulN(nil, sc.dk[:n*Dh], tr, n, F32Mat(qb, rows, Dh), true)
+		transpose(nil, tr, S, rows, n)
+		kernel.MatMulN(nil, sc.dv[:n*Dh], tr, n, F32Mat(dob, rows, Dh), true)
+	}
+	for j := 0; j < T; j++ {
+		row := dqkv[(base+j)*Q:]
+		dk := row[kOff : kOff+Dh]
+		for c, v := range sc.dk[j*Dh : (j+1)*Dh] {
+			dk[c] = v * scale
+		}
+		copy(row[vOff:vOff+Dh], sc.dv[j*Dh:(j+1)*Dh])
+	}
 }

@@ -165,6 +165,28 @@ func SwiGLUBackward(dgate, dup, dh, gate, up []float32) {
 	}
 }
 
+// SwiGLUBackwardSiLU is SwiGLUBackward given the forward's silu(gate) (float32, as
+// SiLU computes it), so no exponential is taken: σ(g) = silu(g)/g, or its Taylor
+// expansion 1/2 + g/4 where |g| < 1e-4 (error below 1e-13). The outputs may alias dh.
+//
+//	dgate, dup, dh, gate, up, silu [n]
+func SwiGLUBackwardSiLU(dgate, dup, dh, gate, up, silu []float32) {
+	n := len(gate)
+	dgate, dup, dh, up, silu = dgate[:n], dup[:n], dh[:n], up[:n], silu[:n]
+	for i, g := range gate {
+		g64, sl := float64(g), float64(silu[i])
+		var s float64
+		if math.Abs(g64) < 1e-4 {
+			s = 0.5 + g64/4
+		} else {
+			s = sl / g64
+		}
+		d := float64(dh[i])
+		dgate[i] = float32(d * float64(up[i]) * (s + sl*(1-s)))
+		dup[i] = float32(d * sl)
+	}
+}
+
 // TopKNormBackward is the backward pass of TopK's renormalisation w̃ = w / ‖w‖_p
 // (p = *normP; nil means w̃ = w). Given dwn = dL/dw̃ it writes dw = dL/dw for the
 // selected (unnormalised) probabilities w. The selection itself has no gradient.

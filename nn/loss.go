@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/dbrx-engine/dbrx/internal/kernel"
 	"github.com/dbrx-engine/dbrx/internal/parallel"
 )
 
@@ -28,13 +29,18 @@ func LogSumExp(x []float32) float64 {
 }
 
 // CrossEntropy writes each row's loss lse(row) − row[label] into loss (0 for rows
-// labelled IgnoreIndex). With grad it then replaces each row of logits by its
-// gradient scale·(softmax(row) − onehot(label)), zeros for ignored rows; the mean
-// over n counted rows is scale = 1/n.
+// labelled IgnoreIndex). logits is scratch: on return each counted row holds its
+// softmax, or with grad its gradient scale·(softmax(row) − onehot(label)) (the mean
+// over n counted rows is scale = 1/n); ignored rows are zeroed with grad and left
+// alone without.
 //
 //	logits [R, V]; labels, loss [R]
 //
-// A label outside [0, V) other than IgnoreIndex is an error and nothing is written.
+// The softmax is kernel.SoftmaxF32 (float32 exp, float64 sum). The loss is taken in
+// float64 from the row maximum m and the softmax: lse − x_l = (m − x_l) − log p_argmax,
+// since p_argmax = exp(0)/Σ exp(x − m); it is within ~1e-7 of the float64 value and
+// stays finite however small p_label is. A label outside [0, V) other than
+// IgnoreIndex is an error and nothing is written.
 func CrossEntropy(p *parallel.Pool, loss []float64, logits []float32, labels []int, V int, scale float32, grad bool) error {
 	R := len(labels)
 	if len(logits) < R*V || len(loss) < R {
@@ -57,19 +63,59 @@ func CrossEntropy(p *parallel.Pool, loss []float64, logits []float32, labels []i
 				}
 				continue
 			}
-			lse := LogSumExp(row)
-			loss[r] = lse - float64(row[l])
+			m, am := maxArg(row)
+			xl := row[l]
+			kernel.SoftmaxF32(row)
+			loss[r] = float64(m) - float64(xl) - math.Log(float64(row[am]))
 			if !grad {
 				continue
 			}
-			s := float64(scale)
-			for i, v := range row {
-				row[i] = float32(math.Exp(float64(v)-lse) * s)
-			}
+			kernel.ScaleAddF32(row, scale, 0, row)
 			row[l] -= scale
 		}
 	})
 	return nil
+}
+
+// maxArg returns the maximum of x (len(x) > 0) and its first index, over four
+// independent lanes. NaNs are skipped (the softmax then propagates them).
+func maxArg(x []float32) (float32, int) {
+	var m [4]float32
+	var a [4]int
+	for k := range m {
+		m[k], a[k] = float32(math.Inf(-1)), -1
+	}
+	n := len(x) &^ 3
+	for i := 0; i < n; i += 4 {
+		v := x[i : i+4 : i+4]
+		if v[0] > m[0] {
+			m[0], a[0] = v[0], i
+		}
+		if v[1] > m[1] {
+			m[1], a[1] = v[1], i+1
+		}
+		if v[2] > m[2] {
+			m[2], a[2] = v[2], i+2
+		}
+		if v[3] > m[3] {
+			m[3], a[3] = v[3], i+3
+		}
+	}
+	for i := n; i < len(x); i++ {
+		if x[i] > m[i&3] {
+			m[i&3], a[i&3] = x[i], i
+		}
+	}
+	best, arg := m[0], a[0]
+	for k := 1; k < 4; k++ {
+		if m[k] > best || m[k] == best && a[k] >= 0 && (arg < 0 || a[k] < arg) {
+			best, arg = m[k], a[k]
+		}
+	}
+	if arg < 0 { // only NaNs (or -Inf): any index
+		return x[0], 0
+	}
+	return best, arg
 }
 
 // checkRouter validates the per-layer router tensors of the auxiliary losses.

@@ -21,14 +21,20 @@ type backwardState struct {
 	dzlFlat       []float32   // [L·N·E]
 	xe, dxe, dy   []float32   // [N, D] one expert's rows (an expert sees each token at most once)
 	hh, dg, du    []float32   // [N, F]
-	dhf           []float32   // [N, D]
+	silu          [][]float32 // [L][N·K, F] silu(gate) of every assignment, in expert order
+	dhf           []float32   // [N, D] gradient entering norm_f
+	hfT           []float32   // [D, R] one chunk of norm_f's output, transposed
+	gLMT          []float32   // [D, V] lm_head gradient of the batch, transposed
 	atb           []float32   // nn.MatMulATB transpose scratch
 	dp            []float32   // [E]
 	dw, wsel      []float32   // [K]
+	// headDone: the last forward already added the LM head's gradient (LossAndGrad).
+	headDone bool
 }
 
-// ensure sizes every buffer for batch b.
-func (s *TrainState) ensure(c Config, b Batch, opt TrainOptions) {
+// ensure sizes every buffer for batch b (and those of the fused LM-head gradient
+// with headGrad).
+func (s *TrainState) ensure(c Config, b Batch, opt TrainOptions, headGrad bool) {
 	D, H, Dh := c.DModel, c.NHeads, c.HeadDim()
 	E, K, F, V, L := c.FFNConfig.MoENumExperts, c.FFNConfig.MoETopK, c.FFNConfig.FFNHiddenSize, c.VocabSize, c.NLayers
 	Q := c.QKVDim()
@@ -65,10 +71,26 @@ func (s *TrainState) ensure(c Config, b Batch, opt TrainOptions) {
 	s.meanF, s.rstdF, s.hf = grow(s.meanF, N), grow(s.rstdF, N), grow(s.hf, N*D)
 	s.cos, s.sin = grow(s.cos, b.T*Dh/2), grow(s.sin, b.T*Dh/2)
 	s.rowCE = grow(s.rowCE, N)
-	R := max(1, min(N, headChunkFloats/V))
+	R := headRows(N, V)
 	s.logits = grow(s.logits, R*V)
 	w := &s.bw
 	w.xe, w.hh = grow(w.xe, N*D), grow(w.hh, N*F)
+	w.silu = grow(w.silu, L)
+	for l := range w.silu {
+		w.silu[l] = grow(w.silu[l], N*K*F)
+	}
+	if headGrad {
+		s.ensureHead(c, N)
+	}
+}
+
+// ensureHead sizes the buffers of the LM-head gradient.
+func (s *TrainState) ensureHead(c Config, N int) {
+	D, V := c.DModel, c.VocabSize
+	w := &s.bw
+	w.dhf = grow(w.dhf, N*D)
+	w.hfT = grow(w.hfT, D*headRows(N, V))
+	w.gLMT = grow(w.gLMT, D*V)
 }
 
 // ensureBackward sizes the backward-only buffers.
@@ -77,7 +99,8 @@ func (s *TrainState) ensureBackward(c Config) {
 	E, K, F, L := c.FFNConfig.MoENumExperts, c.FFNConfig.MoETopK, c.FFNConfig.FFNHiddenSize, c.NLayers
 	N := s.n
 	w := &s.bw
-	w.dx, w.dh, w.dattn, w.dhf = grow(w.dx, N*D), grow(w.dh, N*D), grow(w.dattn, N*D), grow(w.dhf, N*D)
+	w.dx, w.dh, w.dattn = grow(w.dx, N*D), grow(w.dh, N*D), grow(w.dattn, N*D)
+	s.ensureHead(c, N)
 	w.dqkv = grow(w.dqkv, N*c.QKVDim())
 	w.delta = grow(w.delta, N*H)
 	w.dtopW, w.dzr = grow(w.dtopW, N*K), grow(w.dzr, N*E)
@@ -146,21 +169,12 @@ func (s *TrainState) Backward(g *Params) error {
 	dx := w.dx[:N*D]
 	clear(dx)
 	if s.losses.Tokens > 0 {
-		R := len(s.logits) / V
-		ceScale := gs / float32(s.losses.Tokens)
-		lm := nn.F32Mat(pv.lmHead, V, D)
-		for r0 := 0; r0 < N; r0 += R {
-			r1 := min(r0+R, N)
-			n := r1 - r0
-			lg := s.logits[:n*V]
-			hf := s.hf[r0*D : r1*D]
-			kernel.MatMulT(pool, lg, hf, n, lm)
-			if err := nn.CrossEntropy(pool, s.rowCE[r0:r1], lg, b.Targets[r0:r1], V, ceScale, true); err != nil {
+		if !s.bw.headDone {
+			if err := s.head(pv.lmHead, b.Targets, N, D, V, gs/float32(s.losses.Tokens), gv.lmHead); err != nil {
 				return fmt.Errorf("dbrx: backward: %w", err)
 			}
-			kernel.MatMulN(pool, w.dhf[r0*D:r1*D], lg, n, lm, false)
-			w.atb = nn.MatMulATB(pool, gv.lmHead, lg, hf, n, V, D, w.atb)
 		}
+		s.bw.headDone = false // a second Backward adds the whole gradient again
 		nn.LayerNormBackward(pool, dx, gv.normF, w.dhf[:N*D], s.xs[L], s.meanF, s.rstdF, N, D, pv.normF)
 	}
 
@@ -201,11 +215,14 @@ func (s *TrainState) Backward(g *Params) error {
 			w1 := nn.F32Mat(pw.w1[e*F*D:(e+1)*F*D], F, D)
 			v1 := nn.F32Mat(pw.v1[e*F*D:(e+1)*F*D], F, D)
 			w2 := nn.F32Mat(pw.w2[e*F*D:(e+1)*F*D], F, D)
-			nn.SwiGLU(hh, ge, ue)
+			sl := w.silu[l][lo*F : hi*F]
+			for i, v := range sl {
+				hh[i] = v * ue[i] // the forward's hh, bit for bit
+			}
 			// y = hh·W2: dhh = dy·W2ᵀ, dW2 += hhᵀ·dy
 			kernel.MatMulT(pool, dg, dy, ne, w2)
 			w.atb = nn.MatMulATB(pool, gw.w2[e*F*D:(e+1)*F*D], hh, dy, ne, F, D, w.atb)
-			nn.SwiGLUBackward(dg, du, dg, ge, ue)
+			nn.SwiGLUBackwardSiLU(dg, du, dg, ge, ue, sl)
 			// g = xe·W1ᵀ, u = xe·V1ᵀ: dxe = dg·W1 + du·V1, dW1 += dgᵀ·xe, dV1 += duᵀ·xe
 			kernel.MatMulN(pool, dxe, dg, ne, w1, false)
 			kernel.MatMulN(pool, dxe, du, ne, v1, true)
@@ -278,7 +295,7 @@ func (s *TrainState) Backward(g *Params) error {
 // LossAndGrad runs Forward and Backward: it returns the losses of batch b and
 // accumulates d(GradScale·Total)/dθ into g.
 func (s *TrainState) LossAndGrad(p *Params, b Batch, opt TrainOptions, g *Params) (Losses, error) {
-	ls, err := s.Forward(p, b, opt)
+	ls, err := s.forward(p, b, opt, g)
 	if err != nil {
 		return ls, err
 	}

@@ -10,13 +10,32 @@ import (
 )
 
 // headChunkFloats bounds the logits chunk [R, V] of the LM head and loss, so a
-// large vocabulary never needs the whole [N, V] logits in memory.
-const headChunkFloats = 1 << 23
+// large vocabulary never needs the whole [N, V] logits in memory. Large chunks
+// amortise streaming the [V, D] head weights through the GEMMs once per chunk.
+const headChunkFloats = 1 << 26
+
+// headRows returns the rows per logits chunk: the batch split into the fewest chunks
+// within headChunkFloats, balanced.
+func headRows(N, V int) int {
+	R := max(1, min(N, headChunkFloats/V))
+	chunks := (N + R - 1) / R
+	return (N + chunks - 1) / chunks
+}
 
 // Forward runs the training forward pass of p over batch b, returns the losses and
 // keeps the activations for Backward. It does not modify p.
 func (s *TrainState) Forward(p *Params, b Batch, opt TrainOptions) (Losses, error) {
-	s.ready = false
+	return s.forward(p, b, opt, nil)
+}
+
+// forward is Forward; with g it also computes the gradient of the LM head and the
+// loss while each logits chunk is at hand (g.lm_head += ..., and the gradient
+// entering norm_f into s.bw.dhf), so that backward need not recompute the logits.
+func (s *TrainState) forward(p *Params, b Batch, opt TrainOptions, g *Params) (Losses, error) {
+	s.ready, s.bw.headDone = false, false
+	if g != nil && (p == nil || !p.sameLayout(g)) {
+		return Losses{}, errors.New("dbrx: backward: gradient layout does not match the parameters")
+	}
 	if p == nil || len(p.Data) != 3+8*p.Config.NLayers {
 		return Losses{}, errors.New("dbrx: train forward: parameters not built by NewParams")
 	}
@@ -29,7 +48,7 @@ func (s *TrainState) Forward(p *Params, b Batch, opt TrainOptions) (Losses, erro
 	E, K, F, V, L := c.FFNConfig.MoENumExperts, c.FFNConfig.MoETopK, c.FFNConfig.FFNHiddenSize, c.VocabSize, c.NLayers
 	Q := c.QKVDim()
 	N := b.B * b.T
-	s.ensure(c, b, opt)
+	s.ensure(c, b, opt, g != nil)
 	pv := p.view()
 	pool := s.Pool
 
@@ -107,7 +126,14 @@ func (s *TrainState) Forward(p *Params, b Batch, opt TrainOptions) (Losses, erro
 			hh := s.bw.hh[:ne*F]
 			kernel.MatMulT(pool, ge, xe, ne, nn.F32Mat(w.w1[e*F*D:(e+1)*F*D], F, D))
 			kernel.MatMulT(pool, ue, xe, ne, nn.F32Mat(w.v1[e*F*D:(e+1)*F*D], F, D))
-			nn.SwiGLU(hh, ge, ue)
+			// hh = silu(g)·u, exactly nn.SwiGLU, keeping silu(g) for the backward.
+			sl := s.bw.silu[l][lo*F : hi*F]
+			for i, g := range ge {
+				sl[i] = nn.SiLU(g)
+			}
+			for i, v := range sl {
+				hh[i] = v * ue[i]
+			}
 			kernel.MatMulN(pool, ye, hh, ne, nn.F32Mat(w.w2[e*F*D:(e+1)*F*D], F, D), false)
 			for i, as := range a.order[lo:hi] {
 				t := as / K
@@ -128,15 +154,18 @@ func (s *TrainState) Forward(p *Params, b Batch, opt TrainOptions) (Losses, erro
 		}
 	}
 	if ls.Tokens > 0 {
-		R := len(s.logits) / V
-		for r0 := 0; r0 < N; r0 += R {
-			r1 := min(r0+R, N)
-			lg := s.logits[:(r1-r0)*V]
-			kernel.MatMulT(pool, lg, s.hf[r0*D:r1*D], r1-r0, nn.F32Mat(pv.lmHead, V, D))
-			if err := nn.CrossEntropy(pool, s.rowCE[r0:r1], lg, b.Targets[r0:r1], V, 0, false); err != nil {
-				return Losses{}, fmt.Errorf("dbrx: train forward: %w", err)
-			}
+		var gLM []float32
+		gs := opt.GradScale
+		if gs == 0 {
+			gs = 1
 		}
+		if g != nil {
+			gLM = g.view().lmHead
+		}
+		if err := s.head(pv.lmHead, b.Targets, N, D, V, gs/float32(ls.Tokens), gLM); err != nil {
+			return Losses{}, fmt.Errorf("dbrx: train forward: %w", err)
+		}
+		s.bw.headDone = g != nil
 		var sum float64
 		for _, v := range s.rowCE[:N] {
 			sum += v
@@ -243,4 +272,41 @@ func (s *TrainState) AddExpertCounts(dst []int64) int {
 		}
 	}
 	return s.n
+}
+
+// head runs the LM head and cross-entropy over row chunks of s.hf, writing each
+// row's loss into s.rowCE. With gLM it also takes the gradient of ceScale·Σ CE:
+// s.bw.dhf [N, D] = dlogits·W and gLM [V, D] += dlogitsᵀ·hf. The weight gradient is
+// accumulated transposed, gᵀ [D, V] += hfᵀ·dlogits, where the chunk of dlogits is the
+// right-hand operand as it lies (no [R, V] transpose per chunk), and added to gLM
+// once at the end.
+//
+//	lm [V, D]; targets [N]
+func (s *TrainState) head(lm []float32, targets []int, N, D, V int, ceScale float32, gLM []float32) error {
+	pool := s.Pool
+	R := headRows(N, V)
+	W := nn.F32Mat(lm, V, D)
+	grad := gLM != nil
+	w := &s.bw
+	for r0 := 0; r0 < N; r0 += R {
+		r1 := min(r0+R, N)
+		n := r1 - r0
+		lg := s.logits[:n*V]
+		hf := s.hf[r0*D : r1*D]
+		kernel.MatMulT(pool, lg, hf, n, W)
+		if err := nn.CrossEntropy(pool, s.rowCE[r0:r1], lg, targets[r0:r1], V, ceScale, grad); err != nil {
+			return err
+		}
+		if !grad {
+			continue
+		}
+		kernel.MatMulN(pool, w.dhf[r0*D:r1*D], lg, n, W, false)
+		hfT := w.hfT[:D*n]
+		nn.Transpose(pool, hfT, hf, n, D)
+		kernel.MatMulN(pool, w.gLMT, hfT, D, nn.F32Mat(lg, n, V), r0 > 0)
+	}
+	if grad {
+		nn.AddTransposed(pool, gLM, w.gLMT, D, V)
+	}
+	return nil
 }
