@@ -22,9 +22,38 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, rl *req
 	if aerr != nil {
 		return aerr
 	}
+	g, prompts, aerr := s.parseChat(body)
+	if aerr != nil {
+		return aerr
+	}
+	return s.generate(w, r, rl, true, g, prompts, "messages")
+}
+
+// parseChat decodes and validates a chat completion request and renders its prompt.
+func (s *Server) parseChat(body []byte) (gen, []prompt, *APIError) {
+	g, msgs, aerr := s.parseChatRequest(body)
+	if aerr != nil {
+		return g, nil, aerr
+	}
+	tmpl := s.tmpl.Load()
+	if tmpl == nil {
+		return g, nil, &APIError{Status: http.StatusInternalServerError, Type: "server_error", Message: "The server has no chat template (no tokenizer)."}
+	}
+	ids, err := (*tmpl)(msgs)
+	if err != nil {
+		return g, nil, invalid("messages", "invalid_value", "Invalid 'messages': %v", err)
+	}
+	if len(ids) == 0 { // only a system message: the template renders nothing
+		return g, nil, invalid("messages", "invalid_value", "Invalid 'messages': the conversation needs a message besides the system message.")
+	}
+	return g, []prompt{{ids: ids}}, nil
+}
+
+// parseChatRequest decodes and validates the fields of a chat completion request.
+func (s *Server) parseChatRequest(body []byte) (gen, []Message, *APIError) {
 	var req chatRequest
 	if aerr := decodeJSON(body, &req); aerr != nil {
-		return aerr
+		return gen{}, nil, aerr
 	}
 	maxTok, maxParam := req.MaxTokens, "max_tokens"
 	if req.MaxCompletionTokens != nil {
@@ -32,32 +61,32 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, rl *req
 	}
 	g, aerr := req.parse(s.cfg.MaxN, maxTok, maxParam, 0)
 	if aerr != nil {
-		return aerr
+		return g, nil, aerr
 	}
 	if g.model != s.cfg.ModelName {
-		return modelNotFound(g.model)
+		return g, nil, modelNotFound(g.model)
 	}
 	g.logprobs = req.Logprobs != nil && *req.Logprobs
 	if req.TopLogprobs != nil {
 		top := *req.TopLogprobs
 		if top < 0 || top > 20 {
-			return invalid("top_logprobs", "invalid_value", "Invalid 'top_logprobs': %d, want an integer in [0, 20].", top)
+			return g, nil, invalid("top_logprobs", "invalid_value", "Invalid 'top_logprobs': %d, want an integer in [0, 20].", top)
 		}
 		if top > 0 && !g.logprobs {
-			return invalid("top_logprobs", "invalid_value", "Invalid 'top_logprobs': 'logprobs' must be set to true if 'top_logprobs' is used.")
+			return g, nil, invalid("top_logprobs", "invalid_value", "Invalid 'top_logprobs': 'logprobs' must be set to true if 'top_logprobs' is used.")
 		}
 		g.sampling.LogProbs = int(top)
 	}
 	if aerr := validateSampling(g.sampling); aerr != nil {
-		return aerr
+		return g, nil, aerr
 	}
 	if len(req.Messages) == 0 {
-		return invalid("messages", "empty_array", "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.")
+		return g, nil, invalid("messages", "empty_array", "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.")
 	}
 	msgs := make([]Message, len(req.Messages))
 	for i, m := range req.Messages {
 		if m.Role == nil {
-			return invalid(fmt.Sprintf("messages[%d].role", i), "missing_required_parameter", "Missing required parameter: 'messages[%d].role'.", i)
+			return g, nil, invalid(fmt.Sprintf("messages[%d].role", i), "missing_required_parameter", "Missing required parameter: 'messages[%d].role'.", i)
 		}
 		role := *m.Role
 		switch role {
@@ -65,23 +94,15 @@ func (s *Server) chatCompletions(w http.ResponseWriter, r *http.Request, rl *req
 		case "developer":
 			role = "system"
 		default:
-			return invalid(fmt.Sprintf("messages[%d].role", i), "invalid_value", "Invalid value: '%s'. Supported values are: 'system', 'developer', 'user' and 'assistant'.", role)
+			return g, nil, invalid(fmt.Sprintf("messages[%d].role", i), "invalid_value", "Invalid value: '%s'. Supported values are: 'system', 'developer', 'user' and 'assistant'.", role)
 		}
 		content, aerr := chatContent(m.Content, i)
 		if aerr != nil {
-			return aerr
+			return g, nil, aerr
 		}
 		msgs[i] = Message{Role: role, Content: content}
 	}
-	tmpl := s.tmpl.Load()
-	if tmpl == nil {
-		return &APIError{Status: http.StatusInternalServerError, Type: "server_error", Message: "The server has no chat template (no tokenizer)."}
-	}
-	ids, err := (*tmpl)(msgs)
-	if err != nil {
-		return invalid("messages", "invalid_value", "Invalid 'messages': %v", err)
-	}
-	return s.generate(w, r, rl, true, g, []prompt{{ids: ids}}, "messages")
+	return g, msgs, nil
 }
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request, rl *reqLog) *APIError {
@@ -89,38 +110,46 @@ func (s *Server) completions(w http.ResponseWriter, r *http.Request, rl *reqLog)
 	if aerr != nil {
 		return aerr
 	}
-	var req completionRequest
-	if aerr := decodeJSON(body, &req); aerr != nil {
-		return aerr
-	}
-	g, aerr := req.parse(s.cfg.MaxN, req.MaxTokens, "max_tokens", s.cfg.DefaultCompletionMaxTokens)
+	g, prompts, aerr := s.parseCompletion(body, s.engine().Tokenizer())
 	if aerr != nil {
 		return aerr
 	}
+	return s.generate(w, r, rl, false, g, prompts, "prompt")
+}
+
+// parseCompletion decodes and validates a completion request and encodes its prompts.
+func (s *Server) parseCompletion(body []byte, tok *tokenizer.Tokenizer) (gen, []prompt, *APIError) {
+	var req completionRequest
+	if aerr := decodeJSON(body, &req); aerr != nil {
+		return gen{}, nil, aerr
+	}
+	g, aerr := req.parse(s.cfg.MaxN, req.MaxTokens, "max_tokens", s.cfg.DefaultCompletionMaxTokens)
+	if aerr != nil {
+		return g, nil, aerr
+	}
 	if g.model != s.cfg.ModelName {
-		return modelNotFound(g.model)
+		return g, nil, modelNotFound(g.model)
 	}
 	if req.Logprobs != nil {
 		if *req.Logprobs < 0 || *req.Logprobs > 5 {
-			return invalid("logprobs", "invalid_value", "Invalid 'logprobs': %d, want an integer in [0, 5].", *req.Logprobs)
+			return g, nil, invalid("logprobs", "invalid_value", "Invalid 'logprobs': %d, want an integer in [0, 5].", *req.Logprobs)
 		}
 		g.logprobs = true
 		g.sampling.LogProbs = int(*req.Logprobs)
 	}
 	if aerr := validateSampling(g.sampling); aerr != nil {
-		return aerr
+		return g, nil, aerr
 	}
-	tok := s.engine().Tokenizer()
 	prompts, aerr := parsePrompt(req.Prompt, tok)
 	if aerr != nil {
-		return aerr
+		return g, nil, aerr
 	}
 	if req.Echo != nil && *req.Echo {
 		for i := range prompts {
 			prompts[i].echo = true
 		}
 	}
-	return s.generate(w, r, rl, false, g, prompts, "prompt")
+	return g, prompts, nil
 }
 
 // prompt is one prompt of a request.

@@ -547,6 +547,7 @@ func TestBadRequests(t *testing.T) {
 		{"unknown model", "/v1/chat/completions", `{"model":"gpt-4",` + msgs + `}`, 404, "model", "model_not_found"},
 		{"no messages", "/v1/chat/completions", `{"model":"C","messages":[]}`, 400, "messages", "empty_array"},
 		{"bad role", "/v1/chat/completions", `{"model":"C","messages":[{"role":"wizard","content":"x"}]}`, 400, "messages[0].role", "invalid_value"},
+		{"only system", "/v1/chat/completions", `{"model":"C","messages":[{"role":"system","content":"x"}]}`, 400, "messages", "invalid_value"},
 		{"no role", "/v1/chat/completions", `{"model":"C","messages":[{"content":"x"}]}`, 400, "messages[0].role", "missing_required_parameter"},
 		{"image part", "/v1/chat/completions", `{"model":"C","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}`, 400, "messages[0].content[0].type", "invalid_value"},
 		{"content type", "/v1/chat/completions", `{"model":"C","messages":[{"role":"user","content":7}]}`, 400, "messages[0].content", "invalid_type"},
