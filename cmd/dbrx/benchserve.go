@@ -11,6 +11,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,7 +34,7 @@ func runBenchServe(ctx context.Context, e env, args []string) error {
 	fs := newFlags("bench-serve", e)
 	modelDir := fs.String("model", "", "model directory (HF checkpoint)")
 	streamsFlag := fs.String("streams", "1,4,16", "comma-separated concurrency levels")
-	maxTokens := fs.Int("max-tokens", 64, "tokens generated per stream")
+	maxTokens := fs.Int("max-tokens", 128, "tokens generated per stream")
 	promptLen := fs.Int("prompt-tokens", 16, "prompt tokens per stream in the throughput runs")
 	prefix := fs.Int("prefix", 300, "shared prefix tokens in the time-to-first-token runs (0 = skip)")
 	suffix := fs.Int("suffix", 16, "distinct suffix tokens after the shared prefix")
@@ -40,6 +42,7 @@ func runBenchServe(ctx context.Context, e env, args []string) error {
 	threads := fs.Int("threads", 0, "worker threads (0 = all cores)")
 	seed := fs.Uint64("seed", 1, "seed of the random prompts")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	ef := addEngineFlags(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -81,7 +84,28 @@ func runBenchServe(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	ecfg.OnStep = srv.OnStep
+	var stepMu sync.Mutex
+	var stepN int
+	var stepDur time.Duration
+	ecfg.OnStep = func(si engine.StepInfo) {
+		srv.OnStep(si)
+		if si.PrefillTokens == 0 {
+			stepMu.Lock()
+			stepN++
+			stepDur += si.Duration
+			stepMu.Unlock()
+		}
+	}
+	stepMean := func() float64 {
+		stepMu.Lock()
+		defer stepMu.Unlock()
+		if stepN == 0 {
+			return 0
+		}
+		v := float64(stepDur.Microseconds()) / 1e3 / float64(stepN)
+		stepN, stepDur = 0, 0
+		return v
+	}
 	eng, err := engine.New(m, tokenizer.DBRX(), pool, ecfg)
 	if err != nil {
 		return err
@@ -112,12 +136,24 @@ func runBenchServe(ctx context.Context, e env, args []string) error {
 		fmt.Fprintf(e.stdout, "model %s: d_model %d, %d layers, %d experts top-%d, vocab %d; %d threads\n",
 			*modelDir, c.DModel, c.NLayers, c.FFNConfig.MoENumExperts, c.FFNConfig.MoETopK, c.VocabSize, pool.Workers())
 		fmt.Fprintf(e.stdout, "throughput: %d-token prompts, %d generated tokens per stream, greedy, streaming /v1/completions\n", *promptLen, *maxTokens)
-		fmt.Fprintf(e.stdout, "%8s %10s %8s %12s %14s %10s %10s\n", "streams", "gen_tokens", "wall_s", "agg_tok/s", "stream_tok/s", "ttft_ms", "itl_ms")
+		fmt.Fprintf(e.stdout, "%8s %10s %8s %12s %14s %10s %10s %10s\n", "streams", "gen_tokens", "wall_s", "agg_tok/s", "stream_tok/s", "ttft_ms", "itl_ms", "step_ms")
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	// Warm up (page in the weights, grow the workspace).
 	if _, err := b.run(ctx, randIDs(*promptLen), 4); err != nil {
 		return err
 	}
+	stepMean()
 	for _, n := range levels {
 		var wg sync.WaitGroup
 		res := make([]streamResult, n)
@@ -146,10 +182,11 @@ func runBenchServe(ctx context.Context, e env, args []string) error {
 		lvl.StreamTokensPerSec = lvl.AggTokensPerSec / float64(n)
 		lvl.MeanTTFTms = float64(ttft.Microseconds()) / 1e3 / float64(n)
 		lvl.MeanITLms = float64(itl.Microseconds()) / 1e3 / float64(n)
+		lvl.MeanDecodeStepms = stepMean()
 		report.Levels = append(report.Levels, lvl)
 		if !*asJSON {
-			fmt.Fprintf(e.stdout, "%8d %10d %8.2f %12.1f %14.1f %10.1f %10.1f\n", n, lvl.GeneratedTokens, lvl.WallSeconds,
-				lvl.AggTokensPerSec, lvl.StreamTokensPerSec, lvl.MeanTTFTms, lvl.MeanITLms)
+			fmt.Fprintf(e.stdout, "%8d %10d %8.2f %12.1f %14.1f %10.1f %10.1f %10.1f\n", n, lvl.GeneratedTokens, lvl.WallSeconds,
+				lvl.AggTokensPerSec, lvl.StreamTokensPerSec, lvl.MeanTTFTms, lvl.MeanITLms, lvl.MeanDecodeStepms)
 		}
 	}
 	if len(report.Levels) > 1 {
@@ -213,6 +250,7 @@ type benchLevel struct {
 	StreamTokensPerSec float64 `json:"stream_tokens_per_s"`
 	MeanTTFTms         float64 `json:"mean_ttft_ms"`
 	MeanITLms          float64 `json:"mean_itl_ms"`
+	MeanDecodeStepms   float64 `json:"mean_decode_step_ms"` // engine step without prefill: forward + sampling
 }
 
 type benchReport struct {
