@@ -395,6 +395,20 @@ func (t *Trainer) restore(dir string) error {
 		copy(t.expCounts, st.ExpertCounts)
 		t.expTokens = st.ExpertTokens
 	}
+	// Rewinding to an older checkpoint abandons the later ones: remove them, so that a
+	// later --resume cannot pick a checkpoint of the abandoned timeline.
+	cks, err := ListCheckpoints(t.cfg.RunDir)
+	if err != nil {
+		return err
+	}
+	for _, ck := range cks {
+		if n, _ := checkpointStep(filepath.Base(ck)); n > st.Step {
+			t.log.Warn("train: removing a checkpoint newer than the one resumed from", "checkpoint", ck)
+			if err := os.RemoveAll(ck); err != nil {
+				return fmt.Errorf("train: %w", err)
+			}
+		}
+	}
 	t.step, t.tokens, t.lastLR = st.Step, st.TokensSeen, st.LR
 	t.elapsed = time.Duration(st.ElapsedSeconds * float64(time.Second))
 	t.lastSaved = st.Step

@@ -221,6 +221,10 @@ func TestResumeFromGivenCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameTrajectory(t, readLines[StepMetrics](t, filepath.Join(full.RunDir, MetricsFile)), want)
+	cks, _ := ListCheckpoints(full.RunDir)
+	if len(cks) != 3 { // 3, 6 (rewritten) and 8 (rewritten)
+		t.Errorf("checkpoints after the rewind: %v", cks)
+	}
 	if _, err := New(full, Options{}); err == nil {
 		t.Error("starting a new run in a directory with checkpoints should fail")
 	}
@@ -476,5 +480,114 @@ func TestFLOPs(t *testing.T) {
 	}
 	if got, w := FLOPsPerToken(c, 256), 6*float64(want)+6*4*256*257; got != w {
 		t.Errorf("flops/token %v, want %v", got, w)
+	}
+}
+
+// cancelSource cancels a context while the call-th batch is being read: the trainer
+// notices before the next micro-batch, in the middle of a step.
+type cancelSource struct {
+	batchSource
+	calls, at int
+	cancel    context.CancelFunc
+}
+
+func (c *cancelSource) Next(b *dbrx.Batch) error {
+	if c.calls == c.at {
+		c.cancel()
+	}
+	c.calls++
+	return c.batchSource.Next(b)
+}
+
+// TestInterruptMidStep cancels between the two micro-batches of step 3: the partial
+// step is discarded (data position and RNG rewound), the checkpoint is of step 2,
+// and the resumed run still matches the uninterrupted one bit for bit.
+func TestInterruptMidStep(t *testing.T) {
+	dataDir := t.TempDir()
+	full := shardConfig(t, filepath.Join(t.TempDir(), "full"), dataDir)
+	full.MaxSteps, full.CheckpointEvery = 5, 0
+	if err := runTrainer(t, context.Background(), full, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cut := full
+	cut.RunDir = filepath.Join(t.TempDir(), "cut")
+	tr, err := New(cut, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tr.src = &cancelSource{batchSource: tr.src, at: 4, cancel: cancel} // step 3, micro-batch 1
+	err = tr.Run(ctx)
+	tr.Close()
+	if !errors.Is(err, ErrInterrupted) || tr.Step() != 2 {
+		t.Fatalf("Run returned %v at step %d, want ErrInterrupted at step 2", err, tr.Step())
+	}
+	if err := runTrainer(t, context.Background(), cut, Options{Resume: "latest"}); err != nil {
+		t.Fatal(err)
+	}
+	sameTrajectory(t, readLines[StepMetrics](t, filepath.Join(cut.RunDir, MetricsFile)), readLines[StepMetrics](t, filepath.Join(full.RunDir, MetricsFile)))
+	a, _ := LatestCheckpoint(full.RunDir)
+	b, _ := LatestCheckpoint(cut.RunDir)
+	sameParams(t, loadCkpt(t, b), loadCkpt(t, a))
+
+	// Expert load lines: per layer, fractions of tokens summing to top_k = 2.
+	for _, s := range readLines[ExpertStats](t, filepath.Join(full.RunDir, ExpertsFile)) {
+		for l, load := range s.Load {
+			var sum float64
+			for _, f := range load {
+				sum += f
+			}
+			if math.Abs(sum-2) > 1e-9 || s.MaxOverMean[l] < 1 {
+				t.Errorf("step %d layer %d: load %v sums to %v", s.Step, l, load, sum)
+			}
+		}
+	}
+}
+
+// TestInitFrom continues training a Hugging Face checkpoint (fixture B: bf16 weights
+// written by transformers): the weights are widened, the first loss is the model's
+// loss on the first batch, and generation_config.json is carried into checkpoints.
+func TestInitFrom(t *testing.T) {
+	src := filepath.Join("..", "testdata", "dbrx", "B")
+	c := DefaultConfig()
+	c.RunDir = t.TempDir()
+	c.Seed, c.Threads, c.MaxSteps = 5, 2, 2
+	c.Model.InitFrom = src
+	c.Data = DataConfig{Synthetic: true, SeqLen: 12, BatchSize: 2, GradAccum: 1}
+	tr, err := New(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	// The first batch's loss under the untouched checkpoint weights.
+	p0, err := dbrx.LoadParams(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &syntheticSource{seed: c.Seed, V: p0.Config.VocabSize, B: 2, T: 12}
+	var b dbrx.Batch
+	first.Next(&b)
+	pool := parallel.New(2)
+	defer pool.Close()
+	ls, err := dbrx.NewTrainState(pool).Forward(p0, b, dbrx.TrainOptions{AuxLoss: dbrx.AuxMegaBlocks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m := readLines[StepMetrics](t, filepath.Join(c.RunDir, MetricsFile))
+	if m[0].Loss != ls.Total {
+		t.Errorf("first loss %v, checkpoint's loss on that batch %v", m[0].Loss, ls.Total)
+	}
+	ck, _ := LatestCheckpoint(c.RunDir)
+	want, _ := os.ReadFile(filepath.Join(src, GenerationConfig))
+	got, err := os.ReadFile(filepath.Join(ck, GenerationConfig))
+	if err != nil || string(got) != string(want) {
+		t.Errorf("generation_config.json not carried over: %v", err)
+	}
+	if p := loadCkpt(t, ck); p.Config.FFNConfig.MoETopK != p0.Config.FFNConfig.MoETopK || p.Config.AttnConfig.ClipQKV == nil {
+		t.Errorf("config not carried over: %+v", p.Config)
 	}
 }

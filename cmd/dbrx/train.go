@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -90,8 +91,12 @@ func runTrain(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "dbrx train: done, %d steps, %d tokens; checkpoints in %s/%s, metrics and loss curve in %s\n",
-		tr.Step(), tr.TokensSeen(), cfg.RunDir, train.CheckpointsDir, cfg.RunDir)
+	where := fmt.Sprintf("checkpoints in %s", filepath.Join(cfg.RunDir, train.CheckpointsDir))
+	if cfg.DisableCheckpoints {
+		where = "checkpoints disabled"
+	}
+	fmt.Fprintf(e.stderr, "dbrx train: done, %d steps, %d tokens; %s; metrics and loss curve in %s\n",
+		tr.Step(), tr.TokensSeen(), where, cfg.RunDir)
 	return nil
 }
 
