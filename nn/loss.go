@@ -77,45 +77,56 @@ func CrossEntropy(p *parallel.Pool, loss []float64, logits []float32, labels []i
 	return nil
 }
 
-// maxArg returns the maximum of x (len(x) > 0) and its first index, over four
-// independent lanes. NaNs are skipped (the softmax then propagates them).
+// maxArg returns the maximum of x (len(x) > 0) and its first index: eight
+// independent running maxima, then a scan for the first element equal to the
+// maximum. NaNs are skipped (the softmax then propagates them).
 func maxArg(x []float32) (float32, int) {
-	var m [4]float32
-	var a [4]int
-	for k := range m {
-		m[k], a[k] = float32(math.Inf(-1)), -1
-	}
-	n := len(x) &^ 3
-	for i := 0; i < n; i += 4 {
-		v := x[i : i+4 : i+4]
-		if v[0] > m[0] {
-			m[0], a[0] = v[0], i
+	ninf := float32(math.Inf(-1))
+	m0, m1, m2, m3, m4, m5, m6, m7 := ninf, ninf, ninf, ninf, ninf, ninf, ninf, ninf
+	n := len(x) &^ 7
+	for i := 0; i < n; i += 8 {
+		v := x[i : i+8 : i+8]
+		if v[0] > m0 {
+			m0 = v[0]
 		}
-		if v[1] > m[1] {
-			m[1], a[1] = v[1], i+1
+		if v[1] > m1 {
+			m1 = v[1]
 		}
-		if v[2] > m[2] {
-			m[2], a[2] = v[2], i+2
+		if v[2] > m2 {
+			m2 = v[2]
 		}
-		if v[3] > m[3] {
-			m[3], a[3] = v[3], i+3
+		if v[3] > m3 {
+			m3 = v[3]
 		}
-	}
-	for i := n; i < len(x); i++ {
-		if x[i] > m[i&3] {
-			m[i&3], a[i&3] = x[i], i
+		if v[4] > m4 {
+			m4 = v[4]
 		}
-	}
-	best, arg := m[0], a[0]
-	for k := 1; k < 4; k++ {
-		if m[k] > best || m[k] == best && a[k] >= 0 && (arg < 0 || a[k] < arg) {
-			best, arg = m[k], a[k]
+		if v[5] > m5 {
+			m5 = v[5]
+		}
+		if v[6] > m6 {
+			m6 = v[6]
+		}
+		if v[7] > m7 {
+			m7 = v[7]
 		}
 	}
-	if arg < 0 { // only NaNs (or -Inf): any index
-		return x[0], 0
+	for _, v := range x[n:] {
+		if v > m0 {
+			m0 = v
+		}
 	}
-	return best, arg
+	for _, v := range [...]float32{m1, m2, m3, m4, m5, m6, m7} {
+		if v > m0 {
+			m0 = v
+		}
+	}
+	for i, v := range x {
+		if v == m0 {
+			return m0, i
+		}
+	}
+	return x[0], 0 // only NaNs
 }
 
 // checkRouter validates the per-layer router tensors of the auxiliary losses.
