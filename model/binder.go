@@ -44,7 +44,9 @@ func (e *BindError) Error() string {
 }
 
 // Binder takes tensors out of a Source by name, checking shape and dtype, and
-// remembers what was used so Finish can report leftovers.
+// remembers what was used so Finish can report leftovers. Weights may be F32, BF16,
+// F16 or one of the ggml block types (Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K), whose
+// data is rows of the innermost dimension, RowBytes each.
 type Binder struct {
 	src  weights.Source
 	used map[string]bool
@@ -69,18 +71,38 @@ func (b *Binder) get(name string, shape ...int) (weights.Tensor, bool) {
 	}
 	switch t.DType {
 	case tensor.F32, tensor.BF16, tensor.F16:
+	case tensor.Q8_0, tensor.Q4_0, tensor.Q5_0, tensor.Q4_K, tensor.Q5_K, tensor.Q6_K:
 	default:
-		b.err.Mismatched = append(b.err.Mismatched, fmt.Sprintf("%s: dtype %s is not a float type (F32, BF16, F16)", name, t.DType))
+		b.err.Mismatched = append(b.err.Mismatched, fmt.Sprintf("%s: dtype %s is not a weight type (F32, BF16, F16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)", name, t.DType))
 		return weights.Tensor{}, false
 	}
-	if n := tensor.Shape(shape).NumElements() * int64(t.DType.Size()); int64(len(t.Data)) != n {
+	// Storage is rows of the innermost dimension; block types need whole blocks per row.
+	inner, rows := 1, 1
+	if len(shape) > 0 {
+		inner = shape[len(shape)-1]
+		rows = int(tensor.Shape(shape[:len(shape)-1]).NumElements())
+	}
+	rb, err := t.DType.RowBytes(inner)
+	if err != nil {
+		b.err.Mismatched = append(b.err.Mismatched, fmt.Sprintf("%s: %v", name, err))
+		return weights.Tensor{}, false
+	}
+	if n := int64(rows) * int64(rb); int64(len(t.Data)) != n {
 		b.err.Mismatched = append(b.err.Mismatched, fmt.Sprintf("%s: %d data bytes, want %d", name, len(t.Data), n))
 		return weights.Tensor{}, false
 	}
 	return t, true
 }
 
-// Mat binds a 2-D weight [rows, cols] as a zero-copy matrix (bf16 stays bf16).
+// Has reports whether the source holds name, without marking it used (to choose
+// between alternative spellings of a weight, e.g. a transposed GGUF orientation).
+func (b *Binder) Has(name string) bool {
+	_, ok := b.src.Tensor(name)
+	return ok
+}
+
+// Mat binds a 2-D weight [rows, cols] as a zero-copy matrix (bf16 stays bf16; a
+// block-quantized weight stays quantized, each row cols/BlockSize whole blocks).
 func (b *Binder) Mat(name string, rows, cols int) kernel.Mat {
 	t, ok := b.get(name, rows, cols)
 	if !ok {
@@ -89,16 +111,26 @@ func (b *Binder) Mat(name string, rows, cols int) kernel.Mat {
 	return kernel.Mat{DType: t.DType, Rows: rows, Cols: cols, Data: t.Data}
 }
 
-// Vec binds a 1-D weight [n], widened to a float32 copy (norm weights are tiny).
+// FloatMat is Mat for a weight that must be F32, BF16 or F16 (one used as x·w, for
+// which there is no block-quantized kernel).
+func (b *Binder) FloatMat(name string, rows, cols int) kernel.Mat {
+	m := b.Mat(name, rows, cols)
+	if m.IsQuantized() {
+		b.err.Mismatched = append(b.err.Mismatched, fmt.Sprintf("%s: dtype %s: this weight must be F32, BF16 or F16", name, m.DType))
+		return kernel.Mat{}
+	}
+	return m
+}
+
+// Vec binds a 1-D weight [n], widened (or dequantized) to a float32 copy (norm
+// weights are tiny).
 func (b *Binder) Vec(name string, n int) []float32 {
 	t, ok := b.get(name, n)
 	if !ok {
 		return nil
 	}
 	out := make([]float32, n)
-	if err := tensor.ToFloat32(out, t.DType, t.Data); err != nil {
-		b.err.Mismatched = append(b.err.Mismatched, name+": "+err.Error())
-	}
+	kernel.Mat{DType: t.DType, Rows: 1, Cols: n, Data: t.Data}.DecodeRow(out, 0)
 	return out
 }
 

@@ -197,7 +197,7 @@ func (m *Model) Forward(ws *Workspace, steps []Step) ([]float32, error) {
 	t, row := 0, 0
 	for si, s := range steps {
 		for j, id := range s.IDs {
-			m.Wte.Row(ws.x[t*D:(t+1)*D], id)
+			m.Wte.DecodeRow(ws.x[t*D:(t+1)*D], id)
 			ws.tokSeq[t] = si
 			ws.tokPos[t] = s.Cache.Len + j
 			m.RoPE.Tables(ws.cos[t*half:(t+1)*half], ws.sin[t*half:(t+1)*half], ws.tokPos[t])
@@ -226,7 +226,7 @@ func (m *Model) Forward(ws *Workspace, steps []Step) ([]float32, error) {
 	if ws.Trace != nil {
 		ws.Trace(TraceFinalNorm, -1, ws.normed[:r*D])
 	}
-	kernel.MatMulT(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.LMHead)
+	matT(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.LMHead)
 	return ws.logits[:r*V], nil
 }
 
@@ -240,7 +240,7 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 
 	// Attention: h = LN(x); qkv = clamp(h·Wqkvᵀ); rope; append K/V; attend; project.
 	nn.LayerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm1, LayerNormEps)
-	kernel.MatMulT(ws.Pool, ws.qkv[:n*Q], ws.h[:n*D], n, b.Wqkv)
+	matT(ws.Pool, ws.qkv[:n*Q], ws.h[:n*D], n, b.Wqkv)
 	if clip := c.AttnConfig.ClipQKV; clip != nil {
 		nn.Clamp(ws.qkv[:n*Q], float32(*clip))
 	}
@@ -260,7 +260,7 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	}
 	ws.Pool.For(n*H, 4, ws.attnFn)
 	ws.attnSteps = nil
-	kernel.MatMulT(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj)
+	matT(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj)
 	for i, v := range ws.proj[:n*D] {
 		ws.x[i] += v
 	}
@@ -289,13 +289,23 @@ func (ws *Workspace) attendRange(lo, hi int) {
 	}
 }
 
+// matT computes dst [T, w.Rows] = x [T, w.Cols] · wᵀ for any weight type: float
+// matrices go to kernel.MatMulT, block-quantized ones to kernel.MatMulTQ.
+func matT(p *parallel.Pool, dst, x []float32, T int, w kernel.Mat) {
+	if w.IsQuantized() {
+		kernel.MatMulTQ(p, dst, x, T, w)
+		return
+	}
+	kernel.MatMulT(p, dst, x, T, w)
+}
+
 // moe computes ws.moe = Σ_slots w·expert(ws.h) for n tokens, grouping the tokens by
 // expert (MegaBlocks' dropless layout) so each expert's weights stream once.
 func (m *Model) moe(ws *Workspace, b *Block, l, n int) {
 	c := m.Config
 	D, E, K, F := c.DModel, c.FFNConfig.MoENumExperts, c.FFNConfig.MoETopK, c.FFNConfig.FFNHiddenSize
 	probs := ws.probs[:n*E]
-	kernel.MatMulT(ws.Pool, probs, ws.h[:n*D], n, b.Router)
+	matT(ws.Pool, probs, ws.h[:n*D], n, b.Router)
 	for t := 0; t < n; t++ {
 		p := probs[t*E : (t+1)*E]
 		nn.Softmax(p)
@@ -336,10 +346,14 @@ func (m *Model) moe(ws *Workspace, b *Block, l, n int) {
 		for i, t := range ws.order[lo:hi] {
 			copy(xe[i*D:(i+1)*D], ws.h[t*D:(t+1)*D])
 		}
-		kernel.MatMulT(ws.Pool, ge, xe, ne, b.W1.RowSlice(e*F, (e+1)*F))
-		kernel.MatMulT(ws.Pool, ue, xe, ne, b.V1.RowSlice(e*F, (e+1)*F))
+		matT(ws.Pool, ge, xe, ne, b.W1.SliceRows(e*F, (e+1)*F))
+		matT(ws.Pool, ue, xe, ne, b.V1.SliceRows(e*F, (e+1)*F))
 		nn.SwiGLU(ge, ge, ue)
-		kernel.MatMulN(ws.Pool, ye, ge, ne, b.W2.RowSlice(e*F, (e+1)*F), false)
+		if b.W2T.Rows > 0 { // GGUF orientation: per expert [D, F], y = h·W2T_eᵀ
+			matT(ws.Pool, ye, ge, ne, b.W2T.SliceRows(e*D, (e+1)*D))
+		} else { // HF orientation: per expert [F, D], y = h·W2_e
+			kernel.MatMulN(ws.Pool, ye, ge, ne, b.W2.SliceRows(e*F, (e+1)*F), false)
+		}
 		for i, t := range ws.order[lo:hi] {
 			kernel.AxpyF32(out[t*D:(t+1)*D], ws.orderW[lo+i], ye[i*D:(i+1)*D])
 		}

@@ -18,7 +18,9 @@ type Block struct {
 	Router  kernel.Mat // [E, D]          ffn.router.layer.weight
 	W1      kernel.Mat // [E·F, D]        ffn.experts.mlp.w1 (gate; expert e = rows e·F…)
 	V1      kernel.Mat // [E·F, D]        ffn.experts.mlp.v1 (up)
-	W2      kernel.Mat // [E·F, D]        ffn.experts.mlp.w2 (down, used untransposed: h·W2_e)
+	// The down projection comes in one of two orientations; exactly one is bound.
+	W2  kernel.Mat // [E·F, D] ffn.experts.mlp.w2 (HF; expert e = rows e·F…, used untransposed: h·W2_e); F32/BF16/F16
+	W2T kernel.Mat // [E·D, F] ffn.experts.mlp.w2.T (GGUF ffn_down_exps; expert e = rows e·D…, used as h·W2T_eᵀ); any weight type
 }
 
 // Model is a DBRX causal LM bound to its weights. Weights are views into the
@@ -43,7 +45,8 @@ const (
 )
 
 // BlockNames returns the tensor names of block i in Block field order
-// (Norm1, Wqkv, OutProj, Norm2, Router, W1, V1, W2).
+// (Norm1, Wqkv, OutProj, Norm2, Router, W1, V1, W2). A GGUF source holds the down
+// projection as W2TName(i) instead of the last name.
 func BlockNames(i int) [8]string {
 	p := fmt.Sprintf("transformer.blocks.%d.", i)
 	return [8]string{
@@ -57,6 +60,11 @@ func BlockNames(i int) [8]string {
 		p + "ffn.experts.mlp.w2",
 	}
 }
+
+// W2TName is the name of block i's down projection in the transposed (GGUF,
+// llama.cpp ffn_down_exps) orientation [E·D, F]: the HF name plus
+// weights.TransposedSuffix.
+func W2TName(i int) string { return BlockNames(i)[7] + weights.TransposedSuffix }
 
 // ParamShapes lists every parameter name with its shape, in state_dict order.
 func (c Config) ParamShapes() (names []string, shapes [][]int) {
@@ -82,6 +90,12 @@ func (c Config) ParamShapes() (names []string, shapes [][]int) {
 // Bind attaches the tensors of src to a model of config c. Every missing, unexpected
 // or mis-shaped tensor is reported together in one *model.BindError. The model keeps
 // src open; Close releases it.
+//
+// Matrices may be F32, BF16, F16 or ggml block types (see model.Binder); norms are
+// widened to float32. The down projection is bound from W2TName(i) ([E·D, F], any
+// weight type) when src has that name and not the HF one, else from the HF w2
+// ([E·F, D], float types only); a source holding both is rejected (the unused one
+// is unexpected).
 func Bind(c Config, src weights.Source) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -101,7 +115,11 @@ func Bind(c Config, src weights.Source) (*Model, error) {
 			Router:  b.Mat(n[4], E, D),
 			W1:      b.Mat(n[5], E*F, D),
 			V1:      b.Mat(n[6], E*F, D),
-			W2:      b.Mat(n[7], E*F, D),
+		}
+		if t := W2TName(i); b.Has(t) && !b.Has(n[7]) {
+			m.Blocks[i].W2T = b.Mat(t, E*D, F)
+		} else {
+			m.Blocks[i].W2 = b.FloatMat(n[7], E*F, D)
 		}
 	}
 	m.NormF = b.Vec(NameNormF, D)
