@@ -30,16 +30,19 @@ import (
 // decode agree to rounding, as for float weights. matMulTQ8 is ggml's alternative
 // (activations quantized to 8-bit blocks of 32, integer block dots), kept tested
 // and benchmarked as the reference for an assembly version. BenchmarkMatMulTQ (one
-// core, 1344×768, shared noisy machine) measured, per call:
+// core, N=1344 × K=768, a shared and noisy 2-core machine; ms per call, 3 runs):
 //
-//	         T=1 f32dot  T=1 q8   T=4 f32dot  T=4 q8   T=64 tiles  T=64 q8   BF16 T=1/T=64
-//	Q8_0     0.44-0.50ms 0.35-0.48 0.33-0.40  2.1-2.3  2.3-2.8ms   17-20ms   0.085/0.55ms
-//	Q4_K     0.85        0.49      0.56       1.7-1.9  2.4         35
+//	          T=1          T=4          T=64
+//	Q8_0      0.94-1.09    1.18-1.23    5.6-6.2     (MatMulTQ)
+//	Q8_0 q8   1.16         4.6-8.5      90-97       (matMulTQ8)
+//	Q4_K      0.81-0.84    1.39-1.67    9.1-9.3     (MatMulTQ)
+//	Q4_K q8   0.89-0.91    6.5-16       66-111      (matMulTQ8)
+//	BF16      0.070-0.075  0.125        2.3-2.6     (MatMulT, AVX2)
 //
-// so plain-Go integer dots win only at T=1 for the 4-bit types (~1.7×, at the cost
-// of activation rounding and of decode/prefill consistency), and lose badly beyond.
-// The decoders, not the dots, are the cost (~0.8-1.7 ns per value on one core,
-// BenchmarkDequantRow): 8-16× slower than streaming BF16 through the AVX2 matvec.
+// so in plain Go the integer path loses everywhere (it also adds activation
+// rounding and would make decode and prefill differ).
+// The decoders, not the dots, are the cost (~0.8-1 ns per value on one core,
+// BenchmarkDequantRow): ~12× slower than streaming BF16 through the AVX2 matvec.
 // What would pay off next, in assembly: (1) a fused decode+dot matvec per type
 // (VPMOVSXBD/VPSHUFB nibble unpack + VCVTDQ2PS + FMA against x, 4-8 rows at a time,
 // as mvT does for bf16); (2) for T=1, ggml's integer path with AVX-512 VNNI

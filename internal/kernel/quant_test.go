@@ -246,13 +246,11 @@ func TestMatMulTQAllocs(t *testing.T) {
 }
 
 // BenchmarkMatMulTQ compares the strategies on a BENCH-sized expert projection
-// (N=1344 outputs, K=768) and a down projection (N=768, K=1344 is not a multiple
-// of 256, so K-quants use K=1536 there). MB/s is weight bytes streamed per second
-// on one core.
+// (N=1344 outputs, K=768 inputs) on one core. MB/s is weight bytes per second.
 //
-//	path=f32dot  decode rows to float32, SIMD DotF32 per token (T <= 4), or
-//	             decode tiles and run the float32 GEMM (T > 4): MatMulTQ
-//	path=q8      8-bit activations and integer dots in plain Go (ggml's scheme)
+//	path=f32dot  MatMulTQ: decode rows to float32, SIMD DotF32 per token (T <= 4),
+//	             or decode tiles and run the float32 GEMM (T > 4)
+//	path=q8      matMulTQ8: 8-bit activations, integer dots in plain Go (ggml's scheme)
 //	path=bf16    the same shape as BF16 through MatMulT, for reference
 func BenchmarkMatMulTQ(b *testing.B) {
 	var pool *parallel.Pool // single-threaded: per-core cost, less noise on a shared machine
