@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/dbrx-engine/dbrx/internal/parallel"
@@ -51,7 +52,7 @@ func runBench(ctx context.Context, e env, args []string) error {
 	pool := parallel.New(*threads)
 	defer pool.Close()
 	nThreads := pool.Workers()
-	wt := m.Wte.DType.String()
+	wt := weightTypeName(m)
 	activeBytes := activeWeightBytes(m)
 	rng := rand.New(rand.NewPCG(1, 2))
 	randomIDs := func(n int) []int {
@@ -174,7 +175,7 @@ func meanStd(x []float64) (mean, sd float64) {
 func weightBytes(m *dbrx.Model) int64 {
 	n := int64(len(m.Wte.Data) + len(m.LMHead.Data) + 4*len(m.NormF))
 	for _, b := range m.Blocks {
-		n += int64(len(b.Wqkv.Data) + len(b.OutProj.Data) + len(b.Router.Data) + len(b.W1.Data) + len(b.V1.Data) + len(b.W2.Data) + 4*len(b.Norm1) + 4*len(b.Norm2))
+		n += int64(len(b.Wqkv.Data) + len(b.OutProj.Data) + len(b.Router.Data) + len(b.W1.Data) + len(b.V1.Data) + len(b.W2.Data) + len(b.W2T.Data) + 4*len(b.Norm1) + 4*len(b.Norm2))
 	}
 	return n
 }
@@ -187,7 +188,7 @@ func activeWeightBytes(m *dbrx.Model) int64 {
 	n := int64(len(m.LMHead.Data)) + int64(len(m.Wte.Data))/int64(c.VocabSize)
 	for _, b := range m.Blocks {
 		n += int64(len(b.Wqkv.Data) + len(b.OutProj.Data) + len(b.Router.Data))
-		n += int64(len(b.W1.Data)+len(b.V1.Data)+len(b.W2.Data)) * K / E
+		n += int64(len(b.W1.Data)+len(b.V1.Data)+len(b.W2.Data)+len(b.W2T.Data)) * K / E
 	}
 	return n
 }
@@ -210,4 +211,10 @@ func memcpyGBs(reps int) float64 {
 		best = math.Max(best, gbs)
 	}
 	return best
+}
+
+// weightTypeName names the model's main weight type (that of the expert gate
+// matrices, which dominate its size), in llama-bench's lower-case spelling.
+func weightTypeName(m *dbrx.Model) string {
+	return strings.ToLower(m.Blocks[0].W1.DType.String())
 }
