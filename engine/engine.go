@@ -200,7 +200,7 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	case e.closed:
 		e.mu.Unlock()
 		return nil, ErrClosed
-	case len(e.queue) >= e.cfg.MaxQueue:
+	case len(e.queue) >= e.cfg.MaxQueue && e.purgeQueue() >= e.cfg.MaxQueue:
 		e.mu.Unlock()
 		return nil, ErrQueueFull
 	}
@@ -212,6 +212,23 @@ func (e *Engine) Submit(ctx context.Context, req Request) (*Stream, error) {
 	default:
 	}
 	return s.out, nil
+}
+
+// purgeQueue drops queued requests whose context has ended (their clients left) and
+// returns the queue length. e.mu is held.
+func (e *Engine) purgeQueue() int {
+	kept := e.queue[:0]
+	for _, s := range e.queue {
+		if err := s.ctx.Err(); err != nil {
+			s.out.end(err)
+			continue
+		}
+		kept = append(kept, s)
+	}
+	clear(e.queue[len(kept):])
+	e.queue = kept
+	e.nQueued.Store(int64(len(kept)))
+	return len(kept)
 }
 
 // Generate is Submit followed by iteration over the stream; a submission error is

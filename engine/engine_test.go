@@ -208,6 +208,20 @@ func TestQueueFullAndClose(t *testing.T) {
 	if _, err := e.Submit(ctx, greedy([]int{1}, 1)); !errors.Is(err, ErrQueueFull) {
 		t.Fatalf("want ErrQueueFull, got %v", err)
 	}
+	// A queued request whose client left frees its place at once.
+	gone, cancel := context.WithCancel(ctx)
+	e.mu.Lock()
+	e.queue[1].ctx = gone
+	e.mu.Unlock()
+	cancel()
+	st, err := e.Submit(ctx, greedy([]int{1, 2, 3}, 200))
+	if err != nil {
+		t.Fatalf("submit after a queued client left: %v", err)
+	}
+	if _, err := streams[2].Next(); !errors.Is(err, context.Canceled) {
+		t.Errorf("purged stream: %v", err)
+	}
+	streams[2] = st
 	waitStats(t, e, func(st Stats) bool { return st.Queued == 2 && st.Running == 1 })
 	e.Close()
 	for i, st := range streams {

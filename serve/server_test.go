@@ -434,6 +434,35 @@ func TestStopSequences(t *testing.T) {
 	}
 }
 
+// TestStreamN: streamed choices carry their index; each equals its non-streamed twin.
+func TestStreamN(t *testing.T) {
+	h := newHarness(t, engine.Config{}, Config{})
+	ctx := context.Background()
+	p := userChat("Two answers please.", 6)
+	p.Temperature, p.Seed, p.N = openai.Float(0.9), openai.Int(11), openai.Int(2)
+	whole, err := h.client.Chat.Completions.New(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream := h.client.Chat.Completions.NewStreaming(ctx, p)
+	var acc openai.ChatCompletionAccumulator
+	for stream.Next() {
+		acc.AddChunk(stream.Current())
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(acc.Choices) != 2 {
+		t.Fatalf("%d streamed choices", len(acc.Choices))
+	}
+	for i := range 2 {
+		if acc.Choices[i].Message.Content != whole.Choices[i].Message.Content || acc.Choices[i].FinishReason != whole.Choices[i].FinishReason {
+			t.Errorf("choice %d: streamed %q (%s), whole %q (%s)", i, acc.Choices[i].Message.Content, acc.Choices[i].FinishReason,
+				whole.Choices[i].Message.Content, whole.Choices[i].FinishReason)
+		}
+	}
+}
+
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= 0x80 {

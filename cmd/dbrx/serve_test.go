@@ -13,6 +13,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dbrx-engine/dbrx/chat"
+	"github.com/dbrx-engine/dbrx/tokenizer"
 )
 
 // syncBuffer is a bytes.Buffer safe for the server's logger and the test.
@@ -156,5 +159,23 @@ func TestRunTextAndChat(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "conversation cleared") {
 		t.Errorf("no reset notice: %q", stderr)
+	}
+}
+
+func TestFitConversation(t *testing.T) {
+	tok := tokenizer.DBRX()
+	sys := chat.Message{Role: "system", Content: "Be brief."}
+	long := strings.Repeat("word ", 40)
+	hist := []chat.Message{sys, {Role: "user", Content: long}, {Role: "assistant", Content: long}, {Role: "user", Content: "last"}}
+	full := chat.Encode(tok, hist, chat.DefaultOptions())
+	if ids, dropped := fitConversation(tok, hist, true, len(full)+10, 10); dropped != 0 || len(ids) != len(full) {
+		t.Errorf("fits: dropped %d", dropped)
+	}
+	ids, dropped := fitConversation(tok, hist, true, len(full)-10, 10)
+	if dropped == 0 || len(ids)+10 > len(full)-10 {
+		t.Errorf("too long: dropped %d, %d ids", dropped, len(ids))
+	}
+	if ids, _ := fitConversation(tok, hist, true, 5, 10); ids != nil {
+		t.Error("nothing fits, got a prompt")
 	}
 }
