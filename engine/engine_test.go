@@ -475,3 +475,38 @@ func TestMaxKVTokensAdmission(t *testing.T) {
 		t.Errorf("second got %d tokens", len(ids))
 	}
 }
+
+// TestChunkedPrefill: a long prompt is prefilled in PrefillChunk pieces, each step
+// also advancing the sequence already decoding.
+func TestChunkedPrefill(t *testing.T) {
+	var mu sync.Mutex
+	var infos []StepInfo
+	e := newEngine(t, Config{MaxSeqs: 4, PrefillChunk: 16, MaxStepTokens: 32, OnStep: func(si StepInfo) {
+		mu.Lock()
+		infos = append(infos, si)
+		mu.Unlock()
+	}}, nil)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(5, 5))
+	a, _ := e.Submit(ctx, greedy(randomPrompt(rng, 4), 60))
+	if _, err := a.Next(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := e.Submit(ctx, greedy(randomPrompt(rng, 120), 2))
+	collect(t, b)
+	collect(t, a)
+	mu.Lock()
+	defer mu.Unlock()
+	mixed := 0
+	for _, si := range infos {
+		if si.PrefillTokens > 16 {
+			t.Fatalf("step prefilled %d tokens, chunk is 16", si.PrefillTokens)
+		}
+		if si.PrefillTokens > 0 && si.DecodeTokens > 0 {
+			mixed++
+		}
+	}
+	if mixed < 120/16 {
+		t.Errorf("only %d steps mixed prefill chunks with decoding", mixed)
+	}
+}

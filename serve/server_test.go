@@ -492,6 +492,22 @@ func TestSeedReproducible(t *testing.T) {
 	if a == c {
 		t.Errorf("seeds 42 and 43 both gave %q", a)
 	}
+	// top_k = 1 (an extension) is greedy at any temperature.
+	gp := userChat("Pick a random word.", 12)
+	gr, err := h.client.Chat.Completions.New(ctx, gp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp := userChat("Pick a random word.", 12)
+	kp.Temperature = openai.Float(1.5)
+	kr, err := h.client.Chat.Completions.New(ctx, kp, option.WithJSONSet("top_k", 1), option.WithJSONSet("min_p", 0.1),
+		option.WithJSONSet("repetition_penalty", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kr.Choices[0].Message.Content != gr.Choices[0].Message.Content {
+		t.Errorf("top_k 1: %q, greedy %q", kr.Choices[0].Message.Content, gr.Choices[0].Message.Content)
+	}
 	// n choices with a seed: reproducible as a whole, and different from each other.
 	p := userChat("Pick a random word.", 12)
 	p.Temperature, p.Seed, p.N = openai.Float(1), openai.Int(7), openai.Int(3)
