@@ -29,7 +29,8 @@ type Config struct {
 	// budget (the KV positions they may fill); a request that would pass it waits.
 	MaxKVTokens int
 	// PrefixCacheTokens bounds the KV positions kept by the prefix cache (LRU
-	// eviction). Negative disables the cache.
+	// eviction). 0 picks as many as fit in PrefixCacheAutoBytes of KV (at most
+	// 65536); negative disables the cache.
 	PrefixCacheTokens int
 	// PrefixMinTokens is the shortest shared prefix worth reusing.
 	PrefixMinTokens int
@@ -48,17 +49,20 @@ type StepInfo struct {
 	Duration      time.Duration // forward + sampling time
 }
 
+// PrefixCacheAutoBytes is the KV memory the prefix cache may hold when
+// Config.PrefixCacheTokens is 0.
+const PrefixCacheAutoBytes = 2 << 30
+
 // DefaultConfig returns the defaults: 32 sequences, a queue of 256, 512-token steps
-// with 256-token prefill chunks, the model's context, a 65536-position prefix cache
-// reusing prefixes of 16 tokens or more.
+// with 256-token prefill chunks, the model's context, and a prefix cache of up to
+// 2 GiB of KV (at most 65536 positions) reusing prefixes of 16 tokens or more.
 func DefaultConfig() Config {
 	return Config{
-		MaxSeqs:           32,
-		MaxQueue:          256,
-		MaxStepTokens:     512,
-		PrefillChunk:      256,
-		PrefixCacheTokens: 65536,
-		PrefixMinTokens:   16,
+		MaxSeqs:         32,
+		MaxQueue:        256,
+		MaxStepTokens:   512,
+		PrefillChunk:    256,
+		PrefixMinTokens: 16,
 	}
 }
 
@@ -76,9 +80,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.PrefillChunk == 0 {
 		c.PrefillChunk = min(d.PrefillChunk, c.MaxStepTokens)
-	}
-	if c.PrefixCacheTokens == 0 {
-		c.PrefixCacheTokens = d.PrefixCacheTokens
 	}
 	if c.PrefixMinTokens == 0 {
 		c.PrefixMinTokens = d.PrefixMinTokens

@@ -163,6 +163,10 @@ func New(m *dbrx.Model, tok *tokenizer.Tokenizer, pool *parallel.Pool, cfg Confi
 		nLayers: L, nExperts: E,
 		kvRowSize: mc.AttnConfig.KVNHeads * mc.HeadDim(),
 	}
+	if cfg.PrefixCacheTokens == 0 {
+		cfg.PrefixCacheTokens = min(65536, PrefixCacheAutoBytes/(L*e.kvRowSize*2*4))
+		e.cfg = cfg
+	}
 	if cfg.PrefixCacheTokens > 0 {
 		e.prefix = newPrefixCache(cfg.PrefixCacheTokens, cfg.PrefixMinTokens)
 	}

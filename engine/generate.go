@@ -64,7 +64,7 @@ type Token struct {
 }
 
 // Generator runs single sequences on a model (no batching, no tokenizer: Request.Stop
-// is ignored); it is what `dbrx run --ids` uses.
+// is ignored); it is what `dbrx run` uses.
 type Generator struct {
 	Model *dbrx.Model
 	Pool  *parallel.Pool

@@ -41,7 +41,7 @@ func addEngineFlags(fs interface {
 		chunk:        fs.Int("prefill-chunk", d.PrefillChunk, "prompt tokens one sequence prefills per step at most"),
 		context:      fs.Int("context", 0, "context length (0 = the model's max_seq_len)"),
 		kvTokens:     fs.Int("kv-tokens", 0, "KV positions reserved by running sequences at most (0 = no limit)"),
-		prefixTokens: fs.Int("prefix-cache-tokens", d.PrefixCacheTokens, "KV positions kept by the prefix cache (-1 = off)"),
+		prefixTokens: fs.Int("prefix-cache-tokens", 0, "KV positions kept by the prefix cache (0 = up to 2 GiB of KV, -1 = off)"),
 	}
 }
 
