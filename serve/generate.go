@@ -372,10 +372,10 @@ func (s *Server) generate(w http.ResponseWriter, r *http.Request, rl *reqLog, ch
 	}
 	go func() { wg.Wait(); close(events) }()
 
-	id := newID("chatcmpl-")
+	id := "chatcmpl-" + rl.id // the X-Request-Id and log id, prefixed as OpenAI does
 	object := "chat.completion"
 	if !chat {
-		id, object = newID("cmpl-"), "text_completion"
+		id, object = "cmpl-"+rl.id, "text_completion"
 	}
 	created := time.Now().Unix()
 	rc := http.NewResponseController(w)
