@@ -9,7 +9,9 @@
 // the offending parameter. Unknown fields are ignored. Extensions: top_k, min_p,
 // repetition_penalty, ignore_eos.
 //
-// Operation: optional API keys (Bearer, constant-time comparison), a maximum body
+// Operation: optional API keys on /v1/* (Bearer, constant-time comparison; /health
+// and /metrics stay open for probes and scrapers, so expose them only to the
+// operator's network), a maximum body
 // size, per-write deadlines, 429 when the engine's queue is full, cancellation of a
 // sequence when its client disconnects, 503 while loading or draining, and one
 // log/slog line per request (id, tokens, latency; never prompt text).
