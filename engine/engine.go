@@ -86,8 +86,9 @@ type Engine struct {
 	stepSeqs   []*seq
 	todo       []sampleJob
 	kvReserved int
-	routed     []uint64 // [L·E] routing counts of the current step
-	taken      []bool   // [E] scratch for top-k
+	fwd        func(*dbrx.Workspace, []dbrx.Step) ([]float32, error) // nil: m.Forward (tests inject failures)
+	routed     []uint64                                              // [L·E] routing counts of the current step
+	taken      []bool                                                // [E] scratch for top-k
 
 	// Published for Stats.
 	nQueued, nRunning, kvTokens  atomic.Int64
@@ -500,7 +501,11 @@ func (e *Engine) forward(steps []dbrx.Step) (logits []float32, err error) {
 			err = fmt.Errorf("panic in forward: %v", r)
 		}
 	}()
-	logits, err = e.m.Forward(e.ws, steps)
+	if e.fwd != nil {
+		logits, err = e.fwd(e.ws, steps)
+	} else {
+		logits, err = e.m.Forward(e.ws, steps)
+	}
 	for i, c := range e.routed {
 		if c != 0 {
 			e.experts[i].Add(c)

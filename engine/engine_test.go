@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -508,5 +509,57 @@ func TestChunkedPrefill(t *testing.T) {
 	}
 	if mixed < 120/16 {
 		t.Errorf("only %d steps mixed prefill chunks with decoding", mixed)
+	}
+}
+
+// TestInternalFailures: a failing or panicking forward pass and unsampleable logits
+// fail only the sequences involved; the engine keeps serving.
+func TestInternalFailures(t *testing.T) {
+	e := newEngine(t, Config{}, nil)
+	ctx := context.Background()
+	V := e.Model().Config.VocabSize
+	nan := make([]float32, V)
+	for i := range nan {
+		nan[i] = float32(math.NaN())
+	}
+	for _, c := range []struct {
+		name string
+		fwd  func(*dbrx.Workspace, []dbrx.Step) ([]float32, error)
+		want string
+	}{
+		{"error", func(*dbrx.Workspace, []dbrx.Step) ([]float32, error) { return nil, errors.New("boom") }, "internal error: boom"},
+		{"panic", func(*dbrx.Workspace, []dbrx.Step) ([]float32, error) { panic("kaboom") }, "panic in forward: kaboom"},
+		{"nan logits", func(_ *dbrx.Workspace, steps []dbrx.Step) ([]float32, error) {
+			for _, s := range steps {
+				s.Cache.Len += len(s.IDs)
+			}
+			return nan, nil
+		}, "sampling"},
+	} {
+		e.mu.Lock() // orders the write before the engine goroutine's next step
+		e.fwd = c.fwd
+		e.mu.Unlock()
+		for _, noLP := range []bool{false, true} {
+			req := greedy([]int{1, 2}, 3)
+			req.NoLogProb = noLP
+			st, err := e.Submit(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = st.Next()
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s: got %v, want %q", c.name, err, c.want)
+			}
+		}
+	}
+	e.mu.Lock()
+	e.fwd = nil
+	e.mu.Unlock()
+	st, err := e.Submit(ctx, greedy([]int{1, 2}, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, _, _ := collect(t, st); len(ids) != 3 {
+		t.Errorf("after failures: %v", ids)
 	}
 }
