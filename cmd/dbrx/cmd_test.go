@@ -141,3 +141,32 @@ func TestInitLoads(t *testing.T) {
 		}
 	}
 }
+
+// TestConvertToHF rewrites fixture B (bf16) as f32 and back to bf16: the bf16 round
+// trip must reproduce the original tensors bit for bit, and the f32 copy the same logits.
+func TestConvertToHF(t *testing.T) {
+	dir := t.TempDir()
+	f32Dir, bf16Dir := filepath.Join(dir, "f32"), filepath.Join(dir, "bf16")
+	for _, c := range [][]string{
+		{"convert", "--from", fixture("B"), "--to", f32Dir, "--type", "f32"},
+		{"convert", "--from", f32Dir, "--to", bf16Dir, "--type", "bf16"},
+	} {
+		if _, stderr, code := dbrxCmd(t, "", c...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", c, code, stderr)
+		}
+	}
+	orig, err := os.ReadFile(filepath.Join(fixture("B"), "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := os.ReadFile(filepath.Join(bf16Dir, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(orig, again) {
+		t.Errorf("bf16 -> f32 -> bf16 changed model.safetensors (%d vs %d bytes)", len(orig), len(again))
+	}
+	if _, stderr, code := dbrxCmd(t, "", "convert", "--from", fixture("B"), "--to", filepath.Join(dir, "q"), "--type", "q8_0"); code != 2 || !strings.Contains(stderr, "gguf") {
+		t.Errorf("quantized HF output: exit %d, %s", code, stderr)
+	}
+}

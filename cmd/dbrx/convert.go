@@ -51,7 +51,7 @@ const convertChunkBytes = 8 << 20
 func runConvert(ctx context.Context, e env, args []string) error {
 	fs := newFlags("convert", e)
 	from := fs.String("from", "", "Hugging Face DBRX checkpoint directory (config.json + safetensors)")
-	to := fs.String("to", "", "output GGUF file")
+	to := fs.String("to", "", "output: a .gguf file, or a directory for a Hugging Face checkpoint (types f32, f16, bf16)")
 	typ := fs.String("type", "bf16", "tensor type: f32, f16, bf16, q8_0, q4_k (also q4_0, q5_0, q5_k, q6_k)")
 	threads := fs.Int("threads", 0, "worker threads (0 = all cores)")
 	name := fs.String("name", "", "general.name (default: the checkpoint directory's name)")
@@ -70,6 +70,9 @@ func runConvert(ctx context.Context, e env, args []string) error {
 		}
 		sort.Strings(names)
 		return fmt.Errorf("%w: --type %q: want one of %s", errUsage, *typ, strings.Join(names, ", "))
+	}
+	if !strings.HasSuffix(strings.ToLower(*to), ".gguf") {
+		return convertToHF(ctx, e, *from, *to, strings.ToLower(*typ))
 	}
 	if *name == "" {
 		*name = filepath.Base(filepath.Clean(*from))
