@@ -18,20 +18,10 @@ func F32Mat(data []float32, rows, cols int) kernel.Mat {
 // For y = x·Wᵀ (W [out, in]) it is dW += dyᵀ·x with a = dy, b = x; for DBRX's
 // untransposed w2 (y = h·W2, W2 [F, D]) it is dW2 += hᵀ·dy with a = h, b = dy.
 //
-// The kernel package has no Aᵀ·B product yet, so a is transposed into scratch
-// (grown to M·T floats and returned for reuse) and the product runs on the
-// blocked, parallel kernel.MatMulN with accumulation: dst += (aᵀ)[M, T] · b[T, N].
-// The transpose is O(T·M), small next to the O(T·M·N) product.
+// It is kernel.MatMulATB (a blocked, parallel GEMM that packs aᵀ straight from a);
+// scratch is no longer needed and is returned unchanged.
 func MatMulATB(p *parallel.Pool, dst, a, b []float32, T, M, N int, scratch []float32) []float32 {
-	if T == 0 || M == 0 || N == 0 {
-		return scratch
-	}
-	if cap(scratch) < M*T {
-		scratch = make([]float32, M*T)
-	}
-	at := scratch[:M*T]
-	transpose(p, at, a, T, M)
-	kernel.MatMulN(p, dst[:M*N], at, M, F32Mat(b, T, N), true)
+	kernel.MatMulATB(p, dst, a, b, T, M, N, true)
 	return scratch
 }
 

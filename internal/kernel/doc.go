@@ -14,8 +14,12 @@
 //     once (software-prefetching across 4 KiB pages), widening bf16 by a 16-bit
 //     shift and f16 with VCVTPH2PS, in token groups of up to 4, for both x·wᵀ
 //     (MatMulT, a few rows at a time) and x·w (MatMulN, row-streaming into dst);
-//   - prefill (T > 16): a blocked GEMM with a 6×16 FMA micro-kernel over packed
-//     activation panels and weight blocks widened to float32 while packing.
+//   - prefill and training (T > 16, and MatMulATB's aᵀ·b weight gradients): a
+//     blocked GEMM (gemm.go) with a 6×16 FMA micro-kernel over packed activation
+//     panels and weight blocks widened to float32 while packing; the work is split
+//     along N, M or the reduction (per-worker partial sums) by a packing-cost model,
+//     pieces are claimed dynamically, and operands larger than the caches are
+//     prefetched a block ahead from inside the micro-kernel.
 //
 // There are no AVX-512 or AVX512_BF16 (VDPBF16PS) kernels yet: the development
 // and CI machines (AMD Zen 3) lack those features, so such code could not be tested.

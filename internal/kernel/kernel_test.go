@@ -313,6 +313,9 @@ func TestMatMulNaNInf(t *testing.T) {
 }
 
 func TestMatMulAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
 	p := parallel.New(2)
 	defer p.Close()
 	r := newRand(1)

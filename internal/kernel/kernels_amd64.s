@@ -5067,28 +5067,53 @@ packTF32_done:
 	VZEROUPPER
 	RET
 
-// func packNF32(dst *float32, w *byte, ldw int, kc int)
-// Requires: AVX
-TEXT ·packNF32(SB), NOSPLIT, $0-32
-	MOVQ dst+0(FP), AX
-	MOVQ w+8(FP), CX
-	MOVQ ldw+16(FP), DX
-	MOVQ kc+24(FP), BX
-	SHLQ $0x02, DX
+// func packNRowsF32(dst *float32, w *byte, ldw int, kc int, panels int)
+// Requires: AVX, MMX+
+TEXT ·packNRowsF32(SB), NOSPLIT, $0-40
+	MOVQ  dst+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	MOVQ  kc+24(FP), BX
+	MOVQ  panels+32(FP), SI
+	SHLQ  $0x02, DX
+	MOVQ  BX, DI
+	SHLQ  $0x06, DI
+	MOVQ  SI, R8
+	INCQ  R8
+	TESTQ SI, SI
+	JZ    packNRowsF32_done
 
-packNF32_loop:
-	TESTQ   BX, BX
-	JZ      packNF32_done
-	VMOVUPS (CX), Y0
-	VMOVUPS 32(CX), Y1
-	VMOVUPS Y0, (AX)
-	VMOVUPS Y1, 32(AX)
+packNRowsF32_row:
+	TESTQ  BX, BX
+	JZ     packNRowsF32_done
+	MOVQ   R8, R9
+	IMUL3Q $0x00000010, DX, R10
+	ADDQ   CX, R10
+
+packNRowsF32_pf:
+	PREFETCHT0 (R10)
+	ADDQ       $0x40, R10
+	DECQ       R9
+	JNZ        packNRowsF32_pf
+	MOVQ       CX, R9
+	MOVQ       AX, R10
+	MOVQ       SI, R11
+
+packNRowsF32_col:
+	VMOVUPS (R9), Y0
+	VMOVUPS 32(R9), Y1
+	VMOVUPS Y0, (R10)
+	VMOVUPS Y1, 32(R10)
+	ADDQ    $0x40, R9
+	ADDQ    DI, R10
+	DECQ    R11
+	JNZ     packNRowsF32_col
 	ADDQ    DX, CX
 	ADDQ    $0x40, AX
 	DECQ    BX
-	JMP     packNF32_loop
+	JMP     packNRowsF32_row
 
-packNF32_done:
+packNRowsF32_done:
 	VZEROUPPER
 	RET
 
@@ -11914,30 +11939,57 @@ packTBF16_done:
 	VZEROUPPER
 	RET
 
-// func packNBF16(dst *float32, w *byte, ldw int, kc int)
-// Requires: AVX, AVX2
-TEXT ·packNBF16(SB), NOSPLIT, $0-32
-	MOVQ dst+0(FP), AX
-	MOVQ w+8(FP), CX
-	MOVQ ldw+16(FP), DX
-	MOVQ kc+24(FP), BX
-	SHLQ $0x01, DX
+// func packNRowsBF16(dst *float32, w *byte, ldw int, kc int, panels int)
+// Requires: AVX, AVX2, MMX+
+TEXT ·packNRowsBF16(SB), NOSPLIT, $0-40
+	MOVQ  dst+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	MOVQ  kc+24(FP), BX
+	MOVQ  panels+32(FP), SI
+	SHLQ  $0x01, DX
+	MOVQ  BX, DI
+	SHLQ  $0x06, DI
+	MOVQ  SI, R8
+	INCQ  R8
+	SHRQ  $0x01, R8
+	INCQ  R8
+	TESTQ SI, SI
+	JZ    packNRowsBF16_done
 
-packNBF16_loop:
-	TESTQ     BX, BX
-	JZ        packNBF16_done
-	VPMOVZXWD (CX), Y0
+packNRowsBF16_row:
+	TESTQ  BX, BX
+	JZ     packNRowsBF16_done
+	MOVQ   R8, R9
+	IMUL3Q $0x00000010, DX, R10
+	ADDQ   CX, R10
+
+packNRowsBF16_pf:
+	PREFETCHT0 (R10)
+	ADDQ       $0x40, R10
+	DECQ       R9
+	JNZ        packNRowsBF16_pf
+	MOVQ       CX, R9
+	MOVQ       AX, R10
+	MOVQ       SI, R11
+
+packNRowsBF16_col:
+	VPMOVZXWD (R9), Y0
 	VPSLLD    $0x10, Y0, Y0
-	VPMOVZXWD 16(CX), Y1
+	VPMOVZXWD 16(R9), Y1
 	VPSLLD    $0x10, Y1, Y1
-	VMOVUPS   Y0, (AX)
-	VMOVUPS   Y1, 32(AX)
+	VMOVUPS   Y0, (R10)
+	VMOVUPS   Y1, 32(R10)
+	ADDQ      $0x20, R9
+	ADDQ      DI, R10
+	DECQ      R11
+	JNZ       packNRowsBF16_col
 	ADDQ      DX, CX
 	ADDQ      $0x40, AX
 	DECQ      BX
-	JMP       packNBF16_loop
+	JMP       packNRowsBF16_row
 
-packNBF16_done:
+packNRowsBF16_done:
 	VZEROUPPER
 	RET
 
@@ -17917,34 +17969,61 @@ packTF16_done:
 	VZEROUPPER
 	RET
 
-// func packNF16(dst *float32, w *byte, ldw int, kc int)
-// Requires: AVX, F16C
-TEXT ·packNF16(SB), NOSPLIT, $0-32
-	MOVQ dst+0(FP), AX
-	MOVQ w+8(FP), CX
-	MOVQ ldw+16(FP), DX
-	MOVQ kc+24(FP), BX
-	SHLQ $0x01, DX
+// func packNRowsF16(dst *float32, w *byte, ldw int, kc int, panels int)
+// Requires: AVX, F16C, MMX+
+TEXT ·packNRowsF16(SB), NOSPLIT, $0-40
+	MOVQ  dst+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	MOVQ  kc+24(FP), BX
+	MOVQ  panels+32(FP), SI
+	SHLQ  $0x01, DX
+	MOVQ  BX, DI
+	SHLQ  $0x06, DI
+	MOVQ  SI, R8
+	INCQ  R8
+	SHRQ  $0x01, R8
+	INCQ  R8
+	TESTQ SI, SI
+	JZ    packNRowsF16_done
 
-packNF16_loop:
-	TESTQ     BX, BX
-	JZ        packNF16_done
-	VCVTPH2PS (CX), Y0
-	VCVTPH2PS 16(CX), Y1
-	VMOVUPS   Y0, (AX)
-	VMOVUPS   Y1, 32(AX)
+packNRowsF16_row:
+	TESTQ  BX, BX
+	JZ     packNRowsF16_done
+	MOVQ   R8, R9
+	IMUL3Q $0x00000010, DX, R10
+	ADDQ   CX, R10
+
+packNRowsF16_pf:
+	PREFETCHT0 (R10)
+	ADDQ       $0x40, R10
+	DECQ       R9
+	JNZ        packNRowsF16_pf
+	MOVQ       CX, R9
+	MOVQ       AX, R10
+	MOVQ       SI, R11
+
+packNRowsF16_col:
+	VCVTPH2PS (R9), Y0
+	VCVTPH2PS 16(R9), Y1
+	VMOVUPS   Y0, (R10)
+	VMOVUPS   Y1, 32(R10)
+	ADDQ      $0x20, R9
+	ADDQ      DI, R10
+	DECQ      R11
+	JNZ       packNRowsF16_col
 	ADDQ      DX, CX
 	ADDQ      $0x40, AX
 	DECQ      BX
-	JMP       packNF16_loop
+	JMP       packNRowsF16_row
 
-packNF16_done:
+packNRowsF16_done:
 	VZEROUPPER
 	RET
 
-// func gemm1x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+// func gemm1x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·gemm1x16(SB), NOSPLIT, $0-48
+TEXT ·gemm1x16(SB), NOSPLIT, $0-72
 	MOVQ       a+0(FP), AX
 	MOVQ       b+8(FP), CX
 	MOVQ       kc+16(FP), DX
@@ -17959,6 +18038,9 @@ TEXT ·gemm1x16(SB), NOSPLIT, $0-48
 	MOVQ       DX, SI
 	SHRQ       $0x02, SI
 	ANDQ       $0x03, DX
+	MOVQ       pf+48(FP), DI
+	MOVQ       pfs+56(FP), R8
+	MOVQ       pfn+64(FP), R9
 
 gemm1x16_loop4:
 	TESTQ        SI, SI
@@ -17973,6 +18055,13 @@ gemm1x16_loop4:
 	VBROADCASTSS 24(AX), Y4
 	VFMADD231PS  Y2, Y4, Y0
 	VFMADD231PS  Y3, Y4, Y1
+	TESTQ        R9, R9
+	JLE          gemm1x16_nopf
+	PREFETCHT0   (DI)
+	ADDQ         R8, DI
+	DECQ         R9
+
+gemm1x16_nopf:
 	VMOVUPS      128(CX), Y2
 	VMOVUPS      160(CX), Y3
 	VBROADCASTSS 48(AX), Y4
@@ -18015,9 +18104,9 @@ gemm1x16_store:
 	VZEROUPPER
 	RET
 
-// func gemm2x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+// func gemm2x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·gemm2x16(SB), NOSPLIT, $0-48
+TEXT ·gemm2x16(SB), NOSPLIT, $0-72
 	MOVQ       a+0(FP), AX
 	MOVQ       b+8(FP), CX
 	MOVQ       kc+16(FP), DX
@@ -18037,6 +18126,9 @@ TEXT ·gemm2x16(SB), NOSPLIT, $0-48
 	MOVQ       DX, DI
 	SHRQ       $0x02, DI
 	ANDQ       $0x03, DX
+	MOVQ       pf+48(FP), R8
+	MOVQ       pfs+56(FP), R9
+	MOVQ       pfn+64(FP), R10
 
 gemm2x16_loop4:
 	TESTQ        DI, DI
@@ -18057,6 +18149,13 @@ gemm2x16_loop4:
 	VBROADCASTSS 28(AX), Y6
 	VFMADD231PS  Y4, Y6, Y2
 	VFMADD231PS  Y5, Y6, Y3
+	TESTQ        R10, R10
+	JLE          gemm2x16_nopf
+	PREFETCHT0   (R8)
+	ADDQ         R9, R8
+	DECQ         R10
+
+gemm2x16_nopf:
 	VMOVUPS      128(CX), Y4
 	VMOVUPS      160(CX), Y5
 	VBROADCASTSS 48(AX), Y6
@@ -18114,9 +18213,9 @@ gemm2x16_store:
 	VZEROUPPER
 	RET
 
-// func gemm3x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+// func gemm3x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·gemm3x16(SB), NOSPLIT, $0-48
+TEXT ·gemm3x16(SB), NOSPLIT, $0-72
 	MOVQ       a+0(FP), AX
 	MOVQ       b+8(FP), CX
 	MOVQ       kc+16(FP), DX
@@ -18141,6 +18240,9 @@ TEXT ·gemm3x16(SB), NOSPLIT, $0-48
 	MOVQ       DX, DI
 	SHRQ       $0x02, DI
 	ANDQ       $0x03, DX
+	MOVQ       pf+48(FP), R8
+	MOVQ       pfs+56(FP), R9
+	MOVQ       pfn+64(FP), R10
 
 gemm3x16_loop4:
 	TESTQ        DI, DI
@@ -18167,6 +18269,13 @@ gemm3x16_loop4:
 	VBROADCASTSS 32(AX), Y8
 	VFMADD231PS  Y6, Y8, Y4
 	VFMADD231PS  Y7, Y8, Y5
+	TESTQ        R10, R10
+	JLE          gemm3x16_nopf
+	PREFETCHT0   (R8)
+	ADDQ         R9, R8
+	DECQ         R10
+
+gemm3x16_nopf:
 	VMOVUPS      128(CX), Y6
 	VMOVUPS      160(CX), Y7
 	VBROADCASTSS 48(AX), Y8
@@ -18239,9 +18348,9 @@ gemm3x16_store:
 	VZEROUPPER
 	RET
 
-// func gemm4x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+// func gemm4x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·gemm4x16(SB), NOSPLIT, $0-48
+TEXT ·gemm4x16(SB), NOSPLIT, $0-72
 	MOVQ       a+0(FP), AX
 	MOVQ       b+8(FP), CX
 	MOVQ       kc+16(FP), DX
@@ -18271,6 +18380,9 @@ TEXT ·gemm4x16(SB), NOSPLIT, $0-48
 	MOVQ       DX, DI
 	SHRQ       $0x02, DI
 	ANDQ       $0x03, DX
+	MOVQ       pf+48(FP), R8
+	MOVQ       pfs+56(FP), R9
+	MOVQ       pfn+64(FP), R10
 
 gemm4x16_loop4:
 	TESTQ        DI, DI
@@ -18303,6 +18415,13 @@ gemm4x16_loop4:
 	VBROADCASTSS 36(AX), Y10
 	VFMADD231PS  Y8, Y10, Y6
 	VFMADD231PS  Y9, Y10, Y7
+	TESTQ        R10, R10
+	JLE          gemm4x16_nopf
+	PREFETCHT0   (R8)
+	ADDQ         R9, R8
+	DECQ         R10
+
+gemm4x16_nopf:
 	VMOVUPS      128(CX), Y8
 	VMOVUPS      160(CX), Y9
 	VBROADCASTSS 48(AX), Y10
@@ -18390,9 +18509,9 @@ gemm4x16_store:
 	VZEROUPPER
 	RET
 
-// func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+// func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·gemm5x16(SB), NOSPLIT, $0-48
+TEXT ·gemm5x16(SB), NOSPLIT, $0-72
 	MOVQ       a+0(FP), AX
 	MOVQ       b+8(FP), CX
 	MOVQ       kc+16(FP), DX
@@ -18427,6 +18546,9 @@ TEXT ·gemm5x16(SB), NOSPLIT, $0-48
 	MOVQ       DX, DI
 	SHRQ       $0x02, DI
 	ANDQ       $0x03, DX
+	MOVQ       pf+48(FP), R8
+	MOVQ       pfs+56(FP), R9
+	MOVQ       pfn+64(FP), R10
 
 gemm5x16_loop4:
 	TESTQ        DI, DI
@@ -18465,6 +18587,13 @@ gemm5x16_loop4:
 	VBROADCASTSS 40(AX), Y12
 	VFMADD231PS  Y10, Y12, Y8
 	VFMADD231PS  Y11, Y12, Y9
+	TESTQ        R10, R10
+	JLE          gemm5x16_nopf
+	PREFETCHT0   (R8)
+	ADDQ         R9, R8
+	DECQ         R10
+
+gemm5x16_nopf:
 	VMOVUPS      128(CX), Y10
 	VMOVUPS      160(CX), Y11
 	VBROADCASTSS 48(AX), Y12
@@ -18567,9 +18696,9 @@ gemm5x16_store:
 	VZEROUPPER
 	RET
 
-// func gemm6x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+// func gemm6x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·gemm6x16(SB), NOSPLIT, $0-48
+TEXT ·gemm6x16(SB), NOSPLIT, $0-72
 	MOVQ       a+0(FP), AX
 	MOVQ       b+8(FP), CX
 	MOVQ       kc+16(FP), DX
@@ -18609,6 +18738,9 @@ TEXT ·gemm6x16(SB), NOSPLIT, $0-48
 	MOVQ       DX, DI
 	SHRQ       $0x02, DI
 	ANDQ       $0x03, DX
+	MOVQ       pf+48(FP), R8
+	MOVQ       pfs+56(FP), R9
+	MOVQ       pfn+64(FP), R10
 
 gemm6x16_loop4:
 	TESTQ        DI, DI
@@ -18653,6 +18785,13 @@ gemm6x16_loop4:
 	VBROADCASTSS 44(AX), Y14
 	VFMADD231PS  Y12, Y14, Y10
 	VFMADD231PS  Y13, Y14, Y11
+	TESTQ        R10, R10
+	JLE          gemm6x16_nopf
+	PREFETCHT0   (R8)
+	ADDQ         R9, R8
+	DECQ         R10
+
+gemm6x16_nopf:
 	VMOVUPS      128(CX), Y12
 	VMOVUPS      160(CX), Y13
 	VBROADCASTSS 48(AX), Y14
@@ -18768,4 +18907,140 @@ gemm6x16_store:
 	VMOVUPS Y10, (BX)
 	VMOVUPS Y11, 32(BX)
 	VZEROUPPER
+	RET
+
+// func packAR(dst *float32, a *float32, lda int, kc int)
+// Requires: AVX
+TEXT ·packAR(SB), NOSPLIT, $0-32
+	MOVQ   dst+0(FP), AX
+	MOVQ   a+8(FP), CX
+	MOVQ   lda+16(FP), DX
+	MOVQ   kc+24(FP), BX
+	SHRQ   $0x03, BX
+	SHLQ   $0x02, DX
+	LEAQ   (CX)(DX*1), SI
+	LEAQ   (SI)(DX*1), DI
+	LEAQ   (DI)(DX*1), R8
+	LEAQ   (R8)(DX*1), R9
+	LEAQ   (R9)(DX*1), DX
+	VXORPS Y0, Y0, Y0
+
+packAR_loop:
+	TESTQ        BX, BX
+	JZ           packAR_done
+	VMOVUPS      (CX), Y1
+	VMOVUPS      (SI), Y2
+	VMOVUPS      (DI), Y3
+	VMOVUPS      (R8), Y4
+	VMOVUPS      (R9), Y5
+	VMOVUPS      (DX), Y6
+	VUNPCKLPS    Y2, Y1, Y7
+	VUNPCKHPS    Y2, Y1, Y1
+	VUNPCKLPS    Y4, Y3, Y2
+	VUNPCKHPS    Y4, Y3, Y3
+	VUNPCKLPS    Y6, Y5, Y4
+	VUNPCKHPS    Y6, Y5, Y5
+	VUNPCKLPS    Y0, Y0, Y6
+	VUNPCKHPS    Y0, Y0, Y8
+	VSHUFPS      $0x44, Y2, Y7, Y9
+	VSHUFPS      $0xee, Y2, Y7, Y2
+	VSHUFPS      $0x44, Y3, Y1, Y7
+	VSHUFPS      $0xee, Y3, Y1, Y1
+	VSHUFPS      $0x44, Y6, Y4, Y3
+	VSHUFPS      $0xee, Y6, Y4, Y4
+	VSHUFPS      $0x44, Y8, Y5, Y6
+	VSHUFPS      $0xee, Y8, Y5, Y5
+	VPERM2F128   $0x20, Y3, Y9, Y8
+	VPERM2F128   $0x31, Y3, Y9, Y3
+	VPERM2F128   $0x20, Y4, Y2, Y9
+	VPERM2F128   $0x31, Y4, Y2, Y2
+	VPERM2F128   $0x20, Y6, Y7, Y4
+	VPERM2F128   $0x31, Y6, Y7, Y6
+	VPERM2F128   $0x20, Y5, Y1, Y7
+	VPERM2F128   $0x31, Y5, Y1, Y1
+	VMOVUPS      X8, (AX)
+	VEXTRACTF128 $0x01, Y8, X5
+	VMOVSD       X5, 16(AX)
+	VMOVUPS      X9, 24(AX)
+	VEXTRACTF128 $0x01, Y9, X5
+	VMOVSD       X5, 40(AX)
+	VMOVUPS      X4, 48(AX)
+	VEXTRACTF128 $0x01, Y4, X4
+	VMOVSD       X4, 64(AX)
+	VMOVUPS      X7, 72(AX)
+	VEXTRACTF128 $0x01, Y7, X4
+	VMOVSD       X4, 88(AX)
+	VMOVUPS      X3, 96(AX)
+	VEXTRACTF128 $0x01, Y3, X3
+	VMOVSD       X3, 112(AX)
+	VMOVUPS      X2, 120(AX)
+	VEXTRACTF128 $0x01, Y2, X2
+	VMOVSD       X2, 136(AX)
+	VMOVUPS      X6, 144(AX)
+	VEXTRACTF128 $0x01, Y6, X2
+	VMOVSD       X2, 160(AX)
+	VMOVUPS      X1, 168(AX)
+	VEXTRACTF128 $0x01, Y1, X1
+	VMOVSD       X1, 184(AX)
+	ADDQ         $0x20, CX
+	ADDQ         $0x20, SI
+	ADDQ         $0x20, DI
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x20, DX
+	ADDQ         $0xc0, AX
+	DECQ         BX
+	JMP          packAR_loop
+
+packAR_done:
+	VZEROUPPER
+	RET
+
+// func packACB(dst *float32, a *float32, lda int, kc int, panels int)
+// Requires: AVX, MMX+
+TEXT ·packACB(SB), NOSPLIT, $0-40
+	MOVQ   dst+0(FP), AX
+	MOVQ   a+8(FP), CX
+	MOVQ   lda+16(FP), DX
+	MOVQ   kc+24(FP), BX
+	MOVQ   panels+32(FP), SI
+	SHLQ   $0x02, DX
+	IMUL3Q $0x18, BX, DI
+	IMUL3Q $0x18, SI, R8
+	ADDQ   $0x7f, R8
+	SHRQ   $0x06, R8
+	TESTQ  SI, SI
+	JZ     packACB_done
+
+packACB_row:
+	TESTQ  BX, BX
+	JZ     packACB_done
+	MOVQ   R8, R9
+	IMUL3Q $0x00000010, DX, R10
+	ADDQ   CX, R10
+
+packACB_pf:
+	PREFETCHT0 (R10)
+	ADDQ       $0x40, R10
+	DECQ       R9
+	JNZ        packACB_pf
+	MOVQ       CX, R9
+	MOVQ       AX, R10
+	MOVQ       SI, R11
+
+packACB_col:
+	VMOVUPS (R9), X0
+	VMOVSD  16(R9), X1
+	VMOVUPS X0, (R10)
+	VMOVSD  X1, 16(R10)
+	ADDQ    $0x18, R9
+	ADDQ    DI, R10
+	DECQ    R11
+	JNZ     packACB_col
+	ADDQ    DX, CX
+	ADDQ    $0x18, AX
+	DECQ    BX
+	JMP     packACB_row
+
+packACB_done:
 	RET

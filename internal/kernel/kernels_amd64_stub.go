@@ -573,14 +573,14 @@ func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 func packTF32(dst *float32, w *byte, ldw int, kc int)
 
-// packNF32 widens kc weight rows × 16 columns into a panel:
+// packNRowsF32 widens kc weight rows × 16·panels columns into panels of [kc][16]:
 //
 //	for i := 0; i < kc; i++ {
-//		for j := 0; j < 16; j++ {
-//			dst[i*16+j] = w[i*ldw+j]
+//		for j := 0; j < 16*panels; j++ {
+//			dst[(j/16)*16*kc+i*16+j%16] = w[i*ldw+j]
 //		}
 //	}
-func packNF32(dst *float32, w *byte, ldw int, kc int)
+func packNRowsF32(dst *float32, w *byte, ldw int, kc int, panels int)
 
 // mvTBF16_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1067,14 +1067,14 @@ func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 func packTBF16(dst *float32, w *byte, ldw int, kc int)
 
-// packNBF16 widens kc weight rows × 16 columns into a panel:
+// packNRowsBF16 widens kc weight rows × 16·panels columns into panels of [kc][16]:
 //
 //	for i := 0; i < kc; i++ {
-//		for j := 0; j < 16; j++ {
-//			dst[i*16+j] = bf16(w[i*ldw+j])
+//		for j := 0; j < 16*panels; j++ {
+//			dst[(j/16)*16*kc+i*16+j%16] = bf16(w[i*ldw+j])
 //		}
 //	}
-func packNBF16(dst *float32, w *byte, ldw int, kc int)
+func packNRowsBF16(dst *float32, w *byte, ldw int, kc int, panels int)
 
 // mvTF16_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1561,14 +1561,14 @@ func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 func packTF16(dst *float32, w *byte, ldw int, kc int)
 
-// packNF16 widens kc weight rows × 16 columns into a panel:
+// packNRowsF16 widens kc weight rows × 16·panels columns into panels of [kc][16]:
 //
 //	for i := 0; i < kc; i++ {
-//		for j := 0; j < 16; j++ {
-//			dst[i*16+j] = f16(w[i*ldw+j])
+//		for j := 0; j < 16*panels; j++ {
+//			dst[(j/16)*16*kc+i*16+j%16] = f16(w[i*ldw+j])
 //		}
 //	}
-func packNF16(dst *float32, w *byte, ldw int, kc int)
+func packNRowsF16(dst *float32, w *byte, ldw int, kc int, panels int)
 
 // gemm1x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
 // into the 1x16 tile of c (row stride ldc), adding to c when acc != 0:
@@ -1585,7 +1585,10 @@ func packNF16(dst *float32, w *byte, ldw int, kc int)
 //			c[i*ldc+j] = s
 //		}
 //	}
-func gemm1x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+//
+// Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
+// (one per 4 steps of k): the source of a block the driver packs next.
+func gemm1x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm2x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
 // into the 2x16 tile of c (row stride ldc), adding to c when acc != 0:
@@ -1602,7 +1605,10 @@ func gemm1x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
 //			c[i*ldc+j] = s
 //		}
 //	}
-func gemm2x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+//
+// Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
+// (one per 4 steps of k): the source of a block the driver packs next.
+func gemm2x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm3x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
 // into the 3x16 tile of c (row stride ldc), adding to c when acc != 0:
@@ -1619,7 +1625,10 @@ func gemm2x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
 //			c[i*ldc+j] = s
 //		}
 //	}
-func gemm3x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+//
+// Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
+// (one per 4 steps of k): the source of a block the driver packs next.
+func gemm3x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm4x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
 // into the 4x16 tile of c (row stride ldc), adding to c when acc != 0:
@@ -1636,7 +1645,10 @@ func gemm3x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
 //			c[i*ldc+j] = s
 //		}
 //	}
-func gemm4x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+//
+// Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
+// (one per 4 steps of k): the source of a block the driver packs next.
+func gemm4x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm5x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
 // into the 5x16 tile of c (row stride ldc), adding to c when acc != 0:
@@ -1653,7 +1665,10 @@ func gemm4x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
 //			c[i*ldc+j] = s
 //		}
 //	}
-func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+//
+// Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
+// (one per 4 steps of k): the source of a block the driver packs next.
+func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm6x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
 // into the 6x16 tile of c (row stride ldc), adding to c when acc != 0:
@@ -1670,4 +1685,27 @@ func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
 //			c[i*ldc+j] = s
 //		}
 //	}
-func gemm6x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int)
+//
+// Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
+// (one per 4 steps of k): the source of a block the driver packs next.
+func gemm6x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
+
+// packAR packs 6 rows × kc&^7 columns of a (row stride lda) into a panel:
+//
+//	for p := 0; p < kc&^7; p++ {
+//		for i := 0; i < 6; i++ {
+//			dst[p*6+i] = a[i*lda+p]
+//		}
+//	}
+func packAR(dst *float32, a *float32, lda int, kc int)
+
+// packACB packs 6·panels columns × kc rows of a (row stride lda), the transposed
+// operand of aᵀ·b, into panels of [kc][6], one row of a at a time (read once,
+// contiguously; rows packPD ahead are prefetched):
+//
+//	for p := 0; p < kc; p++ {
+//		for i := 0; i < 6*panels; i++ {
+//			dst[(i/6)*6*kc+p*6+i%6] = a[p*lda+i]
+//		}
+//	}
+func packACB(dst *float32, a *float32, lda int, kc int, panels int)

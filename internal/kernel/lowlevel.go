@@ -18,10 +18,19 @@ type (
 	// mvRFunc: dst[t*ldd+j] = (acc ? dst[t*ldd+j] : 0) + Σ_{i < kr} x[t*ldx+i]·w[i*ldw+j]
 	// for j < n&^7 and a fixed T and kr.
 	mvRFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
-	// gemmFunc: the mr×16 micro-kernel over packed panels a [kc][6] and b [kc][16].
-	gemmFunc func(a, b *float32, kc int, c *float32, ldc int, acc int)
-	// packFunc packs 16 weight rows (packT, kc&^7 columns) or 16 columns (packN, kc rows).
+	// gemmFunc: the mr×16 micro-kernel over packed panels a [kc][6] and b [kc][16];
+	// it prefetches min(pfn, kc/4) lines at pf, pf+pfs, … (a hint with no effect on
+	// the result).
+	gemmFunc func(a, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
+	// packFunc packs 16 weight rows (kc&^7 columns) into a [kc][16] panel.
 	packFunc func(dst *float32, w *byte, ldw int, kc int)
+	// packAFunc packs 6 activation rows (kc&^7 columns) into a [kc][6] panel.
+	packAFunc func(dst, a *float32, lda int, kc int)
+	// packRowsFunc packs kc rows × 16·panels columns of w (packNRows, [kc][16]
+	// panels) or kc rows × 6·panels columns of a transposed activation (packACB,
+	// [kc][6] panels), reading each row once.
+	packRowsFunc func(dst *float32, w *byte, ldw int, kc int, panels int)
+	packACBFunc  func(dst, a *float32, lda int, kc int, panels int)
 )
 
 // kernels is one implementation of the low-level kernels. Index dtypes with dtIndex.
@@ -30,8 +39,12 @@ type kernels struct {
 	mvT  [3][5][]mvTFunc // [dtype][T][R-1]
 	mvR  [3][5][]mvRFunc // [dtype][T][kr-1]
 	gemm [7]gemmFunc     // [mr], mr in 1..6
-	// packT/packN per dtype
-	packT, packN [3]packFunc
+	// packT/packNRows per dtype: B of x·wᵀ, and of x·w and aᵀ·b
+	packT     [3]packFunc
+	packNRows [3]packRowsFunc
+	// packAR/packACB pack float32 activations for the GEMM
+	packAR  packAFunc
+	packACB packACBFunc
 
 	dot       func(a, b *float32, n int) float32
 	axpy      func(y *float32, a float32, x *float32, n int)
@@ -112,7 +125,7 @@ func mvRGo(d, T, kr int) mvRFunc {
 }
 
 func gemmGo(mr int) gemmFunc {
-	return func(a, b *float32, kc int, c *float32, ldc int, acc int) {
+	return func(a, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int) {
 		for i := 0; i < mr; i++ {
 			for j := 0; j < 16; j++ {
 				var s float32
@@ -138,11 +151,27 @@ func packTGo(d int) packFunc {
 	}
 }
 
-func packNGo(d int) packFunc {
-	return func(dst *float32, w *byte, ldw int, kc int) {
+func packARGo(dst, a *float32, lda int, kc int) {
+	for p := 0; p < kc&^7; p++ {
+		for i := 0; i < 6; i++ {
+			*f32At(dst, p*6+i) = *f32At(a, i*lda+p)
+		}
+	}
+}
+
+func packACBGo(dst, a *float32, lda int, kc int, panels int) {
+	for p := 0; p < kc; p++ {
+		for i := 0; i < 6*panels; i++ {
+			*f32At(dst, (i/6)*6*kc+p*6+i%6) = *f32At(a, p*lda+i)
+		}
+	}
+}
+
+func packNRowsGo(d int) packRowsFunc {
+	return func(dst *float32, w *byte, ldw int, kc int, panels int) {
 		for i := 0; i < kc; i++ {
-			for j := 0; j < 16; j++ {
-				*f32At(dst, i*16+j) = widenOne(d, w, i*ldw+j)
+			for j := 0; j < 16*panels; j++ {
+				*f32At(dst, (j/16)*16*kc+i*16+j%16) = widenOne(d, w, i*ldw+j)
 			}
 		}
 	}
@@ -160,11 +189,12 @@ func goKernels() *kernels {
 				k.mvR[d][T] = append(k.mvR[d][T], mvRGo(d, T, kr))
 			}
 		}
-		k.packT[d], k.packN[d] = packTGo(d), packNGo(d)
+		k.packT[d], k.packNRows[d] = packTGo(d), packNRowsGo(d)
 	}
 	for mr := 1; mr <= 6; mr++ {
 		k.gemm[mr] = gemmGo(mr)
 	}
+	k.packAR, k.packACB = packARGo, packACBGo
 	n8 := func(n int) int { return n &^ 7 }
 	k.dot = func(a, b *float32, n int) float32 {
 		var s float32

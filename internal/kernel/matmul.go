@@ -100,21 +100,14 @@ func checkMatMul(op string, dst, x []float32, T int, w Mat, N, K int) {
 	}
 }
 
-// Decode/prefill split and GEMM blocking. A micro-tile is gemmMR tokens × gemmNR
-// outputs (12 YMM accumulators); a weight block of gemmKC × gemmNC floats is packed
-// per worker and stays in L2 while gemmMC tokens of packed activations stream by.
+// Decode/prefill split. T <= matvecMaxT uses the matvec kernels: weights are read
+// from memory once, in blocks of mvRowBlock rows (x·wᵀ) or mvKBlock rows (x·w) that
+// stay in L1/L2 while groups of up to 4 tokens sweep them. Larger T runs the blocked
+// GEMM of gemm.go.
 const (
-	// T <= matvecMaxT uses the matvec kernels: weights are read from memory once,
-	// in blocks of mvRowBlock rows (x·wᵀ) or mvKBlock rows (x·w) that stay in L1/L2
-	// while groups of up to 4 tokens sweep them.
 	matvecMaxT = 16
 	mvRowBlock = 24 // a multiple of every mvTRows entry
 	mvKBlock   = 48 // weight rows per block of the x·w decode path (a multiple of 8, 6, 4, 2)
-	gemmMR     = 6
-	gemmNR     = 16
-	gemmKC     = 256 // B micro-panel 16 KB and A micro-panel 6 KB in L1
-	gemmNC     = 256 // B block 256 KB in L2
-	gemmMC     = 72  // A block 72 KB in L2; a multiple of gemmMR
 )
 
 // mmTask carries one product through parallel.Pool.For without allocating: tasks are
@@ -128,25 +121,18 @@ type mmTask struct {
 	acc    bool
 	k      *kernels
 
-	apack  []float32 // packed activations [K/KC][Tp/6][kc][6]
-	tp     int       // T rounded up to gemmMR
-	splitT bool      // GEMM work split over token panels (else output panels)
+	atbA, atbB []float32 // MatMulATB's operands (generic path)
 
-	fnGeneric, fnMatvec, fnPackA, fnGemm func(lo, hi int)
+	gemmState
+
+	fnGeneric, fnMatvec, fnATB func(lo, hi int)
 }
 
 var taskPool = sync.Pool{New: func() any {
 	t := new(mmTask)
-	t.fnGeneric, t.fnMatvec, t.fnPackA, t.fnGemm = t.generic, t.matvec, t.packA, t.gemm
+	t.fnGeneric, t.fnMatvec, t.fnATB = t.generic, t.matvec, t.atbGeneric
+	t.fnPackA, t.fnWorker, t.fnReduce = t.packAGlobal, t.gemmWorker, t.reduce
 	return t
-}}
-
-// gemmBufLen is the per-worker scratch: a packed weight block and an edge tile.
-const gemmBufLen = gemmKC*gemmNC + gemmMR*gemmNR
-
-var gemmBufPool = sync.Pool{New: func() any {
-	b := make([]float32, gemmBufLen)
-	return &b
 }}
 
 func getTask(dst, x []float32, T int, w Mat, N, K int, trans, acc bool) *mmTask {
@@ -156,7 +142,8 @@ func getTask(dst, x []float32, T int, w Mat, N, K int, trans, acc bool) *mmTask 
 }
 
 func putTask(t *mmTask) {
-	t.dst, t.x, t.w, t.k = nil, nil, Mat{}, nil
+	t.dst, t.x, t.w, t.k, t.atbA, t.atbB = nil, nil, Mat{}, nil, nil, nil
+	t.g = gemmOp{}
 	taskPool.Put(t)
 }
 
@@ -167,20 +154,12 @@ func (t *mmTask) run(p *parallel.Pool) {
 	case t.T <= matvecMaxT:
 		p.For(t.N, 64, t.fnMatvec)
 	default:
-		t.tp = (t.T + gemmMR - 1) / gemmMR * gemmMR
-		if need := t.tp * t.K; cap(t.apack) < need {
-			t.apack = make([]float32, need)
+		g := gemmOp{M: t.T, N: t.N, K: t.K, a: t.x, lda: t.K, w: t.w.Data, d: dtIndex(t.w.DType),
+			bT: t.trans, ldw: t.N, c: t.dst, acc: t.acc}
+		if t.trans {
+			g.ldw = t.K
 		}
-		t.apack = t.apack[:t.tp*t.K]
-		tPanels := t.tp / gemmMR
-		p.For(tPanels, 1, t.fnPackA)
-		nPanels := (t.N + gemmNR - 1) / gemmNR
-		t.splitT = nPanels < 2*p.Workers() && nPanels < tPanels
-		if t.splitT {
-			p.For(tPanels, 1, t.fnGemm)
-		} else {
-			p.For(nPanels, 1, t.fnGemm)
-		}
+		t.runGemm(p, g)
 	}
 }
 
@@ -246,127 +225,4 @@ func (t *mmTask) matvec(lo, hi int) {
 	if n8 < hi {
 		matMulNGeneric(dst, x, T, w, n8, hi, t.acc)
 	}
-}
-
-// packA packs token panels [lo, hi) of x into apack: for each KC block, panel ip
-// holds x[6ip+i, pc+kk] at [kk*6+i], zero rows past T.
-func (t *mmTask) packA(lo, hi int) {
-	T, K, tp := t.T, t.K, t.tp
-	for pc := 0; pc < K; pc += gemmKC {
-		kc := min(gemmKC, K-pc)
-		for ip := lo; ip < hi; ip++ {
-			off := pc*tp + ip*gemmMR*kc
-			a := t.apack[off : off+gemmMR*kc]
-			for i := 0; i < gemmMR; i++ {
-				r := ip*gemmMR + i
-				if r >= T {
-					for kk := 0; kk < kc; kk++ {
-						a[kk*gemmMR+i] = 0
-					}
-					continue
-				}
-				for kk, v := range t.x[r*K+pc : r*K+pc+kc] {
-					a[kk*gemmMR+i] = v
-				}
-			}
-		}
-	}
-}
-
-// packB packs output columns [jc, jc+nc) × reduction rows [pc, pc+kc) of w into b
-// as nc/16 panels of [kc][16] floats, zero columns past the edge.
-func (t *mmTask) packB(b []float32, jc, nc, pc, kc int) {
-	d, es := dtIndex(t.w.DType), t.w.DType.Size()
-	N, K := t.N, t.K
-	v := viewOf(t.w)
-	for jr := 0; jr < nc; jr += gemmNR {
-		nr := min(gemmNR, nc-jr)
-		panel := b[jr*kc : jr*kc+gemmNR*kc]
-		n := jc + jr
-		if t.trans { // w [N, K]: rows n.., columns pc..
-			k8 := 0
-			if nr == gemmNR {
-				t.k.packT[d](&panel[0], &t.w.Data[(n*K+pc)*es], K, kc)
-				k8 = kc &^ 7
-			}
-			for i := k8; i < kc; i++ {
-				for j := 0; j < gemmNR; j++ {
-					var f float32
-					if j < nr {
-						f = v.at((n+j)*K + pc + i)
-					}
-					panel[i*gemmNR+j] = f
-				}
-			}
-			continue
-		}
-		// w [K, N]: rows pc.., columns n..
-		if nr == gemmNR {
-			t.k.packN[d](&panel[0], &t.w.Data[(pc*N+n)*es], N, kc)
-			continue
-		}
-		for i := 0; i < kc; i++ {
-			for j := 0; j < gemmNR; j++ {
-				var f float32
-				if j < nr {
-					f = v.at((pc+i)*N + n + j)
-				}
-				panel[i*gemmNR+j] = f
-			}
-		}
-	}
-}
-
-// gemm runs the blocked product on a range of output panels (or token panels when
-// splitT): pack a weight block, then sweep the micro-kernel over it.
-func (t *mmTask) gemm(lo, hi int) {
-	N, K, T, tp := t.N, t.K, t.T, t.tp
-	n0, n1, p0, p1 := lo*gemmNR, min(hi*gemmNR, N), 0, tp/gemmMR
-	if t.splitT {
-		n0, n1, p0, p1 = 0, N, lo, hi
-	}
-	bp := gemmBufPool.Get().(*[]float32)
-	b := *bp
-	ctmp := b[gemmKC*gemmNC:]
-	const mcPanels = gemmMC / gemmMR
-	for jc := n0; jc < n1; jc += gemmNC {
-		nc := min(gemmNC, n1-jc)
-		for pc := 0; pc < K; pc += gemmKC {
-			kc := min(gemmKC, K-pc)
-			t.packB(b, jc, nc, pc, kc)
-			acc := 0
-			if pc > 0 || t.acc {
-				acc = 1
-			}
-			for ic := p0; ic < p1; ic += mcPanels {
-				icEnd := min(ic+mcPanels, p1)
-				for jr := 0; jr < nc; jr += gemmNR {
-					nr := min(gemmNR, nc-jr)
-					bpanel := &b[jr*kc]
-					for ip := ic; ip < icEnd; ip++ {
-						r0 := ip * gemmMR
-						mr := min(gemmMR, T-r0)
-						ap := &t.apack[pc*tp+ip*gemmMR*kc]
-						c := t.dst[r0*N+jc+jr:]
-						if nr == gemmNR {
-							t.k.gemm[mr](ap, bpanel, kc, &c[0], N, acc)
-							continue
-						}
-						t.k.gemm[mr](ap, bpanel, kc, &ctmp[0], gemmNR, 0)
-						for i := 0; i < mr; i++ {
-							row := c[i*N : i*N+nr]
-							for j := range row {
-								if acc != 0 {
-									row[j] += ctmp[i*gemmNR+j]
-								} else {
-									row[j] = ctmp[i*gemmNR+j]
-								}
-							}
-						}
-					}
-				}
-			}
-		}
-	}
-	gemmBufPool.Put(bp)
 }

@@ -34,11 +34,12 @@ func main() {
 			}
 		}
 		genPackT(dt)
-		genPackN(dt)
+		genPackNB(dt)
 	}
 	for mr := 1; mr <= 6; mr++ {
 		genGemm(mr)
 	}
+	genPackA()
 	Generate()
 }
 
@@ -929,39 +930,80 @@ func transpose8(r [8]VecVirtual) [8]VecVirtual {
 	return o
 }
 
-// genPackN packs kc rows × 16 columns of a row-major [K, N] weight into the
-// [kc][16] float32 panel: a widening copy.
-func genPackN(dt dtype) {
-	name := "packN" + dt.name
-	TEXT(name, NOSPLIT, "func(dst *float32, w *byte, ldw int, kc int)")
-	Doc(name+" widens kc weight rows × 16 columns into a panel:",
+// packPD is how many rows ahead the block packers prefetch: a row's copy takes a
+// few dozen cycles, so 16 rows cover a DRAM access.
+const packPD = 16
+
+// prefetchRow emits prefetches of the n lines (n in a register, clobbered) from
+// row at p + packPD·ld.
+func prefetchRow(tag string, p, ld, n Register) {
+	q := GP64()
+	IMUL3Q(U32(packPD), ld, q)
+	ADDQ(p, q)
+	Label(tag + "_pf")
+	PREFETCHT0(Mem{Base: q})
+	ADDQ(U8(64), q)
+	DECQ(n)
+	JNZ(LabelRef(tag + "_pf"))
+}
+
+// genPackNB packs (packNRows…) a whole block of a row-major [K, N] weight, kc rows × 16·panels
+// columns, into panels of [kc][16] float32 one weight row at a time: every row is
+// read once, contiguously, and rows packPD ahead are prefetched.
+func genPackNB(dt dtype) {
+	name := "packNRows" + dt.name
+	TEXT(name, NOSPLIT, "func(dst *float32, w *byte, ldw int, kc int, panels int)")
+	Doc(name+" widens kc weight rows × 16·panels columns into panels of [kc][16]:",
 		"",
 		"\tfor i := 0; i < kc; i++ {",
-		"\t\tfor j := 0; j < 16; j++ {",
-		"\t\t\tdst[i*16+j] = "+fmt.Sprintf(wExpr(dt), "i*ldw+j"),
+		"\t\tfor j := 0; j < 16*panels; j++ {",
+		"\t\t\tdst[(j/16)*16*kc+i*16+j%16] = "+fmt.Sprintf(wExpr(dt), "i*ldw+j"),
 		"\t\t}",
 		"\t}")
 	dst, w := loadPtr("dst"), loadPtr("w")
-	ldw, kc := Load(Param("ldw"), GP64()), Load(Param("kc"), GP64())
+	ldw, kc, panels := Load(Param("ldw"), GP64()), Load(Param("kc"), GP64()), Load(Param("panels"), GP64())
 	if dt.size == 4 {
 		SHLQ(U8(2), ldw)
 	} else {
 		SHLQ(U8(1), ldw)
 	}
-	loop, done := name+"_loop", name+"_done"
-	Label(loop)
+	ps := GP64() // panel stride in bytes: 64·kc
+	MOVQ(kc, ps)
+	SHLQ(U8(6), ps)
+	lines := GP64() // lines per row to prefetch: ceil(16·panels·size/64) + 1
+	MOVQ(panels, lines)
+	if dt.size == 2 {
+		INCQ(lines)
+		SHRQ(U8(1), lines)
+	}
+	INCQ(lines)
+	TESTQ(panels, panels)
+	JZ(LabelRef(name + "_done"))
+	Label(name + "_row")
 	TESTQ(kc, kc)
-	JZ(LabelRef(done))
+	JZ(LabelRef(name + "_done"))
+	n := GP64()
+	MOVQ(lines, n)
+	prefetchRow(name, w, ldw, n)
+	wq, dq, q := GP64(), GP64(), GP64()
+	MOVQ(w, wq)
+	MOVQ(dst, dq)
+	MOVQ(panels, q)
+	Label(name + "_col")
 	a, b := YMM(), YMM()
-	widen(dt, Mem{Base: w}, a)
-	widen(dt, Mem{Base: w, Disp: 8 * dt.size}, b)
-	VMOVUPS(a, Mem{Base: dst})
-	VMOVUPS(b, Mem{Base: dst, Disp: 32})
+	widen(dt, Mem{Base: wq}, a)
+	widen(dt, Mem{Base: wq, Disp: 8 * dt.size}, b)
+	VMOVUPS(a, Mem{Base: dq})
+	VMOVUPS(b, Mem{Base: dq, Disp: 32})
+	ADDQ(U8(16*dt.size), wq)
+	ADDQ(ps, dq)
+	DECQ(q)
+	JNZ(LabelRef(name + "_col"))
 	ADDQ(ldw, w)
 	ADDQ(U8(64), dst)
 	DECQ(kc)
-	JMP(LabelRef(loop))
-	Label(done)
+	JMP(LabelRef(name + "_row"))
+	Label(name + "_done")
 	VZEROUPPER()
 	RET()
 }
@@ -970,7 +1012,7 @@ func genPackN(dt dtype) {
 // vectors of the packed weight panel and one broadcast activation per step.
 func genGemm(mr int) {
 	name := fmt.Sprintf("gemm%dx16", mr)
-	TEXT(name, NOSPLIT, "func(a, b *float32, kc int, c *float32, ldc int, acc int)")
+	TEXT(name, NOSPLIT, "func(a, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)")
 	Doc(name+" multiplies an activation panel a [kc][6] by a weight panel b [kc][16]",
 		fmt.Sprintf("into the %dx16 tile of c (row stride ldc), adding to c when acc != 0:", mr),
 		"",
@@ -985,7 +1027,10 @@ func genGemm(mr int) {
 		"\t\t\t}",
 		"\t\t\tc[i*ldc+j] = s",
 		"\t\t}",
-		"\t}")
+		"\t}",
+		"",
+		"Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …",
+		"(one per 4 steps of k): the source of a block the driver packs next.")
 	a, b := loadPtr("a"), loadPtr("b")
 	kc := Load(Param("kc"), GP64())
 	c := loadPtr("c")
@@ -1026,12 +1071,22 @@ func genGemm(mr int) {
 	MOVQ(kc, k4)
 	SHRQ(U8(2), k4)
 	ANDQ(U8(3), kc)
+	pf, pfs, pfn := Load(Param("pf"), GP64()), Load(Param("pfs"), GP64()), Load(Param("pfn"), GP64())
 	loop4, loop1, done := name+"_loop4", name+"_loop1", name+"_done"
 	Label(loop4)
 	TESTQ(k4, k4)
 	JZ(LabelRef(loop1))
 	for u := 0; u < 4; u++ {
 		step(u)
+		if u == 1 {
+			skip := name + "_nopf"
+			TESTQ(pfn, pfn)
+			JLE(LabelRef(skip))
+			PREFETCHT0(Mem{Base: pf})
+			ADDQ(pfs, pf)
+			DECQ(pfn)
+			Label(skip)
+		}
 	}
 	ADDQ(U8(96), a)
 	ADDQ(U32(256), b)
@@ -1069,6 +1124,108 @@ func genGemm(mr int) {
 	}
 	VZEROUPPER()
 	RET()
+}
+
+// genPackA emits the activation packers: 6 rows (or 6 columns) of a row-major
+// float32 matrix into the [kc][6] panel the micro-kernel broadcasts from.
+func genPackA() {
+	TEXT("packAR", NOSPLIT, "func(dst, a *float32, lda int, kc int)")
+	Doc("packAR packs 6 rows × kc&^7 columns of a (row stride lda) into a panel:",
+		"",
+		"\tfor p := 0; p < kc&^7; p++ {",
+		"\t\tfor i := 0; i < 6; i++ {",
+		"\t\t\tdst[p*6+i] = a[i*lda+p]",
+		"\t\t}",
+		"\t}")
+	{
+		dst, a := loadPtr("dst"), loadPtr("a")
+		lda, kc := Load(Param("lda"), GP64()), Load(Param("kc"), GP64())
+		SHRQ(U8(3), kc)
+		SHLQ(U8(2), lda)
+		var rp [6]Register
+		rp[0] = a
+		for i := 1; i < 6; i++ {
+			rp[i] = GP64()
+			LEAQ(Mem{Base: rp[i-1], Index: lda, Scale: 1}, rp[i])
+		}
+		zero := YMM()
+		VXORPS(zero, zero, zero)
+		Label("packAR_loop")
+		TESTQ(kc, kc)
+		JZ(LabelRef("packAR_done"))
+		var r [8]VecVirtual
+		for i := 0; i < 6; i++ {
+			r[i] = YMM()
+			VMOVUPS(Mem{Base: rp[i]}, r[i])
+		}
+		r[6], r[7] = zero, zero
+		o := transpose8(r)
+		for j := 0; j < 8; j++ { // column j: lanes 0-5 are rows 0-5
+			VMOVUPS(o[j].AsX(), Mem{Base: dst, Disp: 24 * j})
+			hi := XMM()
+			VEXTRACTF128(U8(1), o[j], hi)
+			VMOVSD(hi, Mem{Base: dst, Disp: 24*j + 16})
+		}
+		for i := 0; i < 6; i++ {
+			ADDQ(U8(32), rp[i])
+		}
+		ADDQ(U8(192), dst)
+		DECQ(kc)
+		JMP(LabelRef("packAR_loop"))
+		Label("packAR_done")
+		VZEROUPPER()
+		RET()
+	}
+
+	TEXT("packACB", NOSPLIT, "func(dst, a *float32, lda int, kc int, panels int)")
+	Doc("packACB packs 6·panels columns × kc rows of a (row stride lda), the transposed",
+		"operand of aᵀ·b, into panels of [kc][6], one row of a at a time (read once,",
+		"contiguously; rows packPD ahead are prefetched):",
+		"",
+		"\tfor p := 0; p < kc; p++ {",
+		"\t\tfor i := 0; i < 6*panels; i++ {",
+		"\t\t\tdst[(i/6)*6*kc+p*6+i%6] = a[p*lda+i]",
+		"\t\t}",
+		"\t}")
+	{
+		dst, a := loadPtr("dst"), loadPtr("a")
+		lda, kc, panels := Load(Param("lda"), GP64()), Load(Param("kc"), GP64()), Load(Param("panels"), GP64())
+		SHLQ(U8(2), lda)
+		ps := GP64() // panel stride in bytes: 24·kc
+		IMUL3Q(U8(24), kc, ps)
+		lines := GP64() // ceil(24·panels/64) + 1
+		IMUL3Q(U8(24), panels, lines)
+		ADDQ(U8(127), lines)
+		SHRQ(U8(6), lines)
+		TESTQ(panels, panels)
+		JZ(LabelRef("packACB_done"))
+		Label("packACB_row")
+		TESTQ(kc, kc)
+		JZ(LabelRef("packACB_done"))
+		n := GP64()
+		MOVQ(lines, n)
+		prefetchRow("packACB", a, lda, n)
+		aq, dq, q := GP64(), GP64(), GP64()
+		MOVQ(a, aq)
+		MOVQ(dst, dq)
+		MOVQ(panels, q)
+		Label("packACB_col")
+		x, y := XMM(), XMM()
+		VMOVUPS(Mem{Base: aq}, x)
+		VMOVSD(Mem{Base: aq, Disp: 16}, y)
+		VMOVUPS(x, Mem{Base: dq})
+		VMOVSD(y, Mem{Base: dq, Disp: 16})
+		ADDQ(U8(24), aq)
+		ADDQ(ps, dq)
+		DECQ(q)
+		JNZ(LabelRef("packACB_col"))
+		ADDQ(lda, a)
+		ADDQ(U8(24), dst)
+		DECQ(kc)
+		JMP(LabelRef("packACB_row"))
+		Label("packACB_done")
+		RET()
+	}
 }
 
 // pfBlocks is how many row blocks ahead the MatMulT decode kernels prefetch.
