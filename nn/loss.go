@@ -36,11 +36,12 @@ func LogSumExp(x []float32) float64 {
 //
 //	logits [R, V]; labels, loss [R]
 //
-// The softmax is kernel.SoftmaxF32 (float32 exp, float64 sum). The loss is taken in
-// float64 from the row maximum m and the softmax: lse − x_l = (m − x_l) − log p_argmax,
-// since p_argmax = exp(0)/Σ exp(x − m); it is within ~1e-7 of the float64 value and
-// stays finite however small p_label is. A label outside [0, V) other than
-// IgnoreIndex is an error and nothing is written.
+// Each row takes three vectorised passes: its maximum m (kernel.MaxF32), e = exp(x − m)
+// with s = Σ e in float64 (kernel.ExpSubF32: exact differences, float32 exp within
+// 1 ulp), and the scaling of e by 1/s (scale/s with grad). The loss is
+// lse − x_l = (m − x_l) + log s in float64, within ~1e-7 of the float64 value and
+// finite however small p_label is. A label outside [0, V) other than IgnoreIndex is
+// an error and nothing is written.
 func CrossEntropy(p *parallel.Pool, loss []float64, logits []float32, labels []int, V int, scale float32, grad bool) error {
 	R := len(labels)
 	if len(logits) < R*V || len(loss) < R {
@@ -63,70 +64,19 @@ func CrossEntropy(p *parallel.Pool, loss []float64, logits []float32, labels []i
 				}
 				continue
 			}
-			m, am := maxArg(row)
+			m := kernel.MaxF32(row)
 			xl := row[l]
-			kernel.SoftmaxF32(row)
-			loss[r] = float64(m) - float64(xl) - math.Log(float64(row[am]))
+			s := kernel.ExpSubF32(row, row, m)
+			loss[r] = float64(m) - float64(xl) + math.Log(s)
 			if !grad {
+				kernel.ScaleAddF32(row, float32(1/s), 0, row)
 				continue
 			}
-			kernel.ScaleAddF32(row, scale, 0, row)
+			kernel.ScaleAddF32(row, float32(float64(scale)/s), 0, row)
 			row[l] -= scale
 		}
 	})
 	return nil
-}
-
-// maxArg returns the maximum of x (len(x) > 0) and its first index: eight
-// independent running maxima, then a scan for the first element equal to the
-// maximum. NaNs are skipped (the softmax then propagates them).
-func maxArg(x []float32) (float32, int) {
-	ninf := float32(math.Inf(-1))
-	m0, m1, m2, m3, m4, m5, m6, m7 := ninf, ninf, ninf, ninf, ninf, ninf, ninf, ninf
-	n := len(x) &^ 7
-	for i := 0; i < n; i += 8 {
-		v := x[i : i+8 : i+8]
-		if v[0] > m0 {
-			m0 = v[0]
-		}
-		if v[1] > m1 {
-			m1 = v[1]
-		}
-		if v[2] > m2 {
-			m2 = v[2]
-		}
-		if v[3] > m3 {
-			m3 = v[3]
-		}
-		if v[4] > m4 {
-			m4 = v[4]
-		}
-		if v[5] > m5 {
-			m5 = v[5]
-		}
-		if v[6] > m6 {
-			m6 = v[6]
-		}
-		if v[7] > m7 {
-			m7 = v[7]
-		}
-	}
-	for _, v := range x[n:] {
-		if v > m0 {
-			m0 = v
-		}
-	}
-	for _, v := range [...]float32{m1, m2, m3, m4, m5, m6, m7} {
-		if v > m0 {
-			m0 = v
-		}
-	}
-	for i, v := range x {
-		if v == m0 {
-			return m0, i
-		}
-	}
-	return x[0], 0 // only NaNs
 }
 
 // checkRouter validates the per-layer router tensors of the auxiliary losses.

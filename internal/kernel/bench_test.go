@@ -165,6 +165,8 @@ func BenchmarkVec(b *testing.B) {
 			f    func()
 		}{
 			{"softmax", func() { copy(y, x); SoftmaxF32(y) }},
+			{"expsub", func() { _ = ExpSubF32(y, x, 0.5) }},
+			{"max", func() { _ = MaxF32(x) }},
 			{"layernorm", func() { LayerNormF32(y, x, g, 1e-5) }},
 			{"silumul", func() { SiLUMulF32(y, x, g) }},
 			{"scaleadd", func() { ScaleAddF32(y, 0.5, 0.25, x) }},

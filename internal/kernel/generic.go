@@ -111,6 +111,29 @@ func scaleAddF32Generic(dst []float32, a, b float32, x []float32) {
 // expF32 is exp in float32, correctly rounded from the float64 result.
 func expF32(x float32) float32 { return float32(math.Exp(float64(x))) }
 
+// expSubF32Generic is the twin of ExpSubF32: exp of the exact difference in
+// float64, rounded once to float32, summed in float64.
+func expSubF32Generic(dst, x []float32, m float32) float64 {
+	dst = dst[:len(x)]
+	var s float64
+	for i, v := range x {
+		e := float32(math.Exp(float64(v) - float64(m)))
+		dst[i] = e
+		s += float64(e)
+	}
+	return s
+}
+
+func maxF32Generic(x []float32) float32 {
+	m := float32(math.Inf(-1))
+	for _, v := range x {
+		if v > m {
+			m = v
+		}
+	}
+	return m
+}
+
 func softmaxF32Generic(x []float32) {
 	if len(x) == 0 {
 		return

@@ -77,7 +77,7 @@ func avx2Kernels() *kernels {
 		scaleAdd:  scaleAddF32AVX2,
 		scale:     scaleF32AVX2,
 		max:       maxF32AVX2,
-		expSubSum: expSubSumF32AVX2,
+		expSub:    expSubF32AVX2,
 		siluMul:   siluMulF32AVX2,
 		sumF64:    sumF64AVX2,
 		sqDev:     sqDevF64AVX2,

@@ -165,75 +165,163 @@ max_done:
 	MOVSS        X1, ret+16(FP)
 	RET
 
-// func expSubSumF32AVX2(x *float32, n int, m float32) float64
+// func expSubF32AVX2(dst *float32, x *float32, n int, m float32) float64
 // Requires: AVX, AVX2, FMA3, SSE, SSE2
-TEXT ·expSubSumF32AVX2(SB), NOSPLIT, $0-32
-	MOVQ         x+0(FP), AX
-	MOVQ         n+8(FP), CX
-	ANDQ         $-8, CX
-	MOVSS        m+16(FP), X0
+TEXT ·expSubF32AVX2(SB), NOSPLIT, $0-40
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         n+16(FP), DX
+	ANDQ         $-8, DX
+	MOVSS        m+24(FP), X0
 	VBROADCASTSS X0, Y0
 	VXORPS       f32_sign<>+0(SB), Y0, Y1
-	VXORPD       Y2, Y2, Y2
-	VXORPD       Y3, Y3, Y3
-	XORQ         DX, DX
+	VMOVUPS      exp_lo<>+0(SB), Y2
+	VMOVUPS      exp_hi<>+0(SB), Y3
+	VXORPD       Y4, Y4, Y4
+	VXORPD       Y5, Y5, Y5
+	MOVQ         DX, BX
+	ANDQ         $-16, BX
+	XORQ         SI, SI
 
-expsub_loop:
-	CMPQ         DX, CX
+expsub_loop2:
+	CMPQ         SI, BX
+	JGE          expsub_loop1
+	VMOVUPS      (CX)(SI*4), Y6
+	VSUBPS       Y0, Y6, Y7
+	VSUBPS       Y6, Y7, Y8
+	VSUBPS       Y8, Y7, Y9
+	VSUBPS       Y9, Y6, Y9
+	VSUBPS       Y8, Y1, Y8
+	VADDPS       Y8, Y9, Y9
+	VCMPPS       $0x07, Y9, Y9, Y8
+	VANDPS       Y8, Y9, Y9
+	VMOVUPS      32(CX)(SI*4), Y6
+	VSUBPS       Y0, Y6, Y8
+	VSUBPS       Y6, Y8, Y10
+	VSUBPS       Y10, Y8, Y11
+	VSUBPS       Y11, Y6, Y11
+	VSUBPS       Y10, Y1, Y10
+	VADDPS       Y10, Y11, Y11
+	VCMPPS       $0x07, Y11, Y11, Y10
+	VANDPS       Y10, Y11, Y11
+	VMAXPS       Y7, Y2, Y7
+	VMINPS       Y7, Y3, Y7
+	VMAXPS       Y8, Y2, Y8
+	VMINPS       Y8, Y3, Y8
+	VMULPS       exp_log2e<>+0(SB), Y7, Y6
+	VMULPS       exp_log2e<>+0(SB), Y8, Y10
+	VROUNDPS     $0x00, Y6, Y6
+	VROUNDPS     $0x00, Y10, Y10
+	VFNMADD231PS exp_c1<>+0(SB), Y6, Y7
+	VFNMADD231PS exp_c1<>+0(SB), Y10, Y8
+	VFNMADD231PS exp_c2<>+0(SB), Y6, Y7
+	VFNMADD231PS exp_c2<>+0(SB), Y10, Y8
+	VADDPS       Y9, Y7, Y7
+	VADDPS       Y11, Y8, Y8
+	VMOVUPS      exp_p0<>+0(SB), Y9
+	VMOVUPS      exp_p0<>+0(SB), Y11
+	VFMADD213PS  exp_p1<>+0(SB), Y7, Y9
+	VFMADD213PS  exp_p1<>+0(SB), Y8, Y11
+	VFMADD213PS  exp_p2<>+0(SB), Y7, Y9
+	VFMADD213PS  exp_p2<>+0(SB), Y8, Y11
+	VFMADD213PS  exp_p3<>+0(SB), Y7, Y9
+	VFMADD213PS  exp_p3<>+0(SB), Y8, Y11
+	VFMADD213PS  exp_p4<>+0(SB), Y7, Y9
+	VFMADD213PS  exp_p4<>+0(SB), Y8, Y11
+	VFMADD213PS  exp_p5<>+0(SB), Y7, Y9
+	VFMADD213PS  exp_p5<>+0(SB), Y8, Y11
+	VMULPS       Y7, Y7, Y12
+	VFMADD213PS  Y7, Y12, Y9
+	VMULPS       Y8, Y8, Y7
+	VFMADD213PS  Y8, Y7, Y11
+	VADDPS       f32_one<>+0(SB), Y9, Y9
+	VADDPS       f32_one<>+0(SB), Y11, Y11
+	VCVTPS2DQ    Y6, Y6
+	VPSRAD       $0x01, Y6, Y7
+	VPSUBD       Y7, Y6, Y6
+	VPADDD       exp_bias<>+0(SB), Y7, Y7
+	VPADDD       exp_bias<>+0(SB), Y6, Y6
+	VPSLLD       $0x17, Y7, Y7
+	VPSLLD       $0x17, Y6, Y6
+	VMULPS       Y7, Y9, Y9
+	VMULPS       Y6, Y9, Y9
+	VCVTPS2DQ    Y10, Y10
+	VPSRAD       $0x01, Y10, Y6
+	VPSUBD       Y6, Y10, Y10
+	VPADDD       exp_bias<>+0(SB), Y6, Y6
+	VPADDD       exp_bias<>+0(SB), Y10, Y10
+	VPSLLD       $0x17, Y6, Y6
+	VPSLLD       $0x17, Y10, Y10
+	VMULPS       Y6, Y11, Y11
+	VMULPS       Y10, Y11, Y11
+	VMOVUPS      Y9, (AX)(SI*4)
+	VCVTPS2PD    X9, Y6
+	VADDPD       Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y9, X9
+	VCVTPS2PD    X9, Y6
+	VADDPD       Y6, Y5, Y5
+	VMOVUPS      Y11, 32(AX)(SI*4)
+	VCVTPS2PD    X11, Y6
+	VADDPD       Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y11, X11
+	VCVTPS2PD    X11, Y6
+	VADDPD       Y6, Y5, Y5
+	ADDQ         $0x10, SI
+	JMP          expsub_loop2
+
+expsub_loop1:
+	CMPQ         SI, DX
 	JGE          expsub_done
-	VMOVUPS      (AX)(DX*4), Y4
-	VSUBPS       Y0, Y4, Y5
-	VSUBPS       Y4, Y5, Y6
-	VSUBPS       Y6, Y5, Y7
-	VSUBPS       Y7, Y4, Y7
-	VSUBPS       Y6, Y1, Y4
-	VADDPS       Y4, Y7, Y7
-	VCMPPS       $0x07, Y7, Y7, Y4
-	VANDPS       Y4, Y7, Y7
-	VMOVUPS      exp_lo<>+0(SB), Y4
-	VMAXPS       Y5, Y4, Y5
-	VMOVUPS      exp_hi<>+0(SB), Y4
-	VMINPS       Y5, Y4, Y5
-	VMULPS       exp_log2e<>+0(SB), Y5, Y4
-	VROUNDPS     $0x00, Y4, Y4
-	VFNMADD231PS exp_c1<>+0(SB), Y4, Y5
-	VFNMADD231PS exp_c2<>+0(SB), Y4, Y5
-	VADDPS       Y7, Y5, Y5
-	VMOVUPS      exp_p0<>+0(SB), Y6
-	VFMADD213PS  exp_p1<>+0(SB), Y5, Y6
-	VFMADD213PS  exp_p2<>+0(SB), Y5, Y6
-	VFMADD213PS  exp_p3<>+0(SB), Y5, Y6
-	VFMADD213PS  exp_p4<>+0(SB), Y5, Y6
-	VFMADD213PS  exp_p5<>+0(SB), Y5, Y6
-	VMULPS       Y5, Y5, Y7
-	VFMADD213PS  Y5, Y7, Y6
-	VADDPS       f32_one<>+0(SB), Y6, Y6
-	VCVTPS2DQ    Y4, Y4
-	VPSRAD       $0x01, Y4, Y5
-	VPSUBD       Y5, Y4, Y4
-	VPADDD       exp_bias<>+0(SB), Y5, Y5
-	VPADDD       exp_bias<>+0(SB), Y4, Y4
-	VPSLLD       $0x17, Y5, Y5
-	VPSLLD       $0x17, Y4, Y4
-	VMULPS       Y5, Y6, Y6
-	VMULPS       Y4, Y6, Y6
-	VMOVUPS      Y6, (AX)(DX*4)
-	VCVTPS2PD    X6, Y4
-	VADDPD       Y4, Y2, Y2
-	VEXTRACTF128 $0x01, Y6, X6
-	VCVTPS2PD    X6, Y4
-	VADDPD       Y4, Y3, Y3
-	ADDQ         $0x08, DX
-	JMP          expsub_loop
+	VMOVUPS      (CX)(SI*4), Y6
+	VSUBPS       Y0, Y6, Y0
+	VSUBPS       Y6, Y0, Y7
+	VSUBPS       Y7, Y0, Y8
+	VSUBPS       Y8, Y6, Y8
+	VSUBPS       Y7, Y1, Y7
+	VADDPS       Y7, Y8, Y8
+	VCMPPS       $0x07, Y8, Y8, Y7
+	VANDPS       Y7, Y8, Y8
+	VMAXPS       Y0, Y2, Y0
+	VMINPS       Y0, Y3, Y0
+	VMULPS       exp_log2e<>+0(SB), Y0, Y1
+	VROUNDPS     $0x00, Y1, Y1
+	VFNMADD231PS exp_c1<>+0(SB), Y1, Y0
+	VFNMADD231PS exp_c2<>+0(SB), Y1, Y0
+	VADDPS       Y8, Y0, Y0
+	VMOVUPS      exp_p0<>+0(SB), Y2
+	VFMADD213PS  exp_p1<>+0(SB), Y0, Y2
+	VFMADD213PS  exp_p2<>+0(SB), Y0, Y2
+	VFMADD213PS  exp_p3<>+0(SB), Y0, Y2
+	VFMADD213PS  exp_p4<>+0(SB), Y0, Y2
+	VFMADD213PS  exp_p5<>+0(SB), Y0, Y2
+	VMULPS       Y0, Y0, Y3
+	VFMADD213PS  Y0, Y3, Y2
+	VADDPS       f32_one<>+0(SB), Y2, Y2
+	VCVTPS2DQ    Y1, Y1
+	VPSRAD       $0x01, Y1, Y0
+	VPSUBD       Y0, Y1, Y1
+	VPADDD       exp_bias<>+0(SB), Y0, Y0
+	VPADDD       exp_bias<>+0(SB), Y1, Y1
+	VPSLLD       $0x17, Y0, Y0
+	VPSLLD       $0x17, Y1, Y1
+	VMULPS       Y0, Y2, Y2
+	VMULPS       Y1, Y2, Y2
+	VMOVUPS      Y2, (AX)(SI*4)
+	VCVTPS2PD    X2, Y0
+	VADDPD       Y0, Y4, Y4
+	VEXTRACTF128 $0x01, Y2, X2
+	VCVTPS2PD    X2, Y0
+	VADDPD       Y0, Y5, Y5
+	ADDQ         $0x08, SI
 
 expsub_done:
-	VADDPD       Y3, Y2, Y2
-	VEXTRACTF128 $0x01, Y2, X0
-	VADDPD       X2, X0, X0
+	VADDPD       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPD       X4, X0, X0
 	VPERMILPD    $0x01, X0, X1
 	VADDSD       X1, X0, X0
 	VZEROUPPER
-	MOVSD        X0, ret+24(FP)
+	MOVSD        X0, ret+32(FP)
 	RET
 
 DATA f32_sign<>+0(SB)/4, $0x80000000

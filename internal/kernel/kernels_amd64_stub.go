@@ -47,18 +47,19 @@ func scaleF32AVX2(x *float32, s float32, n int)
 //	}
 func maxF32AVX2(x *float32, n int) float32
 
-// expSubSumF32AVX2 replaces x[i] by exp(x[i]-m) for i < n&^7 (the difference taken
-// exactly, float32 exp within ~2 ulp) and returns their sum accumulated in float64:
+// expSubF32AVX2 sets dst[i] = exp(x[i]-m) for i < n&^7 (the difference taken
+// exactly, float32 exp within 1 ulp of the correctly rounded value) and returns
+// their sum accumulated in float64; dst may be x:
 //
 //	for i := 0; i < n&^7; i++ {
 //		e := float32(math.Exp(float64(x[i]) - float64(m)))
-//		x[i] = e
+//		dst[i] = e
 //		s += float64(e)
 //	}
-func expSubSumF32AVX2(x *float32, n int, m float32) float64
+func expSubF32AVX2(dst *float32, x *float32, n int, m float32) float64
 
 // siluMulF32AVX2 is SiLUMulF32 over the first n&^7 elements, with a float32 exp
-// within ~2 ulp:
+// within 1 ulp:
 //
 //	for i := 0; i < n&^7; i++ {
 //		g := gate[i]

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"math"
 	"unsafe"
 
 	"github.com/dbrx-engine/dbrx/tensor"
@@ -46,16 +45,16 @@ type kernels struct {
 	packAR  packAFunc
 	packACB packACBFunc
 
-	dot       func(a, b *float32, n int) float32
-	axpy      func(y *float32, a float32, x *float32, n int)
-	scaleAdd  func(dst *float32, a, b float32, x *float32, n int)
-	scale     func(x *float32, s float32, n int)
-	max       func(x *float32, n int) float32
-	expSubSum func(x *float32, n int, m float32) float64
-	siluMul   func(dst, gate, up *float32, n int)
-	sumF64    func(x *float32, n int) float64
-	sqDev     func(x *float32, n int, mean float64) float64
-	lnApply   func(dst, x, gamma *float32, n int, mean, rstd float64)
+	dot      func(a, b *float32, n int) float32
+	axpy     func(y *float32, a float32, x *float32, n int)
+	scaleAdd func(dst *float32, a, b float32, x *float32, n int)
+	scale    func(x *float32, s float32, n int)
+	max      func(x *float32, n int) float32
+	expSub   func(dst, x *float32, n int, m float32) float64
+	siluMul  func(dst, gate, up *float32, n int)
+	sumF64   func(x *float32, n int) float64
+	sqDev    func(x *float32, n int, mean float64) float64
+	lnApply  func(dst, x, gamma *float32, n int, mean, rstd float64)
 }
 
 // simd is the assembly implementation, nil when unavailable (purego, other
@@ -221,15 +220,8 @@ func goKernels() *kernels {
 		}
 		return m
 	}
-	k.expSubSum = func(x *float32, n int, m float32) float64 {
-		var s float64
-		xs := unsafe.Slice(x, n8(n))
-		for i, v := range xs {
-			e := float32(math.Exp(float64(v) - float64(m)))
-			xs[i] = e
-			s += float64(e)
-		}
-		return s
+	k.expSub = func(dst, x *float32, n int, m float32) float64 {
+		return expSubF32Generic(unsafe.Slice(dst, n8(n)), unsafe.Slice(x, n8(n)), m)
 	}
 	k.siluMul = func(dst, gate, up *float32, n int) {
 		siluMulF32Generic(unsafe.Slice(dst, n8(n)), unsafe.Slice(gate, n8(n)), unsafe.Slice(up, n8(n)))

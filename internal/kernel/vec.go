@@ -43,8 +43,46 @@ func ScaleAddF32(dst []float32, a, b float32, x []float32) {
 	scaleAddF32Generic(dst[n&^7:], a, b, x[n&^7:])
 }
 
+// MaxF32 returns the largest element of x (-Inf for an empty x). NaNs are not
+// ordered: with a NaN in x the result may be NaN or the maximum of the others (an
+// exp of x − max then still turns the NaN into NaN).
+func MaxF32(x []float32) float32 {
+	n := len(x)
+	if simd == nil || n < 8 {
+		return maxF32Generic(x)
+	}
+	m := simd.max(&x[0], n)
+	for _, v := range x[n&^7:] {
+		if v > m {
+			m = v
+		}
+	}
+	return m
+}
+
+// ExpSubF32 sets dst[i] = exp(x[i] − m) for i < len(x) and returns Σ dst[i]
+// accumulated in float64: the numerator and denominator of a softmax whose
+// maximum m the caller knows (or a log-sum-exp: log Σ exp x = m + log sum).
+//
+//	dst, x [n]; dst may be x
+//
+// The difference x[i] − m is taken exactly and the float32 exp is within 1 ulp of
+// float32(math.Exp(float64(x[i]) − float64(m))), the plain-Go twin: about 10% of
+// results differ from it by one ulp on the assembly path, none by more. exp(-Inf)
+// is 0; arguments above 88.72 overflow to +Inf, below about -87.3 the results are
+// subnormal or 0; a NaN (or +Inf − +Inf) gives NaN.
+func ExpSubF32(dst, x []float32, m float32) float64 {
+	n := len(x)
+	dst = dst[:n]
+	if simd == nil || n < 8 {
+		return expSubF32Generic(dst, x, m)
+	}
+	s := simd.expSub(&dst[0], &x[0], n, m)
+	return s + expSubF32Generic(dst[n&^7:], x[n&^7:], m)
+}
+
 // SoftmaxF32 replaces x with softmax(x): the maximum is subtracted, exp is taken in
-// float32 (within ~2 ulp on the assembly path) and summed in float64, so each
+// float32 (within 1 ulp, ExpSubF32) and summed in float64, so each
 // result is within ~1e-6 relative of a float64 softmax. -Inf entries become 0; a
 // NaN anywhere, an +Inf, or a row of only -Inf makes every entry NaN.
 func SoftmaxF32(x []float32) {
@@ -59,12 +97,8 @@ func SoftmaxF32(x []float32) {
 			m = v
 		}
 	}
-	s := simd.expSubSum(&x[0], n, m)
-	for i := n &^ 7; i < n; i++ {
-		e := float32(math.Exp(float64(x[i]) - float64(m)))
-		x[i] = e
-		s += float64(e)
-	}
+	s := simd.expSub(&x[0], &x[0], n, m)
+	s += expSubF32Generic(x[n&^7:], x[n&^7:], m)
 	inv := float32(1 / s)
 	simd.scale(&x[0], inv, n)
 	for i := n &^ 7; i < n; i++ {

@@ -155,7 +155,7 @@ func TestExpAccuracy(t *testing.T) {
 	x[0], x[1], x[2], x[3] = 0, -0.0, 88.72, -87.33
 	x[4], x[5], x[6], x[7] = float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 89
 	e := append([]float32(nil), x...)
-	simd.expSubSum(&e[0], n, 0)
+	simd.expSub(&e[0], &e[0], n, 0)
 	worst := 0.0
 	for i, v := range x {
 		want := float32(math.Exp(float64(v)))
@@ -171,7 +171,7 @@ func TestExpAccuracy(t *testing.T) {
 		default:
 			u := ulps(e[i], want)
 			worst = math.Max(worst, u)
-			if u > 2 {
+			if u > 1 {
 				t.Fatalf("exp(%v) = %v, want %v (%.1f ulp)", v, e[i], want, u)
 			}
 		}
@@ -251,6 +251,80 @@ func TestSiLUMulF32(t *testing.T) {
 	})
 }
 
+// TestExpSubF32 checks ExpSubF32 against its twin (at most 1 ulp apart, the sum to
+// rounding) at odd sizes and offsets, with dst apart from or aliasing x, large and
+// tiny differences and the special values.
+func TestExpSubF32(t *testing.T) {
+	vecImpls(t, func(t *testing.T) {
+		r := newRand(15)
+		inf, nan := float32(math.Inf(1)), float32(math.NaN())
+		for _, n := range append(vecSizes, 100352+5) {
+			for _, m := range []float32{0, 3.5, -20, 80} {
+				x := randF32(r, n)
+				for i := range x {
+					x[i] = 40 * x[i] // exp arguments in (-120, 40)
+				}
+				if n > 12 {
+					x[1], x[2], x[3], x[11] = inf, -inf, nan, m
+				}
+				want := make([]float32, n)
+				ws := expSubF32Generic(want, x, m)
+				for _, alias := range []bool{false, true} {
+					got, check := guarded(t, n)
+					src := x
+					if alias {
+						copy(got, x)
+						src = got
+					}
+					s := ExpSubF32(got, src, m)
+					check()
+					for i := range want {
+						g, w := got[i], want[i]
+						switch {
+						case w != w:
+							if g == g {
+								t.Fatalf("n=%d m=%v: exp(%v-m) = %v, want NaN", n, m, x[i], g)
+							}
+						case w < 0x1p-126:
+							if math.Abs(float64(g-w)) > 0x1p-126 {
+								t.Fatalf("n=%d m=%v: exp(%v-m) = %v, want %v", n, m, x[i], g, w)
+							}
+						default:
+							if u := ulps(g, w); u > 1 {
+								t.Fatalf("n=%d m=%v: exp(%v-m) = %v, want %v (%.1f ulp)", n, m, x[i], g, w, u)
+							}
+						}
+					}
+					if !(s == ws || math.Abs(s-ws) <= 0x1p-23*math.Abs(ws) || s != s && ws != ws) {
+						t.Fatalf("n=%d m=%v: sum %v, twin %v", n, m, s, ws)
+					}
+				}
+			}
+		}
+	})
+}
+
+func TestMaxF32(t *testing.T) {
+	vecImpls(t, func(t *testing.T) {
+		if m := MaxF32(nil); !math.IsInf(float64(m), -1) {
+			t.Fatalf("MaxF32(nil) = %v", m)
+		}
+		r := newRand(16)
+		for _, n := range vecSizes[1:] {
+			for _, at := range []int{0, n / 2, n - 1} {
+				x := randF32(r, n)
+				x[at] = 7
+				if n > 3 {
+					x[(at+1)%n] = float32(math.Inf(-1))
+				}
+				if m := MaxF32(x); m != 7 {
+					t.Fatalf("n=%d max at %d: MaxF32 = %v", n, at, m)
+				}
+			}
+		}
+	})
+}
+
 func TestVecAllocs(t *testing.T) {
 	r := newRand(8)
 	x, y, g := randF32(r, 1003), randF32(r, 1003), randF32(r, 1003)
@@ -259,6 +333,8 @@ func TestVecAllocs(t *testing.T) {
 		"axpy":      func() { AxpyF32(y, 0.5, x) },
 		"scaleadd":  func() { ScaleAddF32(y, 0.5, 0.5, x) },
 		"softmax":   func() { SoftmaxF32(y) },
+		"expsub":    func() { _ = ExpSubF32(y, x, 0.5) },
+		"max":       func() { _ = MaxF32(x) },
 		"layernorm": func() { LayerNormF32(y, x, g, 1e-5) },
 		"silumul":   func() { SiLUMulF32(y, x, g) },
 	}
