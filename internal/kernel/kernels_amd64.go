@@ -84,3 +84,28 @@ func avx2Kernels() *kernels {
 		lnApply:   lnApplyAVX2,
 	}
 }
+
+// asmVec reports whether the vector ops of vec.go call the assembly. They call it
+// directly rather than through simd's function values: with the //go:noescape
+// stubs, slices passed to them (a stack array of scores, say) then stay on the
+// caller's stack.
+var asmVec = haveAVX2
+
+func vecDot(a, b *float32, n int) float32              { return dotF32AVX2(a, b, n) }
+func vecAxpy(y *float32, a float32, x *float32, n int) { axpyF32AVX2(y, a, x, n) }
+func vecScaleAdd(dst *float32, a, b float32, x *float32, n int) {
+	scaleAddF32AVX2(dst, a, b, x, n)
+}
+func vecScale(x *float32, s float32, n int) { scaleF32AVX2(x, s, n) }
+func vecMax(x *float32, n int) float32      { return maxF32AVX2(x, n) }
+func vecExpSub(dst, x *float32, n int, m float32) float64 {
+	return expSubF32AVX2(dst, x, n, m)
+}
+func vecSiLUMul(dst, gate, up *float32, n int) { siluMulF32AVX2(dst, gate, up, n) }
+func vecSumF64(x *float32, n int) float64      { return sumF64AVX2(x, n) }
+func vecSqDev(x *float32, n int, mean float64) float64 {
+	return sqDevF64AVX2(x, n, mean)
+}
+func vecLNApply(dst, x, gamma *float32, n int, mean, rstd float64) {
+	lnApplyAVX2(dst, x, gamma, n, mean, rstd)
+}

@@ -15,6 +15,8 @@ func xgetbv0() (eax uint32, edx uint32)
 //	for i := 0; i < n&^31; i++ {
 //		s += a[i] * b[i]
 //	}
+//
+//go:noescape
 func dotF32AVX2(a *float32, b *float32, n int) float32
 
 // axpyF32AVX2 is AxpyF32 over the first n&^7 elements, bit-exact (multiply, then add):
@@ -22,6 +24,8 @@ func dotF32AVX2(a *float32, b *float32, n int) float32
 //	for i := 0; i < n&^7; i++ {
 //		y[i] += a * x[i]
 //	}
+//
+//go:noescape
 func axpyF32AVX2(y *float32, a float32, x *float32, n int)
 
 // scaleAddF32AVX2 is ScaleAddF32 over the first n&^7 elements, bit-exact:
@@ -29,6 +33,8 @@ func axpyF32AVX2(y *float32, a float32, x *float32, n int)
 //	for i := 0; i < n&^7; i++ {
 //		dst[i] = a*dst[i] + b*x[i]
 //	}
+//
+//go:noescape
 func scaleAddF32AVX2(dst *float32, a float32, b float32, x *float32, n int)
 
 // scaleF32AVX2 multiplies the first n&^7 elements by s:
@@ -36,6 +42,8 @@ func scaleAddF32AVX2(dst *float32, a float32, b float32, x *float32, n int)
 //	for i := 0; i < n&^7; i++ {
 //		x[i] *= s
 //	}
+//
+//go:noescape
 func scaleF32AVX2(x *float32, s float32, n int)
 
 // maxF32AVX2 returns the largest of x[:n&^7] (n >= 8); NaN handling is unspecified
@@ -45,6 +53,8 @@ func scaleF32AVX2(x *float32, s float32, n int)
 //	for i := 1; i < n&^7; i++ {
 //		m = max(m, x[i])
 //	}
+//
+//go:noescape
 func maxF32AVX2(x *float32, n int) float32
 
 // expSubF32AVX2 sets dst[i] = exp(x[i]-m) for i < n&^7 (the difference taken
@@ -56,6 +66,8 @@ func maxF32AVX2(x *float32, n int) float32
 //		dst[i] = e
 //		s += float64(e)
 //	}
+//
+//go:noescape
 func expSubF32AVX2(dst *float32, x *float32, n int, m float32) float64
 
 // siluMulF32AVX2 is SiLUMulF32 over the first n&^7 elements, with a float32 exp
@@ -65,6 +77,8 @@ func expSubF32AVX2(dst *float32, x *float32, n int, m float32) float64
 //		g := gate[i]
 //		dst[i] = g / (1 + float32(math.Exp(float64(-g)))) * up[i]
 //	}
+//
+//go:noescape
 func siluMulF32AVX2(dst *float32, gate *float32, up *float32, n int)
 
 // sumF64AVX2 returns Σ float64(x[i]) for i < n&^7:
@@ -72,6 +86,8 @@ func siluMulF32AVX2(dst *float32, gate *float32, up *float32, n int)
 //	for i := 0; i < n&^7; i++ {
 //		s += float64(x[i])
 //	}
+//
+//go:noescape
 func sumF64AVX2(x *float32, n int) float64
 
 // sqDevF64AVX2 returns Σ (float64(x[i]) - mean)² for i < n&^7:
@@ -80,6 +96,8 @@ func sumF64AVX2(x *float32, n int) float64
 //		d := float64(x[i]) - mean
 //		s += d * d
 //	}
+//
+//go:noescape
 func sqDevF64AVX2(x *float32, n int, mean float64) float64
 
 // lnApplyAVX2 normalises the first n&^7 elements, bit-exact with the Go loop:
@@ -87,6 +105,8 @@ func sqDevF64AVX2(x *float32, n int, mean float64) float64
 //	for i := 0; i < n&^7; i++ {
 //		dst[i] = float32((float64(x[i])-mean)*rstd) * gamma[i]
 //	}
+//
+//go:noescape
 func lnApplyAVX2(dst *float32, x *float32, gamma *float32, n int, mean float64, rstd float64)
 
 // mvTF32_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -100,6 +120,8 @@ func lnApplyAVX2(dst *float32, x *float32, gamma *float32, n int, mean float64, 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF32_1x2 computes 1 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -113,6 +135,8 @@ func mvTF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRF32_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -129,6 +153,8 @@ func mvTF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -145,6 +171,8 @@ func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -161,6 +189,8 @@ func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -177,6 +207,8 @@ func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -193,6 +225,8 @@ func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -209,6 +243,8 @@ func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -225,6 +261,8 @@ func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -241,6 +279,8 @@ func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF32_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -254,6 +294,8 @@ func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF32_2x2 computes 2 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -267,6 +309,8 @@ func mvTF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF32_2x3 computes 2 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -280,6 +324,8 @@ func mvTF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF32_2x4 computes 2 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -293,6 +339,8 @@ func mvTF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRF32_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -309,6 +357,8 @@ func mvTF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -325,6 +375,8 @@ func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -341,6 +393,8 @@ func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -357,6 +411,8 @@ func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -373,6 +429,8 @@ func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -389,6 +447,8 @@ func mvRF32_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF32_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -402,6 +462,8 @@ func mvRF32_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF32_3x2 computes 3 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -415,6 +477,8 @@ func mvTF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF32_3x3 computes 3 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -428,6 +492,8 @@ func mvTF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF32_3x4 computes 3 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -441,6 +507,8 @@ func mvTF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRF32_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -457,6 +525,8 @@ func mvTF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -473,6 +543,8 @@ func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -489,6 +561,8 @@ func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -505,6 +579,8 @@ func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF32_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -518,6 +594,8 @@ func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF32_4x2 computes 4 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -531,6 +609,8 @@ func mvTF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRF32_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
@@ -547,6 +627,8 @@ func mvTF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF32_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
@@ -563,6 +645,8 @@ func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTF32 transposes and widens 16 weight rows × kc&^7 columns into a panel:
@@ -572,6 +656,8 @@ func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[i*16+j] = w[j*ldw+i]
 //		}
 //	}
+//
+//go:noescape
 func packTF32(dst *float32, w *byte, ldw int, kc int)
 
 // packNRowsF32 widens kc weight rows × 16·panels columns into panels of [kc][16]:
@@ -581,6 +667,8 @@ func packTF32(dst *float32, w *byte, ldw int, kc int)
 //			dst[(j/16)*16*kc+i*16+j%16] = w[i*ldw+j]
 //		}
 //	}
+//
+//go:noescape
 func packNRowsF32(dst *float32, w *byte, ldw int, kc int, panels int)
 
 // mvTBF16_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -594,6 +682,8 @@ func packNRowsF32(dst *float32, w *byte, ldw int, kc int, panels int)
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTBF16_1x2 computes 1 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -607,6 +697,8 @@ func mvTBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRBF16_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -623,6 +715,8 @@ func mvTBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -639,6 +733,8 @@ func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -655,6 +751,8 @@ func mvRBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -671,6 +769,8 @@ func mvRBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -687,6 +787,8 @@ func mvRBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -703,6 +805,8 @@ func mvRBF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -719,6 +823,8 @@ func mvRBF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -735,6 +841,8 @@ func mvRBF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTBF16_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -748,6 +856,8 @@ func mvRBF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTBF16_2x2 computes 2 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -761,6 +871,8 @@ func mvTBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTBF16_2x3 computes 2 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -774,6 +886,8 @@ func mvTBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTBF16_2x4 computes 2 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -787,6 +901,8 @@ func mvTBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRBF16_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -803,6 +919,8 @@ func mvTBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -819,6 +937,8 @@ func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -835,6 +955,8 @@ func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -851,6 +973,8 @@ func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -867,6 +991,8 @@ func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -883,6 +1009,8 @@ func mvRBF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTBF16_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -896,6 +1024,8 @@ func mvRBF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTBF16_3x2 computes 3 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -909,6 +1039,8 @@ func mvTBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTBF16_3x3 computes 3 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -922,6 +1054,8 @@ func mvTBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTBF16_3x4 computes 3 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -935,6 +1069,8 @@ func mvTBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRBF16_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -951,6 +1087,8 @@ func mvTBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -967,6 +1105,8 @@ func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -983,6 +1123,8 @@ func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -999,6 +1141,8 @@ func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTBF16_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1012,6 +1156,8 @@ func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTBF16_4x2 computes 4 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1025,6 +1171,8 @@ func mvTBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRBF16_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
@@ -1041,6 +1189,8 @@ func mvTBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRBF16_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
@@ -1057,6 +1207,8 @@ func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTBF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
@@ -1066,6 +1218,8 @@ func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //			dst[i*16+j] = bf16(w[j*ldw+i])
 //		}
 //	}
+//
+//go:noescape
 func packTBF16(dst *float32, w *byte, ldw int, kc int)
 
 // packNRowsBF16 widens kc weight rows × 16·panels columns into panels of [kc][16]:
@@ -1075,6 +1229,8 @@ func packTBF16(dst *float32, w *byte, ldw int, kc int)
 //			dst[(j/16)*16*kc+i*16+j%16] = bf16(w[i*ldw+j])
 //		}
 //	}
+//
+//go:noescape
 func packNRowsBF16(dst *float32, w *byte, ldw int, kc int, panels int)
 
 // mvTF16_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1088,6 +1244,8 @@ func packNRowsBF16(dst *float32, w *byte, ldw int, kc int, panels int)
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF16_1x2 computes 1 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1101,6 +1259,8 @@ func mvTF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRF16_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -1117,6 +1277,8 @@ func mvTF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -1133,6 +1295,8 @@ func mvRF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -1149,6 +1313,8 @@ func mvRF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -1165,6 +1331,8 @@ func mvRF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -1181,6 +1349,8 @@ func mvRF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -1197,6 +1367,8 @@ func mvRF16_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -1213,6 +1385,8 @@ func mvRF16_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns:
@@ -1229,6 +1403,8 @@ func mvRF16_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF16_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1242,6 +1418,8 @@ func mvRF16_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF16_2x2 computes 2 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1255,6 +1433,8 @@ func mvTF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF16_2x3 computes 2 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1268,6 +1448,8 @@ func mvTF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF16_2x4 computes 2 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1281,6 +1463,8 @@ func mvTF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRF16_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -1297,6 +1481,8 @@ func mvTF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -1313,6 +1499,8 @@ func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -1329,6 +1517,8 @@ func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -1345,6 +1535,8 @@ func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -1361,6 +1553,8 @@ func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
@@ -1377,6 +1571,8 @@ func mvRF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF16_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1390,6 +1586,8 @@ func mvRF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF16_3x2 computes 3 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1403,6 +1601,8 @@ func mvTF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF16_3x3 computes 3 token(s) x 3 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1416,6 +1616,8 @@ func mvTF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF16_3x4 computes 3 token(s) x 4 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1429,6 +1631,8 @@ func mvTF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRF16_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -1445,6 +1649,8 @@ func mvTF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -1461,6 +1667,8 @@ func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -1477,6 +1685,8 @@ func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
@@ -1493,6 +1703,8 @@ func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvTF16_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1506,6 +1718,8 @@ func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvTF16_4x2 computes 4 token(s) x 2 weight row(s) of dst = x·wᵀ over k&^7 columns:
@@ -1519,6 +1733,8 @@ func mvTF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+r] = s
 //		}
 //	}
+//
+//go:noescape
 func mvTF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
 // mvRF16_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
@@ -1535,6 +1751,8 @@ func mvTF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // mvRF16_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
@@ -1551,6 +1769,8 @@ func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[t*ldd+j] = s
 //		}
 //	}
+//
+//go:noescape
 func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
@@ -1560,6 +1780,8 @@ func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //			dst[i*16+j] = f16(w[j*ldw+i])
 //		}
 //	}
+//
+//go:noescape
 func packTF16(dst *float32, w *byte, ldw int, kc int)
 
 // packNRowsF16 widens kc weight rows × 16·panels columns into panels of [kc][16]:
@@ -1569,6 +1791,8 @@ func packTF16(dst *float32, w *byte, ldw int, kc int)
 //			dst[(j/16)*16*kc+i*16+j%16] = f16(w[i*ldw+j])
 //		}
 //	}
+//
+//go:noescape
 func packNRowsF16(dst *float32, w *byte, ldw int, kc int, panels int)
 
 // gemm1x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
@@ -1589,6 +1813,8 @@ func packNRowsF16(dst *float32, w *byte, ldw int, kc int, panels int)
 //
 // Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
 // (one per 4 steps of k): the source of a block the driver packs next.
+//
+//go:noescape
 func gemm1x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm2x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
@@ -1609,6 +1835,8 @@ func gemm1x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf u
 //
 // Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
 // (one per 4 steps of k): the source of a block the driver packs next.
+//
+//go:noescape
 func gemm2x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm3x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
@@ -1629,6 +1857,8 @@ func gemm2x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf u
 //
 // Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
 // (one per 4 steps of k): the source of a block the driver packs next.
+//
+//go:noescape
 func gemm3x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm4x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
@@ -1649,6 +1879,8 @@ func gemm3x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf u
 //
 // Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
 // (one per 4 steps of k): the source of a block the driver packs next.
+//
+//go:noescape
 func gemm4x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm5x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
@@ -1669,6 +1901,8 @@ func gemm4x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf u
 //
 // Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
 // (one per 4 steps of k): the source of a block the driver packs next.
+//
+//go:noescape
 func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // gemm6x16 multiplies an activation panel a [kc][6] by a weight panel b [kc][16]
@@ -1689,6 +1923,8 @@ func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf u
 //
 // Along the way it prefetches min(pfn, kc/4) cache lines at pf, pf+pfs, pf+2·pfs, …
 // (one per 4 steps of k): the source of a block the driver packs next.
+//
+//go:noescape
 func gemm6x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
 // packAR packs 6 rows × kc&^7 columns of a (row stride lda) into a panel:
@@ -1698,6 +1934,8 @@ func gemm6x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf u
 //			dst[p*6+i] = a[i*lda+p]
 //		}
 //	}
+//
+//go:noescape
 func packAR(dst *float32, a *float32, lda int, kc int)
 
 // packACB packs 6·panels columns × kc rows of a (row stride lda), the transposed
@@ -1709,4 +1947,6 @@ func packAR(dst *float32, a *float32, lda int, kc int)
 //			dst[(i/6)*6*kc+p*6+i%6] = a[p*lda+i]
 //		}
 //	}
+//
+//go:noescape
 func packACB(dst *float32, a *float32, lda int, kc int, panels int)

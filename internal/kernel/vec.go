@@ -2,14 +2,18 @@ package kernel
 
 import "math"
 
+// noVec reports whether the vector ops below take their Go twins: no assembly,
+// or the twins selected (simd == nil, as tests do with withKernels(nil, …)).
+func noVec() bool { return simd == nil || !asmVec }
+
 // DotF32 returns Σ a[i]·b[i] over len(a) elements (float32, order unspecified).
 func DotF32(a, b []float32) float32 {
 	b = b[:len(a)]
 	n := len(a)
-	if simd == nil || n < 32 {
+	if noVec() || n < 32 {
 		return dotF32Generic(a, b)
 	}
-	s := simd.dot(&a[0], &b[0], n)
+	s := vecDot(&a[0], &b[0], n)
 	for i := n &^ 31; i < n; i++ {
 		s += a[i] * b[i]
 	}
@@ -21,11 +25,11 @@ func DotF32(a, b []float32) float32 {
 func AxpyF32(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
 	n := len(y)
-	if simd == nil || n < 8 {
+	if noVec() || n < 8 {
 		axpyF32Generic(y, a, x)
 		return
 	}
-	simd.axpy(&y[0], a, &x[0], n)
+	vecAxpy(&y[0], a, &x[0], n)
 	axpyF32Generic(y[n&^7:], a, x[n&^7:])
 }
 
@@ -35,11 +39,11 @@ func AxpyF32(y []float32, a float32, x []float32) {
 func ScaleAddF32(dst []float32, a, b float32, x []float32) {
 	x = x[:len(dst)]
 	n := len(dst)
-	if simd == nil || n < 8 {
+	if noVec() || n < 8 {
 		scaleAddF32Generic(dst, a, b, x)
 		return
 	}
-	simd.scaleAdd(&dst[0], a, b, &x[0], n)
+	vecScaleAdd(&dst[0], a, b, &x[0], n)
 	scaleAddF32Generic(dst[n&^7:], a, b, x[n&^7:])
 }
 
@@ -48,10 +52,10 @@ func ScaleAddF32(dst []float32, a, b float32, x []float32) {
 // exp of x − max then still turns the NaN into NaN).
 func MaxF32(x []float32) float32 {
 	n := len(x)
-	if simd == nil || n < 8 {
+	if noVec() || n < 8 {
 		return maxF32Generic(x)
 	}
-	m := simd.max(&x[0], n)
+	m := vecMax(&x[0], n)
 	for _, v := range x[n&^7:] {
 		if v > m {
 			m = v
@@ -74,10 +78,10 @@ func MaxF32(x []float32) float32 {
 func ExpSubF32(dst, x []float32, m float32) float64 {
 	n := len(x)
 	dst = dst[:n]
-	if simd == nil || n < 8 {
+	if noVec() || n < 8 {
 		return expSubF32Generic(dst, x, m)
 	}
-	s := simd.expSub(&dst[0], &x[0], n, m)
+	s := vecExpSub(&dst[0], &x[0], n, m)
 	return s + expSubF32Generic(dst[n&^7:], x[n&^7:], m)
 }
 
@@ -87,20 +91,20 @@ func ExpSubF32(dst, x []float32, m float32) float64 {
 // NaN anywhere, an +Inf, or a row of only -Inf makes every entry NaN.
 func SoftmaxF32(x []float32) {
 	n := len(x)
-	if simd == nil || n < 8 {
+	if noVec() || n < 8 {
 		softmaxF32Generic(x)
 		return
 	}
-	m := simd.max(&x[0], n)
+	m := vecMax(&x[0], n)
 	for _, v := range x[n&^7:] {
 		if v > m {
 			m = v
 		}
 	}
-	s := simd.expSub(&x[0], &x[0], n, m)
+	s := vecExpSub(&x[0], &x[0], n, m)
 	s += expSubF32Generic(x[n&^7:], x[n&^7:], m)
 	inv := float32(1 / s)
-	simd.scale(&x[0], inv, n)
+	vecScale(&x[0], inv, n)
 	for i := n &^ 7; i < n; i++ {
 		x[i] *= inv
 	}
@@ -115,22 +119,22 @@ func LayerNormF32(dst, x, gamma []float32, eps float32) {
 	n := len(x)
 	dst = dst[:n]
 	gamma = gamma[:n]
-	if simd == nil || n < 8 {
+	if noVec() || n < 8 {
 		layerNormF32Generic(dst, x, gamma, eps)
 		return
 	}
-	sum := simd.sumF64(&x[0], n)
+	sum := vecSumF64(&x[0], n)
 	for _, v := range x[n&^7:] {
 		sum += float64(v)
 	}
 	mean := sum / float64(n)
-	ss := simd.sqDev(&x[0], n, mean)
+	ss := vecSqDev(&x[0], n, mean)
 	for _, v := range x[n&^7:] {
 		d := float64(v) - mean
 		ss += d * d
 	}
 	rstd := 1 / math.Sqrt(ss/float64(n)+float64(eps))
-	simd.lnApply(&dst[0], &x[0], &gamma[0], n, mean, rstd)
+	vecLNApply(&dst[0], &x[0], &gamma[0], n, mean, rstd)
 	for i := n &^ 7; i < n; i++ {
 		dst[i] = float32((float64(x[i])-mean)*rstd) * gamma[i]
 	}
@@ -142,10 +146,10 @@ func SiLUMulF32(dst, gate, up []float32) {
 	n := len(gate)
 	up = up[:n]
 	dst = dst[:n]
-	if simd == nil || n < 8 {
+	if noVec() || n < 8 {
 		siluMulF32Generic(dst, gate, up)
 		return
 	}
-	simd.siluMul(&dst[0], &gate[0], &up[0], n)
+	vecSiLUMul(&dst[0], &gate[0], &up[0], n)
 	siluMulF32Generic(dst[n&^7:], gate[n&^7:], up[n&^7:])
 }

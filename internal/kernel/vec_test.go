@@ -338,6 +338,19 @@ func TestVecAllocs(t *testing.T) {
 		"layernorm": func() { LayerNormF32(y, x, g, 1e-5) },
 		"silumul":   func() { SiLUMulF32(y, x, g) },
 	}
+	// Stack arrays passed to the vector ops stay on the stack (the assembly is
+	// //go:noescape and called directly).
+	ops["stack"] = func() {
+		var s, p [64]float32
+		copy(s[:], x)
+		m := MaxF32(s[:])
+		_ = ExpSubF32(p[:], s[:], m) + float64(DotF32(p[:], s[:]))
+		AxpyF32(p[:], 2, s[:])
+		ScaleAddF32(p[:], 1, 2, s[:])
+		SoftmaxF32(p[:])
+		SiLUMulF32(p[:], s[:], p[:])
+		LayerNormF32(p[:], s[:], s[:], 1e-5)
+	}
 	for name, f := range ops {
 		if a := testing.AllocsPerRun(10, f); a != 0 {
 			t.Errorf("%s: %.1f allocs", name, a)

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/mmcloughlin/avo/attr"
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
 	. "github.com/mmcloughlin/avo/reg"
@@ -81,6 +82,13 @@ func hsumStore(acc VecVirtual, m Mem) {
 
 func loadPtr(name string) Register { return Load(Param(name), GP64()) }
 
+// text starts a kernel: none keeps a pointer argument beyond the call, so the stub
+// is //go:noescape and slices passed to it can stay on the caller's stack.
+func text(name string, attr attr.Attribute, signature string) {
+	TEXT(name, attr, signature)
+	Pragma("noescape")
+}
+
 // bcastF32 loads a float32 parameter and broadcasts it to all 8 lanes.
 func bcastF32(name string) VecVirtual {
 	x := Load(Param(name), XMM())
@@ -118,7 +126,7 @@ func genCPUID() {
 // ---------------------------------------------------------------- vector ops
 
 func genVector() {
-	TEXT("dotF32AVX2", NOSPLIT, "func(a, b *float32, n int) float32")
+	text("dotF32AVX2", NOSPLIT, "func(a, b *float32, n int) float32")
 	Doc("dotF32AVX2 returns Σ a[i]·b[i] for i < n&^31 (32 lanes of FMA chains):",
 		"",
 		"\tfor i := 0; i < n&^31; i++ {",
@@ -157,7 +165,7 @@ func genVector() {
 		RET()
 	}
 
-	TEXT("axpyF32AVX2", NOSPLIT, "func(y *float32, a float32, x *float32, n int)")
+	text("axpyF32AVX2", NOSPLIT, "func(y *float32, a float32, x *float32, n int)")
 	Doc("axpyF32AVX2 is AxpyF32 over the first n&^7 elements, bit-exact (multiply, then add):",
 		"",
 		"\tfor i := 0; i < n&^7; i++ {",
@@ -172,7 +180,7 @@ func genVector() {
 			VMOVUPS(u, Mem{Base: p[0], Index: i, Scale: 4})
 		})
 
-	TEXT("scaleAddF32AVX2", NOSPLIT, "func(dst *float32, a, b float32, x *float32, n int)")
+	text("scaleAddF32AVX2", NOSPLIT, "func(dst *float32, a, b float32, x *float32, n int)")
 	Doc("scaleAddF32AVX2 is ScaleAddF32 over the first n&^7 elements, bit-exact:",
 		"",
 		"\tfor i := 0; i < n&^7; i++ {",
@@ -187,7 +195,7 @@ func genVector() {
 			VMOVUPS(t, Mem{Base: p[0], Index: i, Scale: 4})
 		})
 
-	TEXT("scaleF32AVX2", NOSPLIT, "func(x *float32, s float32, n int)")
+	text("scaleF32AVX2", NOSPLIT, "func(x *float32, s float32, n int)")
 	Doc("scaleF32AVX2 multiplies the first n&^7 elements by s:",
 		"",
 		"\tfor i := 0; i < n&^7; i++ {",
@@ -200,7 +208,7 @@ func genVector() {
 			VMOVUPS(t, Mem{Base: p[0], Index: i, Scale: 4})
 		})
 
-	TEXT("maxF32AVX2", NOSPLIT, "func(x *float32, n int) float32")
+	text("maxF32AVX2", NOSPLIT, "func(x *float32, n int) float32")
 	Doc("maxF32AVX2 returns the largest of x[:n&^7] (n >= 8); NaN handling is unspecified",
 		"(softmax turns any NaN input into NaN outputs through exp anyway):",
 		"",
@@ -382,7 +390,7 @@ func expN(x, corr []VecVirtual, lo, hi VecVirtual) []VecVirtual {
 }
 
 func genExp() {
-	TEXT("expSubF32AVX2", NOSPLIT, "func(dst, x *float32, n int, m float32) float64")
+	text("expSubF32AVX2", NOSPLIT, "func(dst, x *float32, n int, m float32) float64")
 	Doc("expSubF32AVX2 sets dst[i] = exp(x[i]-m) for i < n&^7 (the difference taken",
 		"exactly, float32 exp within 1 ulp of the correctly rounded value) and returns",
 		"their sum accumulated in float64; dst may be x:",
@@ -454,7 +462,7 @@ func genExp() {
 		reduceF64(s0, s1)
 	}
 
-	TEXT("siluMulF32AVX2", NOSPLIT, "func(dst, gate, up *float32, n int)")
+	text("siluMulF32AVX2", NOSPLIT, "func(dst, gate, up *float32, n int)")
 	Doc("siluMulF32AVX2 is SiLUMulF32 over the first n&^7 elements, with a float32 exp",
 		"within 1 ulp:",
 		"",
@@ -504,7 +512,7 @@ func reduceF64(s0, s1 VecVirtual) {
 // ---------------------------------------------------------------- layer norm
 
 func genNorm() {
-	TEXT("sumF64AVX2", NOSPLIT, "func(x *float32, n int) float64")
+	text("sumF64AVX2", NOSPLIT, "func(x *float32, n int) float64")
 	Doc("sumF64AVX2 returns Σ float64(x[i]) for i < n&^7:",
 		"",
 		"\tfor i := 0; i < n&^7; i++ {",
@@ -532,7 +540,7 @@ func genNorm() {
 		reduceF64(s0, s1)
 	}
 
-	TEXT("sqDevF64AVX2", NOSPLIT, "func(x *float32, n int, mean float64) float64")
+	text("sqDevF64AVX2", NOSPLIT, "func(x *float32, n int, mean float64) float64")
 	Doc("sqDevF64AVX2 returns Σ (float64(x[i]) - mean)² for i < n&^7:",
 		"",
 		"\tfor i := 0; i < n&^7; i++ {",
@@ -566,7 +574,7 @@ func genNorm() {
 		reduceF64(s0, s1)
 	}
 
-	TEXT("lnApplyAVX2", NOSPLIT, "func(dst, x, gamma *float32, n int, mean, rstd float64)")
+	text("lnApplyAVX2", NOSPLIT, "func(dst, x, gamma *float32, n int, mean, rstd float64)")
 	Doc("lnApplyAVX2 normalises the first n&^7 elements, bit-exact with the Go loop:",
 		"",
 		"\tfor i := 0; i < n&^7; i++ {",
@@ -614,7 +622,7 @@ var mvTRows = [5]int{0, 2, 4, 4, 2} // measured: few row streams, x kept in regi
 
 func genMvT(dt dtype, T, R int) {
 	name := fmt.Sprintf("mvT%s_%dx%d", dt.name, T, R)
-	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)")
+	text(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)")
 	Doc(fmt.Sprintf("%s computes %d token(s) x %d weight row(s) of dst = x·wᵀ over k&^7 columns:", name, T, R),
 		"",
 		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", T),
@@ -777,7 +785,7 @@ var mvRRows = [5]int{0, 8, 6, 4, 2}
 // stays in L1 (its row strip) across calls; the next kr rows are prefetched.
 func genMvR(dt dtype, T, kr int) {
 	name := fmt.Sprintf("mvR%s_%dx%d", dt.name, T, kr)
-	TEXT(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)")
+	text(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)")
 	Doc(fmt.Sprintf("%s adds %d weight row(s) times %d token(s) to dst over n&^7 columns:", name, kr, T),
 		"",
 		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", T),
@@ -925,7 +933,7 @@ var labelSeq int
 // per block after widening.
 func genPackT(dt dtype) {
 	name := "packT" + dt.name
-	TEXT(name, NOSPLIT, "func(dst *float32, w *byte, ldw int, kc int)")
+	text(name, NOSPLIT, "func(dst *float32, w *byte, ldw int, kc int)")
 	Doc(name+" transposes and widens 16 weight rows × kc&^7 columns into a panel:",
 		"",
 		"\tfor i := 0; i < kc&^7; i++ {",
@@ -1033,7 +1041,7 @@ func prefetchRow(tag string, p, ld, n Register) {
 // read once, contiguously, and rows packPD ahead are prefetched.
 func genPackNB(dt dtype) {
 	name := "packNRows" + dt.name
-	TEXT(name, NOSPLIT, "func(dst *float32, w *byte, ldw int, kc int, panels int)")
+	text(name, NOSPLIT, "func(dst *float32, w *byte, ldw int, kc int, panels int)")
 	Doc(name+" widens kc weight rows × 16·panels columns into panels of [kc][16]:",
 		"",
 		"\tfor i := 0; i < kc; i++ {",
@@ -1093,7 +1101,7 @@ func genPackNB(dt dtype) {
 // vectors of the packed weight panel and one broadcast activation per step.
 func genGemm(mr int) {
 	name := fmt.Sprintf("gemm%dx16", mr)
-	TEXT(name, NOSPLIT, "func(a, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)")
+	text(name, NOSPLIT, "func(a, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)")
 	Doc(name+" multiplies an activation panel a [kc][6] by a weight panel b [kc][16]",
 		fmt.Sprintf("into the %dx16 tile of c (row stride ldc), adding to c when acc != 0:", mr),
 		"",
@@ -1210,7 +1218,7 @@ func genGemm(mr int) {
 // genPackA emits the activation packers: 6 rows (or 6 columns) of a row-major
 // float32 matrix into the [kc][6] panel the micro-kernel broadcasts from.
 func genPackA() {
-	TEXT("packAR", NOSPLIT, "func(dst, a *float32, lda int, kc int)")
+	text("packAR", NOSPLIT, "func(dst, a *float32, lda int, kc int)")
 	Doc("packAR packs 6 rows × kc&^7 columns of a (row stride lda) into a panel:",
 		"",
 		"\tfor p := 0; p < kc&^7; p++ {",
@@ -1258,7 +1266,7 @@ func genPackA() {
 		RET()
 	}
 
-	TEXT("packACB", NOSPLIT, "func(dst, a *float32, lda int, kc int, panels int)")
+	text("packACB", NOSPLIT, "func(dst, a *float32, lda int, kc int, panels int)")
 	Doc("packACB packs 6·panels columns × kc rows of a (row stride lda), the transposed",
 		"operand of aᵀ·b, into panels of [kc][6], one row of a at a time (read once,",
 		"contiguously; rows packPD ahead are prefetched):",
