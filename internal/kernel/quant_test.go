@@ -306,3 +306,245 @@ func BenchmarkDequantRow(b *testing.B) {
 		})
 	}
 }
+
+// qScaleOffsets lists the byte offsets of the float16 scales in one block (the
+// values a corrupt or adversarial file can set to Inf or NaN).
+func qScaleOffsets(dt tensor.DType) []int {
+	switch dt {
+	case tensor.Q4_K, tensor.Q5_K:
+		return []int{0, 2} // d, dmin
+	case tensor.Q6_K:
+		return []int{208}
+	}
+	return []int{0}
+}
+
+// qmvCase is one fused-kernel test: R rows of a quantized matrix at a misaligned
+// offset with row stride ldw >= RowBytes, T tokens, dst rows ldd apart inside
+// guard bands.
+type qmvCase struct {
+	dt         tensor.DType
+	T, R, K    int
+	pad        int // extra bytes between rows (ldw = RowBytes + pad)
+	nonFinite  bool
+	w          []byte    // R rows at stride ldw
+	wf         []float32 // dequantized rows [R, K] (quant's codec)
+	x          []float32 // [T, ldx]
+	ldw, ldx   int
+	ldd        int
+	twin, fast []float32 // [T, ldd] inside guard bands
+}
+
+func newQmvCase(t *testing.T, r *rand.Rand, dt tensor.DType, T, R, K, pad int, nonFinite bool) *qmvCase {
+	c := &qmvCase{dt: dt, T: T, R: R, K: K, pad: pad, nonFinite: nonFinite}
+	m, wf := randQMat(t, r, dt, R, K)
+	rb := m.RowBytes()
+	c.ldw = rb + pad
+	buf := make([]byte, R*c.ldw+7)
+	c.w = buf[5 : 5+R*c.ldw] // odd offset
+	for i := range c.w {
+		c.w[i] = byte(r.Uint32()) // garbage in the padding
+	}
+	for row := 0; row < R; row++ {
+		copy(c.w[row*c.ldw:], m.Data[row*rb:(row+1)*rb])
+	}
+	if nonFinite {
+		// Row 0 block 0 gets +Inf, the last row's last block NaN, and (with three or
+		// more rows) row 1's middle block −Inf: those rows' dots become non-finite.
+		f := qFormatOf(dt)
+		nb := K / f.block
+		set := func(row, blk int, bits uint16) {
+			for _, off := range qScaleOffsets(dt)[:1] {
+				p := row*c.ldw + blk*f.bytes + off
+				c.w[p], c.w[p+1] = byte(bits), byte(bits>>8)
+			}
+		}
+		set(0, 0, 0x7c00)
+		set(R-1, nb-1, 0x7e00)
+		if R >= 3 {
+			set(1, nb/2, 0xfc00)
+		}
+		q := ggmlType(t, dt)
+		for row := 0; row < R; row++ {
+			if err := quant.Dequantize(q, wf[row*K:(row+1)*K], c.w[row*c.ldw:row*c.ldw+rb]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.wf = wf
+	c.ldx = K + 3
+	c.x = randF32(r, T*c.ldx)
+	c.ldd = R + 2
+	return c
+}
+
+// run calls k on the case's operands with dst inside guard bands and returns dst.
+func (c *qmvCase) run(t *testing.T, k qmvFunc) []float32 {
+	t.Helper()
+	dst, done := guarded(t, c.T*c.ldd)
+	f := qFormatOf(c.dt)
+	k(&dst[0], c.ldd, &c.x[0], c.ldx, &c.w[0], c.ldw, c.K/f.block)
+	done()
+	for tt := 0; tt < c.T; tt++ { // the gaps between dst rows are untouched too
+		for j := c.R; j < c.ldd; j++ {
+			if v := dst[tt*c.ldd+j]; math.Float32bits(v) != 0x7fc0dead {
+				t.Fatalf("%s T=%d R=%d K=%d: wrote dst[%d][%d] = %v outside the block", c.dt, c.T, c.R, c.K, tt, j, v)
+			}
+		}
+	}
+	return dst
+}
+
+// TestQmvTwin: the plain twin qmvGo is exactly Σ dequant(w)·x, summed in index
+// order in float32, with quant's codec as the dequantizer.
+func TestQmvTwin(t *testing.T) {
+	r := newRand(21)
+	for _, dt := range qTypes {
+		for _, K := range []int{256, 768} {
+			c := newQmvCase(t, r, dt, 3, 5, K, 3, false)
+			got := c.run(t, qmvGo(qFormatOf(dt), c.T, c.R))
+			for tt := 0; tt < c.T; tt++ {
+				for row := 0; row < c.R; row++ {
+					var s float32
+					for i := 0; i < K; i++ {
+						s += c.x[tt*c.ldx+i] * c.wf[row*K+i]
+					}
+					if g := got[tt*c.ldd+row]; math.Float32bits(g) != math.Float32bits(s) {
+						t.Fatalf("%s K=%d t=%d r=%d: twin %v, Σ dequant(w)·x = %v", dt, K, tt, row, g, s)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestQmvKernels compares every fused kernel f.mv[T][R-1] with its twin at odd
+// row counts and strides, misaligned weights and activations, K from one block to
+// 4096+256, dst in guard bands, and Inf/NaN scales.
+//
+// Tolerance: the kernels dequantize every weight to exactly the float32 the twin
+// uses (same operations) and differ only in the order of the K float32 products'
+// summation (8 lanes, several accumulators, then a horizontal sum), so
+//
+//	|fast − twin| ≤ 2·K·2⁻²⁴·Σ|w·x|
+//
+// (each order is within K·2⁻²⁴·Σ|w·x| of the exact sum). Non-finite results must
+// match in kind: NaN for NaN, ±Inf for the same ±Inf.
+func TestQmvKernels(t *testing.T) {
+	if simd == nil || fmtQ8_0.mv[1] == nil {
+		t.Skip("no assembly kernels on this machine/build")
+	}
+	r := newRand(23)
+	for _, dt := range qTypes {
+		f := qFormatOf(dt)
+		Ks := []int{256, 768, 4096 + 256}
+		if f.block == 32 {
+			Ks = append(Ks, 32, 64, 1344)
+		}
+		for T := 1; T <= qSmallT; T++ {
+			for R := 1; R <= len(f.mv[T]); R++ {
+				for _, K := range Ks {
+					for _, nonFinite := range []bool{false, true} {
+						pad := (R*7 + K/32) % 5 // 0..4 bytes between rows
+						c := newQmvCase(t, r, dt, T, R, K, pad, nonFinite)
+						twin := c.run(t, qmvGo(f, T, R))
+						fast := c.run(t, f.mv[T][R-1])
+						for tt := 0; tt < T; tt++ {
+							for row := 0; row < R; row++ {
+								var mag float64
+								for i := 0; i < K; i++ {
+									mag += math.Abs(float64(c.x[tt*c.ldx+i]) * float64(c.wf[row*K+i]))
+								}
+								a, b := float64(fast[tt*c.ldd+row]), float64(twin[tt*c.ldd+row])
+								where := fmt.Sprintf("%s T=%d R=%d K=%d nonFinite=%v: dst[%d][%d]", dt, T, R, K, nonFinite, tt, row)
+								switch {
+								case math.IsNaN(b) || math.IsInf(b, 0) || math.IsNaN(a) || math.IsInf(a, 0):
+									if !(math.IsNaN(a) && math.IsNaN(b)) && a != b {
+										t.Fatalf("%s = %v, twin %v", where, a, b)
+									}
+								default:
+									if d, tol := math.Abs(a-b), 2*float64(K)*0x1p-24*mag; d > tol {
+										t.Fatalf("%s = %v, twin %v (diff %.3g > tol %.3g)", where, a, b, d, tol)
+									}
+								}
+							}
+						}
+						if nonFinite && !math.IsInf(float64(fast[0]), 0) && !math.IsNaN(float64(fast[0])) {
+							t.Fatalf("%s T=%d R=%d K=%d: an Inf scale gave a finite %v", dt, T, R, K, fast[0])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestQDecodeAsm: the assembly row decoders are bit-identical to the Go decoders
+// and to quant's codec, Inf/NaN scales included (NaN compared as NaN), and write
+// nothing outside their row.
+func TestQDecodeAsm(t *testing.T) {
+	r := newRand(25)
+	for _, dt := range qTypes {
+		f := qFormatOf(dt)
+		if f.deq == nil {
+			t.Skip("no assembly decoders on this machine/build")
+		}
+		for _, nb := range []int{1, 2, 3, 17} {
+			K := nb * f.block
+			m, deq := randQMat(t, r, dt, 1, K)
+			for blk, off := range qScaleOffsets(dt) { // a non-finite scale in some blocks
+				if blk < nb {
+					p := blk*f.bytes + off
+					m.Data[p], m.Data[p+1] = 0x00, 0x7c
+				}
+			}
+			if nb > 2 {
+				m.Data[2*f.bytes+qScaleOffsets(dt)[0]+1] = 0xfe // NaN
+			}
+			if err := quant.Dequantize(ggmlType(t, dt), deq, m.Data); err != nil {
+				t.Fatal(err)
+			}
+			got, done := guarded(t, K)
+			f.deq(&got[0], &m.Data[0], nb)
+			done()
+			goDec := make([]float32, K)
+			f.dequant(goDec, m.Data)
+			for i := range got {
+				same := func(a, b float32) bool {
+					return math.Float32bits(a) == math.Float32bits(b) || (a != a && b != b)
+				}
+				if !same(got[i], deq[i]) || !same(goDec[i], deq[i]) {
+					t.Fatalf("%s nb=%d [%d]: asm %v, go %v, quant %v", dt, nb, i, got[i], goDec[i], deq[i])
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulTQPaths: the fused, row and tile strategies and the plain twin agree
+// (within the summation-order tolerance) at odd N, for every T up to 9.
+func TestMatMulTQPaths(t *testing.T) {
+	pool := parallel.New(2)
+	defer pool.Close()
+	r := newRand(27)
+	for _, dt := range qTypes {
+		for _, N := range []int{1, 5, 13, 67} {
+			K := 512
+			m, wf := randQMat(t, r, dt, N, K)
+			for T := 1; T <= 9; T++ {
+				x := randF32(r, T*K)
+				ref, mag := refMatMulT(x, wf, T, N, K)
+				for _, mode := range []int{qAuto, qRows, qTiles} {
+					dst, done := guarded(t, T*N)
+					matMulTQ(pool, dst, x, T, m, mode)
+					done()
+					for i := range ref {
+						if d, tol := math.Abs(float64(dst[i])-ref[i]), 2*float64(K)*0x1p-24*mag[i]+1e-6; !(d <= tol) {
+							t.Fatalf("%s N=%d T=%d mode=%d: [%d] = %v, want %v", dt, N, T, mode, i, dst[i], ref[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
