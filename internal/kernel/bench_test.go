@@ -15,8 +15,9 @@ import (
 // (SetBytes), so for T=1 it is the memory bandwidth decode is bound by; compare it
 // with BenchmarkMemRead/BenchmarkMemCopy. GFLOP/s is reported for every product.
 //
-// Decode (T=1) cycles through enough copies of the weights (>= 256 MB) that every
-// call reads them from DRAM, as a real decode step does; prefill (T=512) reuses one.
+// Decode (T=1, and batched T=4, 16 for w1/w2) cycles through enough copies of the
+// weights (>= 256 MB) that every call reads them from DRAM, as a real decode step
+// does; prefill (T=512) reuses one.
 //
 //	go test -run '^$' -bench 'MatMul|Mem' -benchtime 2s ./internal/kernel
 //
@@ -41,7 +42,7 @@ const coldBytes = 256 << 20
 func BenchmarkMatMul(b *testing.B) {
 	for _, s := range benchShapes {
 		for _, dt := range dtypeList {
-			for _, T := range []int{1, 512} {
+			for _, T := range []int{1, 4, 16, 512} {
 				for _, threads := range []int{1, 2} {
 					for _, impl := range []string{"asm", "twin"} {
 						if impl == "asm" && simd == nil {
@@ -52,6 +53,9 @@ func BenchmarkMatMul(b *testing.B) {
 						}
 						if T > 1 && dt != tensor.BF16 && s.name == "lm_head" {
 							continue
+						}
+						if (T == 4 || T == 16) && (impl == "twin" || s.name != "w1" && s.name != "w2") {
+							continue // batched decode: one shape per orientation
 						}
 						name := fmt.Sprintf("shape=%s/op=%s/dtype=%s/T=%d/N=%d/K=%d/threads=%d/impl=%s",
 							s.name, opName(s.trans), dt, T, s.N, s.K, threads, impl)
@@ -78,7 +82,7 @@ func benchMatMul(b *testing.B, s benchShape, dt tensor.DType, T, threads int, im
 	}
 	wbytes := rows * cols * dt.Size()
 	copies := 1
-	if T == 1 {
+	if T <= matvecMaxT {
 		copies = max(1, (coldBytes+wbytes-1)/wbytes)
 	}
 	ws := make([]Mat, copies)

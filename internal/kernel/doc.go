@@ -12,8 +12,10 @@
 //
 //   - decode (T <= 16 tokens): matvec kernels that stream the weights from memory
 //     once (software-prefetching across 4 KiB pages), widening bf16 by a 16-bit
-//     shift and f16 with VCVTPH2PS, in token groups of up to 4, for both x·wᵀ
-//     (MatMulT, a few rows at a time) and x·w (MatMulN, row-streaming into dst);
+//     shift or an interleave with zeros and f16 with VCVTPH2PS, in token groups of
+//     up to 4, for both x·wᵀ (MatMulT, a few rows at a time) and x·w (MatMulN,
+//     row-streaming: up to 8 weight rows per pass into a T×16 block of dst held in
+//     registers, the rows two passes ahead prefetched);
 //   - prefill and training (T > 16, and MatMulATB's aᵀ·b weight gradients): a
 //     blocked GEMM (gemm.go) with a 6×16 FMA micro-kernel over packed activation
 //     panels and weight blocks widened to float32 while packing; the work is split

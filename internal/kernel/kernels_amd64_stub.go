@@ -415,42 +415,6 @@ func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //go:noescape
 func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvRF32_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
-//
-//	for t := 0; t < 2; t++ {
-//		for j := 0; j < n&^7; j++ {
-//			var s float32
-//			if acc != 0 {
-//				s = dst[t*ldd+j]
-//			}
-//			for i := 0; i < 5; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
-//			dst[t*ldd+j] = s
-//		}
-//	}
-//
-//go:noescape
-func mvRF32_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
-
-// mvRF32_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
-//
-//	for t := 0; t < 2; t++ {
-//		for j := 0; j < n&^7; j++ {
-//			var s float32
-//			if acc != 0 {
-//				s = dst[t*ldd+j]
-//			}
-//			for i := 0; i < 6; i++ {
-//				s += x[t*ldx+i] * w[i*ldw+j]
-//			}
-//			dst[t*ldd+j] = s
-//		}
-//	}
-//
-//go:noescape
-func mvRF32_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
-
 // mvTF32_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
@@ -583,6 +547,78 @@ func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //go:noescape
 func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
+// mvRF32_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
 // mvTF32_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
@@ -648,6 +684,114 @@ func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //go:noescape
 func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTF32 transposes and widens 16 weight rows × kc&^7 columns into a panel:
 //
@@ -977,42 +1121,6 @@ func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //go:noescape
 func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvRBF16_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
-//
-//	for t := 0; t < 2; t++ {
-//		for j := 0; j < n&^7; j++ {
-//			var s float32
-//			if acc != 0 {
-//				s = dst[t*ldd+j]
-//			}
-//			for i := 0; i < 5; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
-//			dst[t*ldd+j] = s
-//		}
-//	}
-//
-//go:noescape
-func mvRBF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
-
-// mvRBF16_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
-//
-//	for t := 0; t < 2; t++ {
-//		for j := 0; j < n&^7; j++ {
-//			var s float32
-//			if acc != 0 {
-//				s = dst[t*ldd+j]
-//			}
-//			for i := 0; i < 6; i++ {
-//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
-//			}
-//			dst[t*ldd+j] = s
-//		}
-//	}
-//
-//go:noescape
-func mvRBF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
-
 // mvTBF16_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
@@ -1145,6 +1253,78 @@ func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //go:noescape
 func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
+// mvRBF16_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
 // mvTBF16_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
@@ -1210,6 +1390,114 @@ func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //go:noescape
 func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRBF16_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTBF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
 //
@@ -1539,42 +1827,6 @@ func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //go:noescape
 func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// mvRF16_2x5 adds 5 weight row(s) times 2 token(s) to dst over n&^7 columns:
-//
-//	for t := 0; t < 2; t++ {
-//		for j := 0; j < n&^7; j++ {
-//			var s float32
-//			if acc != 0 {
-//				s = dst[t*ldd+j]
-//			}
-//			for i := 0; i < 5; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
-//			dst[t*ldd+j] = s
-//		}
-//	}
-//
-//go:noescape
-func mvRF16_2x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
-
-// mvRF16_2x6 adds 6 weight row(s) times 2 token(s) to dst over n&^7 columns:
-//
-//	for t := 0; t < 2; t++ {
-//		for j := 0; j < n&^7; j++ {
-//			var s float32
-//			if acc != 0 {
-//				s = dst[t*ldd+j]
-//			}
-//			for i := 0; i < 6; i++ {
-//				s += x[t*ldx+i] * f16(w[i*ldw+j])
-//			}
-//			dst[t*ldd+j] = s
-//		}
-//	}
-//
-//go:noescape
-func mvRF16_2x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
-
 // mvTF16_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 3; t++ {
@@ -1707,6 +1959,78 @@ func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //go:noescape
 func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
+// mvRF16_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 3; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
 // mvTF16_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 4; t++ {
@@ -1772,6 +2096,114 @@ func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //go:noescape
 func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF16_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 4; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * f16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
 // packTF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
 //

@@ -107,7 +107,7 @@ func checkMatMul(op string, dst, x []float32, T int, w Mat, N, K int) {
 const (
 	matvecMaxT = 16
 	mvRowBlock = 24 // a multiple of every mvTRows entry
-	mvKBlock   = 48 // weight rows per block of the x·w decode path (a multiple of 8, 6, 4, 2)
+	mvKBlock   = 48 // weight rows per block of the x·w decode path (a multiple of every mvRRows entry)
 )
 
 // mmTask carries one product through parallel.Pool.For without allocating: tasks are

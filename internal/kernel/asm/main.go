@@ -776,13 +776,43 @@ func wExpr(dt dtype) string {
 // ---------------------------------------------------------------- matvec, x·w
 
 // mvRRows is the number of weight rows the row-streaming MatMulN decode kernel
-// combines per pass for T tokens: T·kr broadcasts, T accumulators and a weight
-// vector fit in 16 registers.
-var mvRRows = [5]int{0, 8, 6, 4, 2}
+// combines per pass for T tokens (the T·rows broadcasts of x stay in registers
+// when they fit; beyond, they are reloaded from memory, which is cheap).
+var mvRRows = [5]int{0, 8, 4, 8, 8}
+
+// mvRPrefetch is how many passes ahead the row-streaming kernel prefetches: the
+// rows of the call after next, so that a DRAM access has a whole call to land.
+const mvRPrefetch = 2
+
+// rowMem addresses row i of a matrix whose rows are ld bytes apart, given base
+// registers for rows 0, 3, 6, … (three rows per base, through the index scale).
+func rowMem(bases []Register, ld Register, i, disp int) Mem {
+	m := Mem{Base: bases[i/3], Disp: disp}
+	if i%3 != 0 {
+		m.Index, m.Scale = ld, uint8(i%3)
+	}
+	return m
+}
+
+// rowBases returns the base registers of rowMem for rows [0, rows) starting at p.
+func rowBases(p, ld Register, rows int) []Register {
+	b := []Register{p}
+	for q := 1; q*3 < rows; q++ {
+		r := GP64()
+		LEAQ(Mem{Base: b[q-1], Index: ld, Scale: 2}, r)
+		ADDQ(ld, r)
+		b = append(b, r)
+	}
+	return b
+}
 
 // genMvR emits the row-streaming x·w decode kernel: kr consecutive weight rows are
 // read contiguously across n columns and their contributions added to dst, which
-// stays in L1 (its row strip) across calls; the next kr rows are prefetched.
+// stays in L1 (its row strip) across calls; the rows mvRPrefetch calls ahead are
+// prefetched. Columns go 16 at a time, the T×16 block of dst in registers across
+// the kr rows; bf16 is widened by interleaving with zeros (VPUNPCKLWD/HWD: columns
+// 0-3,8-11 and 4-7,12-15), so dst is permuted to that order on load and back on
+// store (VPERM2F128), f16 by VCVTPH2PS, f32 not at all (FMA from memory).
 func genMvR(dt dtype, T, kr int) {
 	name := fmt.Sprintf("mvR%s_%dx%d", dt.name, T, kr)
 	text(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)")
@@ -800,99 +830,175 @@ func genMvR(dt dtype, T, kr int) {
 		"\t\t\tdst[t*ldd+j] = s",
 		"\t\t}",
 		"\t}")
-	x, w := loadPtr("x"), loadPtr("w")
-	ldx, ldw := Load(Param("ldx"), GP64()), Load(Param("ldw"), GP64())
+	es := dt.size
+	x := loadPtr("x")
+	ldx := Load(Param("ldx"), GP64())
 	SHLQ(U8(2), ldx)
-	if dt.size == 4 {
+	xb := rowBases(x, ldx, T)
+	chains := 1
+	if T == 1 && kr >= 2 {
+		chains = 2
+	}
+	// x stays in registers if they hold it beside the 2·T·chains accumulators,
+	// the zero and two widened weight vectors.
+	xInRegs := T*kr+2*T*chains+3 <= 16
+	var bx [][]VecVirtual
+	if xInRegs {
+		bx = make([][]VecVirtual, T)
+		for t := 0; t < T; t++ {
+			for i := 0; i < kr; i++ {
+				r := YMM()
+				VBROADCASTSS(rowMem(xb, ldx, t, 4*i), r)
+				bx[t] = append(bx[t], r)
+			}
+		}
+	}
+	w := loadPtr("w")
+	ldw := Load(Param("ldw"), GP64())
+	if es == 4 {
 		SHLQ(U8(2), ldw)
 	} else {
 		SHLQ(U8(1), ldw)
 	}
-	// Broadcast x[t, i] for every token and row once.
-	bx := make([][]VecVirtual, T)
-	for t := 0; t < T; t++ {
-		bx[t] = make([]VecVirtual, kr)
-		for i := 0; i < kr; i++ {
-			bx[t][i] = YMM()
-			VBROADCASTSS(Mem{Base: x, Disp: 4 * i}, bx[t][i])
-		}
-		if t+1 < T {
-			ADDQ(ldx, x)
-		}
-	}
-	ws := make([]Register, kr)
-	ws[0] = w
-	for i := 1; i < kr; i++ {
-		ws[i] = GP64()
-		LEAQ(Mem{Base: ws[i-1], Index: ldw, Scale: 1}, ws[i])
-	}
-	pf := GP64() // the next kr rows, one line of each per iteration
-	IMUL3Q(U32(kr), ldw, pf)
+	pf := GP64()
+	IMUL3Q(U32(mvRPrefetch*kr), ldw, pf)
 	ADDQ(w, pf)
-	ds := make([]Register, T)
-	ds[0] = loadPtr("dst")
+	wb := rowBases(w, ldw, kr)
+	dp := loadPtr("dst")
 	ldd := Load(Param("ldd"), GP64())
 	SHLQ(U8(2), ldd)
-	for t := 1; t < T; t++ {
-		ds[t] = GP64()
-		LEAQ(Mem{Base: ds[t-1], Index: ldd, Scale: 1}, ds[t])
-	}
+	db := rowBases(dp, ldd, T)
 	n := Load(Param("n"), GP64())
 	ANDQ(I32(-8), n)
 	flag := Load(Param("acc"), GP64())
-	U := 64 / (8 * dt.size)
-	nU := GP64()
-	MOVQ(n, nU)
-	ANDQ(I32(-8*U), nU)
-	j := GP64()
-	XORQ(j, j)
-	// Two accumulator chains per token when registers allow.
-	chains := 1
-	if T*kr+2*T+1 <= 16 {
-		chains = 2
+	var zero VecVirtual
+	if dt.name == "BF16" {
+		zero = YMM()
+		VXORPS(zero, zero, zero)
 	}
-	if T*kr+T*chains+1 > 16 {
-		panic(name + ": too many registers")
+	xv := func(t, i int) VecVirtual {
+		if xInRegs {
+			return bx[t][i]
+		}
+		r := YMM()
+		VBROADCASTSS(rowMem(xb, ldx, t, 4*i), r)
+		return r
 	}
-	step := func(u int, accumulate bool) {
-		dm := func(t int) Mem { return Mem{Base: ds[t], Index: j, Scale: 4, Disp: 32 * u} }
-		a := make([][]VecVirtual, T)
-		for t := range a {
-			a[t] = make([]VecVirtual, chains)
-			for c := range a[t] {
-				a[t][c] = YMM()
+	advance := func(wBytes int) {
+		for _, b := range wb {
+			ADDQ(U32(wBytes), b)
+		}
+		for _, b := range db {
+			ADDQ(U32(wBytes/es*4), b)
+		}
+		ADDQ(U32(wBytes), pf)
+	}
+	// step16 handles 16 columns at byte offset off of the weight rows (off/es·4 of
+	// dst).
+	step16 := func(off int, accumulate bool) {
+		doff := off / es * 4
+		perm := dt.name == "BF16"
+		acc := make([][2][]VecVirtual, T)
+		for t := 0; t < T; t++ {
+			for h := 0; h < 2; h++ {
+				acc[t][h] = make([]VecVirtual, chains)
+				for c := range acc[t][h] {
+					acc[t][h][c] = YMM()
+				}
+			}
+			if accumulate {
+				d0, d1 := acc[t][0][0], acc[t][1][0]
+				if perm {
+					lo, hi := YMM(), YMM()
+					VMOVUPS(rowMem(db, ldd, t, doff), lo)
+					VMOVUPS(rowMem(db, ldd, t, doff+32), hi)
+					VPERM2F128(U8(0x20), hi, lo, d0)
+					VPERM2F128(U8(0x31), hi, lo, d1)
+				} else {
+					VMOVUPS(rowMem(db, ldd, t, doff), d0)
+					VMOVUPS(rowMem(db, ldd, t, doff+32), d1)
+				}
 			}
 		}
 		for i := 0; i < kr; i++ {
 			c := i % chains
-			wv := YMM()
-			widen(dt, Mem{Base: ws[i], Index: j, Scale: uint8(dt.size), Disp: 8 * dt.size * u}, wv)
+			first := i < chains && !(accumulate && c == 0)
+			var wv [2]Op
+			switch dt.name {
+			case "BF16":
+				lo, hi := YMM(), YMM()
+				m := rowMem(wb, ldw, i, off)
+				VPUNPCKLWD(m, zero, lo)
+				VPUNPCKHWD(m, zero, hi)
+				wv = [2]Op{lo, hi}
+			case "F16":
+				lo, hi := YMM(), YMM()
+				VCVTPH2PS(rowMem(wb, ldw, i, off), lo)
+				VCVTPH2PS(rowMem(wb, ldw, i, off+16), hi)
+				wv = [2]Op{lo, hi}
+			default:
+				wv = [2]Op{rowMem(wb, ldw, i, off), rowMem(wb, ldw, i, off+32)}
+			}
 			for t := 0; t < T; t++ {
-				switch {
-				case i == 0 && accumulate:
-					VMOVUPS(dm(t), a[t][0])
-					VFMADD231PS(wv, bx[t][i], a[t][0])
-				case i < chains:
-					VMULPS(wv, bx[t][i], a[t][c])
-				default:
-					VFMADD231PS(wv, bx[t][i], a[t][c])
+				xr := xv(t, i)
+				for h := 0; h < 2; h++ {
+					if first {
+						VMULPS(wv[h], xr, acc[t][h][c])
+					} else {
+						VFMADD231PS(wv[h], xr, acc[t][h][c])
+					}
 				}
 			}
 		}
 		for t := 0; t < T; t++ {
-			if chains == 2 && kr > 1 {
-				VADDPS(a[t][1], a[t][0], a[t][0])
+			for h := 0; h < 2; h++ {
+				for c := 1; c < chains && c < kr; c++ {
+					VADDPS(acc[t][h][c], acc[t][h][0], acc[t][h][0])
+				}
 			}
-			VMOVUPS(a[t][0], dm(t))
+			a, b := acc[t][0][0], acc[t][1][0]
+			if perm {
+				lo, hi := YMM(), YMM()
+				VPERM2F128(U8(0x20), b, a, lo)
+				VPERM2F128(U8(0x31), b, a, hi)
+				a, b = lo, hi
+			}
+			VMOVUPS(a, rowMem(db, ldd, t, doff))
+			VMOVUPS(b, rowMem(db, ldd, t, doff+32))
 		}
 	}
-	emit := func(tag string, accumulate bool) {
-		loop, loop1 := name+tag+"_loop", name+tag+"_loop1"
-		Label(loop)
-		CMPQ(j, nU)
-		JGE(LabelRef(loop1))
+	// step8 handles the last 8 columns in natural order.
+	step8 := func(accumulate bool) {
+		acc := make([]VecVirtual, T)
+		for t := range acc {
+			acc[t] = YMM()
+			if accumulate {
+				VMOVUPS(rowMem(db, ldd, t, 0), acc[t])
+			}
+		}
 		for i := 0; i < kr; i++ {
-			PREFETCHNTA(Mem{Base: pf, Index: j, Scale: uint8(dt.size)})
+			wv := YMM()
+			widen(dt, rowMem(wb, ldw, i, 0), wv)
+			for t := 0; t < T; t++ {
+				if i == 0 && !accumulate {
+					VMULPS(wv, xv(t, i), acc[t])
+				} else {
+					VFMADD231PS(wv, xv(t, i), acc[t])
+				}
+			}
+		}
+		for t := range acc {
+			VMOVUPS(acc[t], rowMem(db, ldd, t, 0))
+		}
+	}
+	steps := 64 / (16 * es) // 16-column steps per 64-byte line of each row
+	emit := func(tag string, accumulate bool) {
+		main, one, tail := name+tag+"_main", name+tag+"_16", name+tag+"_8"
+		Label(main)
+		CMPQ(n, U32(16*steps))
+		JL(LabelRef(one))
+		for i := 0; i < kr; i++ {
+			PREFETCHT0(Mem{Base: pf})
 			if i+1 < kr {
 				ADDQ(ldw, pf)
 			}
@@ -902,17 +1008,26 @@ func genMvR(dt dtype, T, kr int) {
 			IMUL3Q(U32(kr-1), ldw, t)
 			SUBQ(t, pf)
 		}
-		for u := 0; u < U; u++ {
-			step(u, accumulate)
+		for u := 0; u < steps; u++ {
+			step16(16*es*u, accumulate)
 		}
-		ADDQ(U8(8*U), j)
-		JMP(LabelRef(loop))
-		Label(loop1)
-		CMPQ(j, n)
-		JGE(LabelRef(name + "_done"))
-		step(0, accumulate)
-		ADDQ(U8(8), j)
-		JMP(LabelRef(loop1))
+		advance(64)
+		SUBQ(U32(16*steps), n)
+		JMP(LabelRef(main))
+		Label(one)
+		if steps > 1 {
+			CMPQ(n, U8(16))
+			JL(LabelRef(tail))
+			step16(0, accumulate)
+			advance(16 * es)
+			SUBQ(U8(16), n)
+			JMP(LabelRef(one))
+		}
+		Label(tail)
+		TESTQ(n, n)
+		JZ(LabelRef(name + "_done"))
+		step8(accumulate)
+		JMP(LabelRef(name + "_done"))
 	}
 	TESTQ(flag, flag)
 	JZ(LabelRef(name + "_set"))
