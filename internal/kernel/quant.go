@@ -40,20 +40,27 @@ import (
 // All multiply the exactly dequantized weights in float32 and differ only in the
 // summation order, so prefill, cached decode and the plain twins agree to
 // rounding: |fused − twin| ≤ 2·K·2⁻²⁴·Σ|w·x| (TestQmvKernels), and non-finite
-// scales give the same NaN/±Inf. matMulTQ8 is ggml's alternative (activations
-// quantized to 8-bit blocks of 32, integer block dots), kept tested and benchmarked
-// in plain Go as the reference for an integer assembly path; it adds activation
-// rounding (~1/254 of each block's largest |x|) and would make decode and prefill
-// differ.
+// scales give the same NaN/±Inf.
 //
-// Measured (BenchmarkQmv, one core of the shared 2-vCPU Zen 3; GB/s of quantized
-// weights, best of several runs; see the benchmark for the shapes): the fused
-// kernels decode 1344×768 at T=1 at ~15 GB/s for Q8_0, 5-6 for Q4_0/Q5_0/Q4_K/Q6_K,
-// 6-10× the row-decode path; BF16 through MatMulT streams ~24. The kernels are
-// bound by the FP pipes (conversion, scaling and FMA per 8 values), not by memory,
-// except Q8_0 from DRAM. What would pay off next: ggml's integer dots
-// (VPMADDUBSW/VPMADDWD on 8-bit activations, ~4× fewer vector ops per weight for
-// the 4-bit types), at the cost of the activation rounding above.
+// MatMulTQ8 is ggml's alternative, opt-in: activations quantized to 8-bit blocks
+// (32 values, or 256 for Q4_K), exact integer block dots (VPMADDUBSW/VPMADDWD
+// kernels qdot* for Q8_0, Q4_0, Q5_0, Q4_K), one conversion and scaling per block.
+// It needs ~3-4× fewer vector operations per weight than dequantizing to float32
+// and is 1.3-2.3× faster at T=1 (BenchmarkQmv path=int8; its T > 1 runs the
+// one-token kernels per token and loses to the fused path), but adds the
+// activation rounding (≤ max|x_block|/254 per value, ~0.1-0.5 % of Σ|w·x|), so it
+// is not the default: MatMulTQ stays exact, and the model tests that compare
+// quantized with dequantized float models rely on that.
+//
+// Measured (BenchmarkQmv, GB/s of quantized weights, one thread of the shared
+// 2-vCPU Zen 3, best of 3 runs; single runs vary ±50 % with the machine's load): at
+// T=1 the fused kernels run 1344×768 at 11-16 GB/s for Q8_0 and 3-6 for the 4- to
+// 6-bit types, 8-12× the Go-decoder row path they replace (path=rowsgo) and
+// 1.3-2× the same row path with the assembly decoder (path=rows); BF16 through
+// MatMulT streams ~25 (13 from DRAM, lm_head). The fused kernels are bound by the
+// FP pipes (widening, conversion, exact scaling and FMA for every weight), not by
+// memory (except Q8_0 from DRAM): that per-weight work is what the integer path
+// removes.
 
 // qFormat describes one block type.
 type qFormat struct {
@@ -61,7 +68,8 @@ type qFormat struct {
 	// dequant decodes a whole row: len(dst) values from len(dst)/block blocks.
 	dequant func(dst []float32, src []byte)
 	// dotQ8 returns Σ w·x for one row against one token's 8-bit activation blocks
-	// (xq [K] int8, xd [K/32] scales, xs [K/32] sums of xq per block).
+	// (xq [K] int8, xd a scale per 32 values (per 256 for Q4_K), xs [K/32] sums of
+	// xq per 32 values): MatMulTQ8's plain twin.
 	dotQ8 func(w []byte, xq []int8, xd []float32, xs []int32) float32
 
 	// The assembly kernels (quant_amd64.s, installed by quant_amd64.go), nil
@@ -70,6 +78,8 @@ type qFormat struct {
 	// dequant.
 	mv  [qSmallT + 1][]qmvFunc
 	deq func(dst *float32, w *byte, nb int)
+	// idot[R-1] is the integer-dot kernel of MatMulTQ8 for R rows (one token).
+	idot []qdotFunc
 }
 
 // qmvFunc is a fused decode-and-dot kernel for a fixed T and R:
@@ -181,25 +191,14 @@ func MatMulTQ(p *parallel.Pool, dst, x []float32, T int, w Mat) {
 
 // Strategies of matMulTQ (qRows and qTiles force one, for benchmarks and tests).
 const (
-	qAuto  = iota // fused kernels for T <= qSmallT when present, else qRows; qTiles above
-	qRows         // decode a row to float32 (assembly decoder if any), DotF32 per token
-	qTiles        // decode tiles of rows and run the float32 GEMM
+	qAuto   = iota // fused kernels for T <= qSmallT when present, else qRows; qTiles above
+	qRows          // decode a row to float32 (assembly decoder if any), DotF32 per token
+	qTiles         // decode tiles of rows and run the float32 GEMM
+	qRowsGo        // qRows with the Go decoders (the path before the assembly kernels)
 )
 
 func matMulTQ(p *parallel.Pool, dst, x []float32, T int, w Mat, mode int) {
-	f := qFormatOf(w.DType)
-	N, K := w.Rows, w.Cols
-	if f == nil {
-		panic(fmt.Sprintf("kernel: MatMulTQ: %s is not a block-quantized type", w.DType))
-	}
-	if T < 0 || N < 0 || K < 0 || K%f.block != 0 {
-		panic(fmt.Sprintf("kernel: MatMulTQ: %s [%d, %d] with T=%d: K must be a non-negative multiple of %d", w.DType, N, K, T, f.block))
-	}
-	rb := K / f.block * f.bytes
-	if len(dst) < T*N || len(x) < T*K || len(w.Data) < N*rb {
-		panic(fmt.Sprintf("kernel: MatMulTQ: dst %d, x %d floats, w %s [%d,%d] %d bytes do not fit T=%d",
-			len(dst), len(x), w.DType, N, K, len(w.Data), T))
-	}
+	f, N, K, rb := qCheck("MatMulTQ", dst, x, T, w)
 	if T == 0 || N == 0 {
 		return
 	}
@@ -209,6 +208,7 @@ func matMulTQ(p *parallel.Pool, dst, x []float32, T int, w Mat, mode int) {
 	}
 	t := qTaskPool.Get().(*qTask)
 	t.dst, t.x, t.T, t.w, t.N, t.K, t.rb, t.f = dst, x, T, w, N, K, rb, f
+	t.goDecode = mode == qRowsGo
 	if mode == qAuto && T > qSmallT {
 		mode = qTiles
 	}
@@ -235,10 +235,13 @@ type qTask struct {
 	w         Mat
 	rb        int // bytes per weight row
 	f         *qFormat
-	tile      int // rows per prefill tile
+	tile      int  // rows per prefill tile
+	goDecode  bool // rows: use the Go decoder
+	ab        int  // MatMulTQ8: activation values per scale (32 or 256)
 	xq        []int8
 	xd        []float32
 	xs        []int32
+	xo        []byte
 	fnRows    func(lo, hi int)
 	fnFused   func(lo, hi int)
 	fnTiles   func(lo, hi int)
@@ -309,7 +312,11 @@ func (t *qTask) rows(lo, hi int) {
 	buf := s.w
 	T, N, K, rb := t.T, t.N, t.K, t.rb
 	for n := lo; n < hi; n++ {
-		t.f.decode(buf, t.w.Data[n*rb:(n+1)*rb])
+		if t.goDecode {
+			t.f.dequant(buf, t.w.Data[n*rb:(n+1)*rb])
+		} else {
+			t.f.decode(buf, t.w.Data[n*rb:(n+1)*rb])
+		}
 		for tt := 0; tt < T; tt++ {
 			t.dst[tt*N+n] = DotF32(buf, t.x[tt*K:(tt+1)*K])
 		}
@@ -372,37 +379,83 @@ func qGrowF32(s []float32, n int) []float32 {
 
 // ---- ggml-style path: 8-bit activations, integer dots ----
 
-// matMulTQ8 is MatMulTQ with the activations first quantized to 8-bit blocks of
-// 32 (scale max|x|/127, round to nearest, as ggml's quantize_row_q8_0) and integer
-// block dot products, as ggml's vec_dot kernels do. It adds the activation
-// rounding error (relative ~1/254 per block) and, in plain Go, is not faster than
-// decoding to float32 (see BenchmarkMatMulTQ); it is the reference for a future
-// VPDPBUSD/VPMADDUBSW kernel, where integer dots are 2-4× cheaper than float.
-func matMulTQ8(p *parallel.Pool, dst, x []float32, T int, w Mat) {
-	f := qFormatOf(w.DType)
-	N, K := w.Rows, w.Cols
+// qdotFunc is an integer-dot kernel for one token and a fixed R rows:
+//
+//	dst[r] = dotQ8(w[r*ldw:], xq, xd, xs)   (r < R; nb weight blocks)
+//
+// with the activations quantized as quantX does and the per-block extras xo in the
+// kernel's layout (Q4_0, Q5_0: [8·Σxq or 16·Σxq, 0, …, 0] int32 per block; Q4_K:
+// the 32-value sums as int16).
+type qdotFunc func(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+
+// MatMulTQ8 is MatMulTQ with the activations first quantized to 8 bits, as ggml
+// does: blocks of 32 values (scale max|x|/127, round to nearest, as
+// quantize_row_q8_0) for Q8_0/Q4_0/Q5_0/Q5_K/Q6_K weights, blocks of 256 (as
+// quantize_row_q8_K) for Q4_K; each block's dot is then exact in integers and
+// scaled once. With AVX2 the Q8_0, Q4_0, Q5_0 and Q4_K products run the VPMADDUBSW /
+// VPMADDWD kernels of quant_amd64.s (qdot*); the other types and builds without
+// them use the plain-Go dots.
+//
+// It is not MatMulTQ: the activation rounding (up to half a step, max|x_block|/254,
+// per value) changes results by up to Σ_blocks max|x_b|/254·Σ|w_b| — typically
+// ~0.1-0.5 % of Σ|w·x| — so decode would drift from prefill and from a float
+// model. MatMulTQ stays the exact default; this is the faster alternative for
+// callers that accept llama.cpp's numerics (see BenchmarkQmv, path=int8).
+func MatMulTQ8(p *parallel.Pool, dst, x []float32, T int, w Mat) {
+	f, N, K, rb := qCheck("MatMulTQ8", dst, x, T, w)
+	if T == 0 || N == 0 {
+		return
+	}
+	if K == 0 {
+		clear(dst[:T*N])
+		return
+	}
 	t := qTaskPool.Get().(*qTask)
-	t.dst, t.x, t.T, t.w, t.N, t.K, t.rb, t.f = dst, x, T, w, N, K, K/f.block*f.bytes, f
-	nb := T * K / 32
-	if cap(t.xq) < T*K {
-		t.xq = make([]int8, T*K)
+	t.dst, t.x, t.T, t.w, t.N, t.K, t.rb, t.f = dst, x, T, w, N, K, rb, f
+	t.ab = 32
+	if f == &fmtQ4_K {
+		t.ab = 256
 	}
-	t.xq = t.xq[:T*K]
-	if cap(t.xd) < nb {
-		t.xd = make([]float32, nb)
-		t.xs = make([]int32, nb)
+	nx := T * K
+	if cap(t.xq) < nx {
+		t.xq = make([]int8, nx)
+		t.xd = make([]float32, nx/32)
+		t.xs = make([]int32, nx/32)
+		t.xo = make([]byte, nx) // Q4_0: 32 bytes per 32 values; Q4_K: 2 per 32
 	}
-	t.xd, t.xs = t.xd[:nb], t.xs[:nb]
-	p.For(nb, 64, t.fnQuantX)
-	p.For(N, max(1, 2048/K), t.fnRowsQ8)
+	t.xq, t.xd, t.xs, t.xo = t.xq[:nx], t.xd[:nx/t.ab], t.xs[:nx/32], t.xo[:nx]
+	p.For(nx/t.ab, max(1, 2048/t.ab), t.fnQuantX)
+	p.For(N, max(2, 8192/K)&^1, t.fnRowsQ8)
 	t.dst, t.x, t.w, t.f = nil, nil, Mat{}, nil
 	qTaskPool.Put(t)
 }
 
-// quantX quantizes activation blocks [lo, hi) (block b = values 32b..32b+31 of x).
+// qCheck validates MatMulTQ's operands (panicking like MatMulT) and returns the
+// format, N, K and the bytes per weight row.
+func qCheck(name string, dst, x []float32, T int, w Mat) (f *qFormat, N, K, rb int) {
+	f = qFormatOf(w.DType)
+	N, K = w.Rows, w.Cols
+	if f == nil {
+		panic(fmt.Sprintf("kernel: %s: %s is not a block-quantized type", name, w.DType))
+	}
+	if T < 0 || N < 0 || K < 0 || K%f.block != 0 {
+		panic(fmt.Sprintf("kernel: %s: %s [%d, %d] with T=%d: K must be a non-negative multiple of %d", name, w.DType, N, K, T, f.block))
+	}
+	rb = K / f.block * f.bytes
+	if len(dst) < T*N || len(x) < T*K || len(w.Data) < N*rb {
+		panic(fmt.Sprintf("kernel: %s: dst %d, x %d floats, w %s [%d,%d] %d bytes do not fit T=%d",
+			name, len(dst), len(x), w.DType, N, K, len(w.Data), T))
+	}
+	return f, N, K, rb
+}
+
+// quantX quantizes activation blocks [lo, hi) of t.ab values (block b = values
+// ab·b … ab·b+ab−1 of the T×K activations): xq, the scale xd[b] = max|x|/127 and
+// the sums of xq per 32 values in xs, and xo in the qdot kernels' layout.
 func (t *qTask) quantX(lo, hi int) {
+	ab := t.ab
 	for b := lo; b < hi; b++ {
-		xs := (*[32]float32)(t.x[b*32:])
+		xs := t.x[b*ab : (b+1)*ab]
 		var amax float32
 		for _, v := range xs {
 			if v < 0 {
@@ -415,14 +468,26 @@ func (t *qTask) quantX(lo, hi int) {
 		if d != 0 {
 			id = 1 / d
 		}
-		q := (*[32]int8)(t.xq[b*32:])
-		var s int32
-		for j, v := range xs {
-			r := qNearestInt(v * id)
-			q[j] = int8(r)
-			s += r
+		q := t.xq[b*ab : (b+1)*ab]
+		for j := 0; j < ab; j += 32 {
+			var s int32
+			for i, v := range xs[j : j+32] {
+				r := qNearestInt(v * id)
+				q[j+i] = int8(r)
+				s += r
+			}
+			sb := (b*ab + j) / 32
+			t.xs[sb] = s
+			switch t.f {
+			case &fmtQ4_0:
+				*(*[8]int32)(unsafe.Pointer(&t.xo[32*sb])) = [8]int32{8 * s}
+			case &fmtQ5_0:
+				*(*[8]int32)(unsafe.Pointer(&t.xo[32*sb])) = [8]int32{16 * s}
+			case &fmtQ4_K:
+				*(*int16)(unsafe.Pointer(&t.xo[2*sb])) = int16(s)
+			}
 		}
-		t.xd[b], t.xs[b] = d, s
+		t.xd[b] = d
 	}
 }
 
@@ -432,14 +497,31 @@ func qNearestInt(f float32) int32 {
 	return int32(math.Float32bits(v)&0x007fffff) - 0x00400000
 }
 
-// rowsQ8 computes output rows [lo, hi) from the quantized activations.
+// rowsQ8 computes output rows [lo, hi) from the quantized activations: R rows at a
+// time by the qdot kernels, else row by row by the Go dots.
 func (t *qTask) rowsQ8(lo, hi int) {
 	T, N, K, rb := t.T, t.N, t.K, t.rb
 	nb := K / 32
+	if ks := t.f.idot; simd != nil && ks != nil {
+		na := K / t.ab   // activation scales per token
+		xoStride := K    // bytes of xo per token (Q4_0)
+		if t.ab == 256 { // Q4_K: int16 per 32 values
+			xoStride = K / 16
+		}
+		for n := lo; n < hi; {
+			R := min(len(ks), hi-n)
+			for tt := 0; tt < T; tt++ {
+				ks[R-1](&t.dst[tt*N+n], &t.xq[tt*K], &t.xd[tt*na], &t.xo[tt*xoStride], &t.w.Data[n*rb], rb, K/t.f.block)
+			}
+			n += R
+		}
+		return
+	}
+	na := K / t.ab
 	for n := lo; n < hi; n++ {
 		row := t.w.Data[n*rb : (n+1)*rb]
 		for tt := 0; tt < T; tt++ {
-			t.dst[tt*N+n] = t.f.dotQ8(row, t.xq[tt*K:(tt+1)*K], t.xd[tt*nb:(tt+1)*nb], t.xs[tt*nb:(tt+1)*nb])
+			t.dst[tt*N+n] = t.f.dotQ8(row, t.xq[tt*K:(tt+1)*K], t.xd[tt*na:(tt+1)*na], t.xs[tt*nb:(tt+1)*nb])
 		}
 	}
 }
@@ -622,13 +704,16 @@ func dotQ5_0Q8(w []byte, xq []int8, xd []float32, xs []int32) float32 {
 	return acc
 }
 
+// dotQ4_KQ8 takes activations quantized in blocks of 256 (ggml's Q8_K: one scale
+// xd per super-block, xs the sums per 32 values), so the sub-block scales and mins
+// combine in integers and each super-block is converted once.
 func dotQ4_KQ8(w []byte, xq []int8, xd []float32, xs []int32) float32 {
 	var acc float32
-	for i := 0; i < len(xd)/8; i++ {
+	for i := range xd {
 		b := (*[144]byte)(w[i*144:])
 		d, dmin := qF16(b[0:]), qF16(b[2:])
 		scales := (*[12]byte)(b[4:16])
-		var sumq, summ float32
+		var sumi, summ int32
 		for k := 0; k < 4; k++ { // 64 values: two sub-blocks sharing 32 bytes
 			qs := (*[32]byte)(b[16+32*k:])
 			x0 := (*[32]int8)(xq[i*256+64*k:])
@@ -638,13 +723,12 @@ func dotQ4_KQ8(w []byte, xq []int8, xd []float32, xs []int32) float32 {
 				s0 += int32(v&0x0f) * int32(x0[l])
 				s1 += int32(v>>4) * int32(x1[l])
 			}
-			b0, b1 := i*8+2*k, i*8+2*k+1
 			sc0, m0 := qScaleMinK4(2*k, scales)
 			sc1, m1 := qScaleMinK4(2*k+1, scales)
-			sumq += xd[b0]*float32(int32(sc0)*s0) + xd[b1]*float32(int32(sc1)*s1)
-			summ += xd[b0]*float32(int32(m0)*xs[b0]) + xd[b1]*float32(int32(m1)*xs[b1])
+			sumi += int32(sc0)*s0 + int32(sc1)*s1
+			summ += int32(m0)*xs[i*8+2*k] + int32(m1)*xs[i*8+2*k+1]
 		}
-		acc += d*sumq - dmin*summ
+		acc += d*xd[i]*float32(sumi) - dmin*xd[i]*float32(summ)
 	}
 	return acc
 }

@@ -52,4 +52,8 @@ func init() {
 		{qmvQ6_K_4x1, qmvQ6_K_4x2},
 	}
 	fmtQ6_K.deq = qdeqQ6_K
+	fmtQ8_0.idot = []qdotFunc{qdotQ8_0_1x1, qdotQ8_0_1x2}
+	fmtQ4_0.idot = []qdotFunc{qdotQ4_0_1x1, qdotQ4_0_1x2}
+	fmtQ5_0.idot = []qdotFunc{qdotQ5_0_1x1, qdotQ5_0_1x2}
+	fmtQ4_K.idot = []qdotFunc{qdotQ4_K_1x1, qdotQ4_K_1x2}
 }

@@ -25876,3 +25876,797 @@ qdeqQ6_K_inner:
 qdeqQ6_K_done:
 	VZEROUPPER
 	RET
+
+// func qdotQ8_0_1x1(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·qdotQ8_0_1x1(SB), NOSPLIT, $0-56
+	MOVQ   xq+8(FP), AX
+	MOVQ   xd+16(FP), CX
+	MOVQ   xo+24(FP), DX
+	MOVQ   ldw+40(FP), DX
+	MOVQ   w+32(FP), BX
+	IMUL3Q $0x00000001, DX, DX
+	MOVQ   nb+48(FP), SI
+	VXORPS Y0, Y0, Y0
+	TESTQ  SI, SI
+	JZ     qdotQ8_0_1x1_done
+
+qdotQ8_0_1x1_block:
+	PREFETCHT0   (BX)(DX*1)
+	VBROADCASTSS (CX), Y1
+	VMOVDQU      2(BX), Y2
+	VPSIGNB      Y2, Y2, Y3
+	VMOVDQU      (AX), Y4
+	VPSIGNB      Y2, Y4, Y4
+	VPMADDUBSW   Y4, Y3, Y3
+	VPMADDWD     qc_ones16<>+0(SB), Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	VPBROADCASTW (BX), X2
+	VCVTPH2PS    X2, Y2
+	VMULPS       Y1, Y2, Y2
+	VFMADD231PS  Y2, Y3, Y0
+	ADDQ         $0x04, CX
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000022, BX
+	DECQ         SI
+	JNZ          qdotQ8_0_1x1_block
+
+qdotQ8_0_1x1_done:
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	VMOVSS       X1, (AX)
+	VZEROUPPER
+	RET
+
+DATA qc_ones16<>+0(SB)/4, $0x00010001
+DATA qc_ones16<>+4(SB)/4, $0x00010001
+DATA qc_ones16<>+8(SB)/4, $0x00010001
+DATA qc_ones16<>+12(SB)/4, $0x00010001
+DATA qc_ones16<>+16(SB)/4, $0x00010001
+DATA qc_ones16<>+20(SB)/4, $0x00010001
+DATA qc_ones16<>+24(SB)/4, $0x00010001
+DATA qc_ones16<>+28(SB)/4, $0x00010001
+GLOBL qc_ones16<>(SB), RODATA|NOPTR, $32
+
+// func qdotQ8_0_1x2(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·qdotQ8_0_1x2(SB), NOSPLIT, $0-56
+	MOVQ   xq+8(FP), AX
+	MOVQ   xd+16(FP), CX
+	MOVQ   xo+24(FP), DX
+	MOVQ   ldw+40(FP), DX
+	MOVQ   w+32(FP), BX
+	LEAQ   (BX)(DX*1), SI
+	IMUL3Q $0x00000002, DX, DX
+	MOVQ   nb+48(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ  DI, DI
+	JZ     qdotQ8_0_1x2_done
+
+qdotQ8_0_1x2_block:
+	PREFETCHT0   (BX)(DX*1)
+	PREFETCHT0   (SI)(DX*1)
+	VBROADCASTSS (CX), Y2
+	VMOVDQU      2(BX), Y3
+	VPSIGNB      Y3, Y3, Y4
+	VMOVDQU      (AX), Y5
+	VPSIGNB      Y3, Y5, Y5
+	VPMADDUBSW   Y5, Y4, Y4
+	VPMADDWD     qc_ones16<>+0(SB), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VPBROADCASTW (BX), X3
+	VCVTPH2PS    X3, Y3
+	VMULPS       Y2, Y3, Y3
+	VFMADD231PS  Y3, Y4, Y0
+	VMOVDQU      2(SI), Y3
+	VPSIGNB      Y3, Y3, Y4
+	VMOVDQU      (AX), Y5
+	VPSIGNB      Y3, Y5, Y5
+	VPMADDUBSW   Y5, Y4, Y4
+	VPMADDWD     qc_ones16<>+0(SB), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VPBROADCASTW (SI), X3
+	VCVTPH2PS    X3, Y3
+	VMULPS       Y2, Y3, Y3
+	VFMADD231PS  Y3, Y4, Y1
+	ADDQ         $0x04, CX
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000022, BX
+	ADDQ         $0x00000022, SI
+	DECQ         DI
+	JNZ          qdotQ8_0_1x2_block
+
+qdotQ8_0_1x2_done:
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X0, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	VMOVSS       X2, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, 4(AX)
+	VZEROUPPER
+	RET
+
+// func qdotQ4_0_1x1(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·qdotQ4_0_1x1(SB), NOSPLIT, $0-56
+	MOVQ   xq+8(FP), AX
+	MOVQ   xd+16(FP), CX
+	MOVQ   xo+24(FP), DX
+	MOVQ   ldw+40(FP), BX
+	MOVQ   w+32(FP), SI
+	IMUL3Q $0x00000001, BX, BX
+	MOVQ   nb+48(FP), DI
+	VXORPS Y0, Y0, Y0
+	TESTQ  DI, DI
+	JZ     qdotQ4_0_1x1_done
+
+qdotQ4_0_1x1_block:
+	PREFETCHT0   (SI)(BX*1)
+	VBROADCASTSS (CX), Y1
+	VMOVDQU      2(SI), X2
+	VPSRLW       $0x04, X2, X3
+	VINSERTI128  $0x01, X3, Y2, Y3
+	VPAND        qc_b0f<>+0(SB), Y3, Y3
+	VPMADDUBSW   (AX), Y3, Y3
+	VPMADDWD     qc_ones16<>+0(SB), Y3, Y3
+	VPSUBD       (DX), Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	VPBROADCASTW (SI), X2
+	VCVTPH2PS    X2, Y4
+	VMULPS       Y1, Y4, Y4
+	VFMADD231PS  Y4, Y3, Y0
+	ADDQ         $0x04, CX
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x20, DX
+	ADDQ         $0x00000012, SI
+	DECQ         DI
+	JNZ          qdotQ4_0_1x1_block
+
+qdotQ4_0_1x1_done:
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	VMOVSS       X1, (AX)
+	VZEROUPPER
+	RET
+
+DATA qc_b0f<>+0(SB)/4, $0x0f0f0f0f
+DATA qc_b0f<>+4(SB)/4, $0x0f0f0f0f
+DATA qc_b0f<>+8(SB)/4, $0x0f0f0f0f
+DATA qc_b0f<>+12(SB)/4, $0x0f0f0f0f
+DATA qc_b0f<>+16(SB)/4, $0x0f0f0f0f
+DATA qc_b0f<>+20(SB)/4, $0x0f0f0f0f
+DATA qc_b0f<>+24(SB)/4, $0x0f0f0f0f
+DATA qc_b0f<>+28(SB)/4, $0x0f0f0f0f
+GLOBL qc_b0f<>(SB), RODATA|NOPTR, $32
+
+// func qdotQ4_0_1x2(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·qdotQ4_0_1x2(SB), NOSPLIT, $0-56
+	MOVQ   xq+8(FP), AX
+	MOVQ   xd+16(FP), CX
+	MOVQ   xo+24(FP), DX
+	MOVQ   ldw+40(FP), BX
+	MOVQ   w+32(FP), SI
+	LEAQ   (SI)(BX*1), DI
+	IMUL3Q $0x00000002, BX, BX
+	MOVQ   nb+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ  R8, R8
+	JZ     qdotQ4_0_1x2_done
+
+qdotQ4_0_1x2_block:
+	PREFETCHT0   (SI)(BX*1)
+	PREFETCHT0   (DI)(BX*1)
+	VBROADCASTSS (CX), Y2
+	VMOVDQU      2(SI), X3
+	VPSRLW       $0x04, X3, X4
+	VINSERTI128  $0x01, X4, Y3, Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y4
+	VPMADDUBSW   (AX), Y4, Y4
+	VPMADDWD     qc_ones16<>+0(SB), Y4, Y4
+	VPSUBD       (DX), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VPBROADCASTW (SI), X3
+	VCVTPH2PS    X3, Y5
+	VMULPS       Y2, Y5, Y5
+	VFMADD231PS  Y5, Y4, Y0
+	VMOVDQU      2(DI), X3
+	VPSRLW       $0x04, X3, X4
+	VINSERTI128  $0x01, X4, Y3, Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y4
+	VPMADDUBSW   (AX), Y4, Y4
+	VPMADDWD     qc_ones16<>+0(SB), Y4, Y4
+	VPSUBD       (DX), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VPBROADCASTW (DI), X3
+	VCVTPH2PS    X3, Y5
+	VMULPS       Y2, Y5, Y5
+	VFMADD231PS  Y5, Y4, Y1
+	ADDQ         $0x04, CX
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x20, DX
+	ADDQ         $0x00000012, SI
+	ADDQ         $0x00000012, DI
+	DECQ         R8
+	JNZ          qdotQ4_0_1x2_block
+
+qdotQ4_0_1x2_done:
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X0, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	VMOVSS       X2, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, 4(AX)
+	VZEROUPPER
+	RET
+
+// func qdotQ5_0_1x1(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·qdotQ5_0_1x1(SB), NOSPLIT, $0-56
+	MOVQ   xq+8(FP), AX
+	MOVQ   xd+16(FP), CX
+	MOVQ   xo+24(FP), DX
+	MOVQ   ldw+40(FP), BX
+	MOVQ   w+32(FP), SI
+	IMUL3Q $0x00000001, BX, BX
+	MOVQ   nb+48(FP), DI
+	VXORPS Y0, Y0, Y0
+	TESTQ  DI, DI
+	JZ     qdotQ5_0_1x1_done
+
+qdotQ5_0_1x1_block:
+	PREFETCHT0   (SI)(BX*1)
+	VBROADCASTSS (CX), Y1
+	VMOVDQU      6(SI), X2
+	VPSRLW       $0x04, X2, X3
+	VINSERTI128  $0x01, X3, Y2, Y3
+	VPAND        qc_b0f<>+0(SB), Y3, Y3
+	VPBROADCASTD 2(SI), Y4
+	VPSHUFB      qc_q5spread<>+0(SB), Y4, Y4
+	VPOR         qc_q5bits<>+0(SB), Y4, Y4
+	VPCMPEQB     qc_ff<>+0(SB), Y4, Y4
+	VPAND        qc_b10<>+0(SB), Y4, Y4
+	VPOR         Y4, Y3, Y3
+	VPMADDUBSW   (AX), Y3, Y3
+	VPMADDWD     qc_ones16<>+0(SB), Y3, Y3
+	VPSUBD       (DX), Y3, Y3
+	VCVTDQ2PS    Y3, Y3
+	VPBROADCASTW (SI), X2
+	VCVTPH2PS    X2, Y4
+	VMULPS       Y1, Y4, Y4
+	VFMADD231PS  Y4, Y3, Y0
+	ADDQ         $0x04, CX
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x20, DX
+	ADDQ         $0x00000016, SI
+	DECQ         DI
+	JNZ          qdotQ5_0_1x1_block
+
+qdotQ5_0_1x1_done:
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VHADDPS      X1, X1, X1
+	VHADDPS      X1, X1, X1
+	VMOVSS       X1, (AX)
+	VZEROUPPER
+	RET
+
+DATA qc_q5spread<>+0(SB)/4, $0x00000000
+DATA qc_q5spread<>+4(SB)/4, $0x00000000
+DATA qc_q5spread<>+8(SB)/4, $0x01010101
+DATA qc_q5spread<>+12(SB)/4, $0x01010101
+DATA qc_q5spread<>+16(SB)/4, $0x02020202
+DATA qc_q5spread<>+20(SB)/4, $0x02020202
+DATA qc_q5spread<>+24(SB)/4, $0x03030303
+DATA qc_q5spread<>+28(SB)/4, $0x03030303
+GLOBL qc_q5spread<>(SB), RODATA|NOPTR, $32
+
+DATA qc_q5bits<>+0(SB)/4, $0xf7fbfdfe
+DATA qc_q5bits<>+4(SB)/4, $0x7fbfdfef
+DATA qc_q5bits<>+8(SB)/4, $0xf7fbfdfe
+DATA qc_q5bits<>+12(SB)/4, $0x7fbfdfef
+DATA qc_q5bits<>+16(SB)/4, $0xf7fbfdfe
+DATA qc_q5bits<>+20(SB)/4, $0x7fbfdfef
+DATA qc_q5bits<>+24(SB)/4, $0xf7fbfdfe
+DATA qc_q5bits<>+28(SB)/4, $0x7fbfdfef
+GLOBL qc_q5bits<>(SB), RODATA|NOPTR, $32
+
+DATA qc_ff<>+0(SB)/4, $0xffffffff
+DATA qc_ff<>+4(SB)/4, $0xffffffff
+DATA qc_ff<>+8(SB)/4, $0xffffffff
+DATA qc_ff<>+12(SB)/4, $0xffffffff
+DATA qc_ff<>+16(SB)/4, $0xffffffff
+DATA qc_ff<>+20(SB)/4, $0xffffffff
+DATA qc_ff<>+24(SB)/4, $0xffffffff
+DATA qc_ff<>+28(SB)/4, $0xffffffff
+GLOBL qc_ff<>(SB), RODATA|NOPTR, $32
+
+DATA qc_b10<>+0(SB)/4, $0x10101010
+DATA qc_b10<>+4(SB)/4, $0x10101010
+DATA qc_b10<>+8(SB)/4, $0x10101010
+DATA qc_b10<>+12(SB)/4, $0x10101010
+DATA qc_b10<>+16(SB)/4, $0x10101010
+DATA qc_b10<>+20(SB)/4, $0x10101010
+DATA qc_b10<>+24(SB)/4, $0x10101010
+DATA qc_b10<>+28(SB)/4, $0x10101010
+GLOBL qc_b10<>(SB), RODATA|NOPTR, $32
+
+// func qdotQ5_0_1x2(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·qdotQ5_0_1x2(SB), NOSPLIT, $0-56
+	MOVQ   xq+8(FP), AX
+	MOVQ   xd+16(FP), CX
+	MOVQ   xo+24(FP), DX
+	MOVQ   ldw+40(FP), BX
+	MOVQ   w+32(FP), SI
+	LEAQ   (SI)(BX*1), DI
+	IMUL3Q $0x00000002, BX, BX
+	MOVQ   nb+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ  R8, R8
+	JZ     qdotQ5_0_1x2_done
+
+qdotQ5_0_1x2_block:
+	PREFETCHT0   (SI)(BX*1)
+	PREFETCHT0   (DI)(BX*1)
+	VBROADCASTSS (CX), Y2
+	VMOVDQU      6(SI), X3
+	VPSRLW       $0x04, X3, X4
+	VINSERTI128  $0x01, X4, Y3, Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y4
+	VPBROADCASTD 2(SI), Y5
+	VPSHUFB      qc_q5spread<>+0(SB), Y5, Y5
+	VPOR         qc_q5bits<>+0(SB), Y5, Y5
+	VPCMPEQB     qc_ff<>+0(SB), Y5, Y5
+	VPAND        qc_b10<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	VPMADDUBSW   (AX), Y4, Y4
+	VPMADDWD     qc_ones16<>+0(SB), Y4, Y4
+	VPSUBD       (DX), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VPBROADCASTW (SI), X3
+	VCVTPH2PS    X3, Y5
+	VMULPS       Y2, Y5, Y5
+	VFMADD231PS  Y5, Y4, Y0
+	VMOVDQU      6(DI), X3
+	VPSRLW       $0x04, X3, X4
+	VINSERTI128  $0x01, X4, Y3, Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y4
+	VPBROADCASTD 2(DI), Y5
+	VPSHUFB      qc_q5spread<>+0(SB), Y5, Y5
+	VPOR         qc_q5bits<>+0(SB), Y5, Y5
+	VPCMPEQB     qc_ff<>+0(SB), Y5, Y5
+	VPAND        qc_b10<>+0(SB), Y5, Y5
+	VPOR         Y5, Y4, Y4
+	VPMADDUBSW   (AX), Y4, Y4
+	VPMADDWD     qc_ones16<>+0(SB), Y4, Y4
+	VPSUBD       (DX), Y4, Y4
+	VCVTDQ2PS    Y4, Y4
+	VPBROADCASTW (DI), X3
+	VCVTPH2PS    X3, Y5
+	VMULPS       Y2, Y5, Y5
+	VFMADD231PS  Y5, Y4, Y1
+	ADDQ         $0x04, CX
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x20, DX
+	ADDQ         $0x00000016, SI
+	ADDQ         $0x00000016, DI
+	DECQ         R8
+	JNZ          qdotQ5_0_1x2_block
+
+qdotQ5_0_1x2_done:
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X0, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	VMOVSS       X2, (AX)
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, 4(AX)
+	VZEROUPPER
+	RET
+
+// func qdotQ4_K_1x1(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·qdotQ4_K_1x1(SB), NOSPLIT, $0-56
+	MOVQ   xq+8(FP), AX
+	MOVQ   xd+16(FP), CX
+	MOVQ   xo+24(FP), DX
+	MOVQ   ldw+40(FP), BX
+	MOVQ   w+32(FP), SI
+	IMUL3Q $0x00000001, BX, BX
+	MOVQ   nb+48(FP), DI
+	VXORPS Y0, Y0, Y0
+	VXORPS X1, X1, X1
+	TESTQ  DI, DI
+	JZ     qdotQ4_K_1x1_done
+
+qdotQ4_K_1x1_block:
+	PREFETCHT0   (SI)(BX*1)
+	PREFETCHT0   64(SI)(BX*1)
+	PREFETCHT0   128(SI)(BX*1)
+	VBROADCASTSS (CX), Y2
+	VMOVDQU      4(SI), X3
+	VPSHUFB      qc_k4idx1<>+0(SB), X3, X4
+	VPSRLW       $0x04, X4, X5
+	VPAND        qc_k4lo<>+0(SB), X4, X4
+	VPAND        qc_k4hi<>+0(SB), X5, X5
+	VPOR         X5, X4, X4
+	VPSHUFB      qc_k4idx2<>+0(SB), X3, X5
+	VPSRLW       $0x02, X5, X5
+	VPAND        qc_k4b30<>+0(SB), X5, X5
+	VPOR         X5, X4, X4
+	VPMOVZXBW    X4, X3
+	VINSERTI128  $0x01, X3, Y3, Y5
+	VPSHUFD      $0xee, X4, X4
+	VPMOVZXBW    X4, X3
+	VPMADDWD     (DX), X3, X3
+	VCVTDQ2PS    X3, X3
+	VPBROADCASTD (SI), X4
+	VCVTPH2PS    X4, Y4
+	VMULPS       Y2, Y4, Y4
+	VSHUFPS      $0x55, X4, X4, X2
+	VFMADD231PS  X2, X3, X1
+	VMOVDQU      16(SI), Y2
+	VPAND        qc_b0f<>+0(SB), Y2, Y6
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        qc_b0f<>+0(SB), Y2, Y2
+	VPSHUFB      qc_wb0<>+0(SB), Y5, Y7
+	VPMADDUBSW   (AX), Y6, Y6
+	VPMADDWD     Y7, Y6, Y6
+	VPSHUFB      qc_wb1<>+0(SB), Y5, Y7
+	VPMADDUBSW   32(AX), Y2, Y2
+	VPMADDWD     Y7, Y2, Y2
+	VPADDD       Y2, Y6, Y6
+	VMOVDQU      48(SI), Y2
+	VPAND        qc_b0f<>+0(SB), Y2, Y7
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        qc_b0f<>+0(SB), Y2, Y2
+	VPSHUFB      qc_wb2<>+0(SB), Y5, Y8
+	VPMADDUBSW   64(AX), Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPSHUFB      qc_wb3<>+0(SB), Y5, Y7
+	VPMADDUBSW   96(AX), Y2, Y2
+	VPMADDWD     Y7, Y2, Y2
+	VPADDD       Y2, Y6, Y6
+	VMOVDQU      80(SI), Y2
+	VPAND        qc_b0f<>+0(SB), Y2, Y7
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        qc_b0f<>+0(SB), Y2, Y2
+	VPSHUFB      qc_wb4<>+0(SB), Y5, Y8
+	VPMADDUBSW   128(AX), Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPSHUFB      qc_wb5<>+0(SB), Y5, Y7
+	VPMADDUBSW   160(AX), Y2, Y2
+	VPMADDWD     Y7, Y2, Y2
+	VPADDD       Y2, Y6, Y6
+	VMOVDQU      112(SI), Y2
+	VPAND        qc_b0f<>+0(SB), Y2, Y7
+	VPSRLW       $0x04, Y2, Y2
+	VPAND        qc_b0f<>+0(SB), Y2, Y2
+	VPSHUFB      qc_wb6<>+0(SB), Y5, Y8
+	VPMADDUBSW   192(AX), Y7, Y7
+	VPMADDWD     Y8, Y7, Y7
+	VPADDD       Y7, Y6, Y6
+	VPSHUFB      qc_wb7<>+0(SB), Y5, Y5
+	VPMADDUBSW   224(AX), Y2, Y2
+	VPMADDWD     Y5, Y2, Y2
+	VPADDD       Y2, Y6, Y6
+	VCVTDQ2PS    Y6, Y6
+	VSHUFPS      $0x00, Y4, Y4, Y4
+	VFMADD231PS  Y4, Y6, Y0
+	ADDQ         $0x04, CX
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x10, DX
+	ADDQ         $0x00000090, SI
+	DECQ         DI
+	JNZ          qdotQ4_K_1x1_block
+
+qdotQ4_K_1x1_done:
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDPS       X0, X2, X2
+	VSUBPS       X1, X2, X2
+	VHADDPS      X2, X2, X2
+	VHADDPS      X2, X2, X2
+	VMOVSS       X2, (AX)
+	VZEROUPPER
+	RET
+
+DATA qc_wb0<>+0(SB)/4, $0x01000100
+DATA qc_wb0<>+4(SB)/4, $0x01000100
+DATA qc_wb0<>+8(SB)/4, $0x01000100
+DATA qc_wb0<>+12(SB)/4, $0x01000100
+DATA qc_wb0<>+16(SB)/4, $0x01000100
+DATA qc_wb0<>+20(SB)/4, $0x01000100
+DATA qc_wb0<>+24(SB)/4, $0x01000100
+DATA qc_wb0<>+28(SB)/4, $0x01000100
+GLOBL qc_wb0<>(SB), RODATA|NOPTR, $32
+
+DATA qc_wb1<>+0(SB)/4, $0x03020302
+DATA qc_wb1<>+4(SB)/4, $0x03020302
+DATA qc_wb1<>+8(SB)/4, $0x03020302
+DATA qc_wb1<>+12(SB)/4, $0x03020302
+DATA qc_wb1<>+16(SB)/4, $0x03020302
+DATA qc_wb1<>+20(SB)/4, $0x03020302
+DATA qc_wb1<>+24(SB)/4, $0x03020302
+DATA qc_wb1<>+28(SB)/4, $0x03020302
+GLOBL qc_wb1<>(SB), RODATA|NOPTR, $32
+
+DATA qc_wb2<>+0(SB)/4, $0x05040504
+DATA qc_wb2<>+4(SB)/4, $0x05040504
+DATA qc_wb2<>+8(SB)/4, $0x05040504
+DATA qc_wb2<>+12(SB)/4, $0x05040504
+DATA qc_wb2<>+16(SB)/4, $0x05040504
+DATA qc_wb2<>+20(SB)/4, $0x05040504
+DATA qc_wb2<>+24(SB)/4, $0x05040504
+DATA qc_wb2<>+28(SB)/4, $0x05040504
+GLOBL qc_wb2<>(SB), RODATA|NOPTR, $32
+
+DATA qc_wb3<>+0(SB)/4, $0x07060706
+DATA qc_wb3<>+4(SB)/4, $0x07060706
+DATA qc_wb3<>+8(SB)/4, $0x07060706
+DATA qc_wb3<>+12(SB)/4, $0x07060706
+DATA qc_wb3<>+16(SB)/4, $0x07060706
+DATA qc_wb3<>+20(SB)/4, $0x07060706
+DATA qc_wb3<>+24(SB)/4, $0x07060706
+DATA qc_wb3<>+28(SB)/4, $0x07060706
+GLOBL qc_wb3<>(SB), RODATA|NOPTR, $32
+
+DATA qc_wb4<>+0(SB)/4, $0x09080908
+DATA qc_wb4<>+4(SB)/4, $0x09080908
+DATA qc_wb4<>+8(SB)/4, $0x09080908
+DATA qc_wb4<>+12(SB)/4, $0x09080908
+DATA qc_wb4<>+16(SB)/4, $0x09080908
+DATA qc_wb4<>+20(SB)/4, $0x09080908
+DATA qc_wb4<>+24(SB)/4, $0x09080908
+DATA qc_wb4<>+28(SB)/4, $0x09080908
+GLOBL qc_wb4<>(SB), RODATA|NOPTR, $32
+
+DATA qc_wb5<>+0(SB)/4, $0x0b0a0b0a
+DATA qc_wb5<>+4(SB)/4, $0x0b0a0b0a
+DATA qc_wb5<>+8(SB)/4, $0x0b0a0b0a
+DATA qc_wb5<>+12(SB)/4, $0x0b0a0b0a
+DATA qc_wb5<>+16(SB)/4, $0x0b0a0b0a
+DATA qc_wb5<>+20(SB)/4, $0x0b0a0b0a
+DATA qc_wb5<>+24(SB)/4, $0x0b0a0b0a
+DATA qc_wb5<>+28(SB)/4, $0x0b0a0b0a
+GLOBL qc_wb5<>(SB), RODATA|NOPTR, $32
+
+DATA qc_wb6<>+0(SB)/4, $0x0d0c0d0c
+DATA qc_wb6<>+4(SB)/4, $0x0d0c0d0c
+DATA qc_wb6<>+8(SB)/4, $0x0d0c0d0c
+DATA qc_wb6<>+12(SB)/4, $0x0d0c0d0c
+DATA qc_wb6<>+16(SB)/4, $0x0d0c0d0c
+DATA qc_wb6<>+20(SB)/4, $0x0d0c0d0c
+DATA qc_wb6<>+24(SB)/4, $0x0d0c0d0c
+DATA qc_wb6<>+28(SB)/4, $0x0d0c0d0c
+GLOBL qc_wb6<>(SB), RODATA|NOPTR, $32
+
+DATA qc_wb7<>+0(SB)/4, $0x0f0e0f0e
+DATA qc_wb7<>+4(SB)/4, $0x0f0e0f0e
+DATA qc_wb7<>+8(SB)/4, $0x0f0e0f0e
+DATA qc_wb7<>+12(SB)/4, $0x0f0e0f0e
+DATA qc_wb7<>+16(SB)/4, $0x0f0e0f0e
+DATA qc_wb7<>+20(SB)/4, $0x0f0e0f0e
+DATA qc_wb7<>+24(SB)/4, $0x0f0e0f0e
+DATA qc_wb7<>+28(SB)/4, $0x0f0e0f0e
+GLOBL qc_wb7<>(SB), RODATA|NOPTR, $32
+
+// func qdotQ4_K_1x2(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·qdotQ4_K_1x2(SB), NOSPLIT, $0-56
+	MOVQ   xq+8(FP), AX
+	MOVQ   xd+16(FP), CX
+	MOVQ   xo+24(FP), DX
+	MOVQ   ldw+40(FP), BX
+	MOVQ   w+32(FP), SI
+	LEAQ   (SI)(BX*1), DI
+	IMUL3Q $0x00000002, BX, BX
+	MOVQ   nb+48(FP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS X1, X1, X1
+	VXORPS Y2, Y2, Y2
+	VXORPS X3, X3, X3
+	TESTQ  R8, R8
+	JZ     qdotQ4_K_1x2_done
+
+qdotQ4_K_1x2_block:
+	PREFETCHT0   (SI)(BX*1)
+	PREFETCHT0   64(SI)(BX*1)
+	PREFETCHT0   128(SI)(BX*1)
+	PREFETCHT0   (DI)(BX*1)
+	PREFETCHT0   64(DI)(BX*1)
+	PREFETCHT0   128(DI)(BX*1)
+	VBROADCASTSS (CX), Y4
+	VMOVDQU      4(SI), X5
+	VPSHUFB      qc_k4idx1<>+0(SB), X5, X6
+	VPSRLW       $0x04, X6, X7
+	VPAND        qc_k4lo<>+0(SB), X6, X6
+	VPAND        qc_k4hi<>+0(SB), X7, X7
+	VPOR         X7, X6, X6
+	VPSHUFB      qc_k4idx2<>+0(SB), X5, X7
+	VPSRLW       $0x02, X7, X7
+	VPAND        qc_k4b30<>+0(SB), X7, X7
+	VPOR         X7, X6, X6
+	VPMOVZXBW    X6, X5
+	VINSERTI128  $0x01, X5, Y5, Y7
+	VPSHUFD      $0xee, X6, X6
+	VPMOVZXBW    X6, X5
+	VPMADDWD     (DX), X5, X5
+	VCVTDQ2PS    X5, X5
+	VPBROADCASTD (SI), X6
+	VCVTPH2PS    X6, Y6
+	VMULPS       Y4, Y6, Y6
+	VSHUFPS      $0x55, X6, X6, X8
+	VFMADD231PS  X8, X5, X1
+	VMOVDQU      16(SI), Y8
+	VPAND        qc_b0f<>+0(SB), Y8, Y9
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        qc_b0f<>+0(SB), Y8, Y8
+	VPSHUFB      qc_wb0<>+0(SB), Y7, Y10
+	VPMADDUBSW   (AX), Y9, Y9
+	VPMADDWD     Y10, Y9, Y9
+	VPSHUFB      qc_wb1<>+0(SB), Y7, Y10
+	VPMADDUBSW   32(AX), Y8, Y8
+	VPMADDWD     Y10, Y8, Y8
+	VPADDD       Y8, Y9, Y9
+	VMOVDQU      48(SI), Y8
+	VPAND        qc_b0f<>+0(SB), Y8, Y10
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        qc_b0f<>+0(SB), Y8, Y8
+	VPSHUFB      qc_wb2<>+0(SB), Y7, Y11
+	VPMADDUBSW   64(AX), Y10, Y10
+	VPMADDWD     Y11, Y10, Y10
+	VPADDD       Y10, Y9, Y9
+	VPSHUFB      qc_wb3<>+0(SB), Y7, Y10
+	VPMADDUBSW   96(AX), Y8, Y8
+	VPMADDWD     Y10, Y8, Y8
+	VPADDD       Y8, Y9, Y9
+	VMOVDQU      80(SI), Y8
+	VPAND        qc_b0f<>+0(SB), Y8, Y10
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        qc_b0f<>+0(SB), Y8, Y8
+	VPSHUFB      qc_wb4<>+0(SB), Y7, Y11
+	VPMADDUBSW   128(AX), Y10, Y10
+	VPMADDWD     Y11, Y10, Y10
+	VPADDD       Y10, Y9, Y9
+	VPSHUFB      qc_wb5<>+0(SB), Y7, Y10
+	VPMADDUBSW   160(AX), Y8, Y8
+	VPMADDWD     Y10, Y8, Y8
+	VPADDD       Y8, Y9, Y9
+	VMOVDQU      112(SI), Y8
+	VPAND        qc_b0f<>+0(SB), Y8, Y10
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        qc_b0f<>+0(SB), Y8, Y8
+	VPSHUFB      qc_wb6<>+0(SB), Y7, Y11
+	VPMADDUBSW   192(AX), Y10, Y10
+	VPMADDWD     Y11, Y10, Y10
+	VPADDD       Y10, Y9, Y9
+	VPSHUFB      qc_wb7<>+0(SB), Y7, Y7
+	VPMADDUBSW   224(AX), Y8, Y8
+	VPMADDWD     Y7, Y8, Y8
+	VPADDD       Y8, Y9, Y9
+	VCVTDQ2PS    Y9, Y9
+	VSHUFPS      $0x00, Y6, Y6, Y6
+	VFMADD231PS  Y6, Y9, Y0
+	VMOVDQU      4(DI), X5
+	VPSHUFB      qc_k4idx1<>+0(SB), X5, X6
+	VPSRLW       $0x04, X6, X7
+	VPAND        qc_k4lo<>+0(SB), X6, X6
+	VPAND        qc_k4hi<>+0(SB), X7, X7
+	VPOR         X7, X6, X6
+	VPSHUFB      qc_k4idx2<>+0(SB), X5, X7
+	VPSRLW       $0x02, X7, X7
+	VPAND        qc_k4b30<>+0(SB), X7, X7
+	VPOR         X7, X6, X6
+	VPMOVZXBW    X6, X5
+	VINSERTI128  $0x01, X5, Y5, Y7
+	VPSHUFD      $0xee, X6, X6
+	VPMOVZXBW    X6, X5
+	VPMADDWD     (DX), X5, X5
+	VCVTDQ2PS    X5, X5
+	VPBROADCASTD (DI), X6
+	VCVTPH2PS    X6, Y6
+	VMULPS       Y4, Y6, Y6
+	VSHUFPS      $0x55, X6, X6, X4
+	VFMADD231PS  X4, X5, X3
+	VMOVDQU      16(DI), Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y8
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y4
+	VPSHUFB      qc_wb0<>+0(SB), Y7, Y9
+	VPMADDUBSW   (AX), Y8, Y8
+	VPMADDWD     Y9, Y8, Y8
+	VPSHUFB      qc_wb1<>+0(SB), Y7, Y9
+	VPMADDUBSW   32(AX), Y4, Y4
+	VPMADDWD     Y9, Y4, Y4
+	VPADDD       Y4, Y8, Y8
+	VMOVDQU      48(DI), Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y9
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y4
+	VPSHUFB      qc_wb2<>+0(SB), Y7, Y10
+	VPMADDUBSW   64(AX), Y9, Y9
+	VPMADDWD     Y10, Y9, Y9
+	VPADDD       Y9, Y8, Y8
+	VPSHUFB      qc_wb3<>+0(SB), Y7, Y9
+	VPMADDUBSW   96(AX), Y4, Y4
+	VPMADDWD     Y9, Y4, Y4
+	VPADDD       Y4, Y8, Y8
+	VMOVDQU      80(DI), Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y9
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y4
+	VPSHUFB      qc_wb4<>+0(SB), Y7, Y10
+	VPMADDUBSW   128(AX), Y9, Y9
+	VPMADDWD     Y10, Y9, Y9
+	VPADDD       Y9, Y8, Y8
+	VPSHUFB      qc_wb5<>+0(SB), Y7, Y9
+	VPMADDUBSW   160(AX), Y4, Y4
+	VPMADDWD     Y9, Y4, Y4
+	VPADDD       Y4, Y8, Y8
+	VMOVDQU      112(DI), Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y9
+	VPSRLW       $0x04, Y4, Y4
+	VPAND        qc_b0f<>+0(SB), Y4, Y4
+	VPSHUFB      qc_wb6<>+0(SB), Y7, Y10
+	VPMADDUBSW   192(AX), Y9, Y9
+	VPMADDWD     Y10, Y9, Y9
+	VPADDD       Y9, Y8, Y8
+	VPSHUFB      qc_wb7<>+0(SB), Y7, Y7
+	VPMADDUBSW   224(AX), Y4, Y4
+	VPMADDWD     Y7, Y4, Y4
+	VPADDD       Y4, Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VSHUFPS      $0x00, Y6, Y6, Y6
+	VFMADD231PS  Y6, Y8, Y2
+	ADDQ         $0x04, CX
+	ADDQ         $0x00000100, AX
+	ADDQ         $0x10, DX
+	ADDQ         $0x00000090, SI
+	ADDQ         $0x00000090, DI
+	DECQ         R8
+	JNZ          qdotQ4_K_1x2_block
+
+qdotQ4_K_1x2_done:
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDPS       X0, X4, X4
+	VSUBPS       X1, X4, X4
+	VHADDPS      X4, X4, X4
+	VHADDPS      X4, X4, X4
+	VMOVSS       X4, (AX)
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X2, X0, X0
+	VSUBPS       X3, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, 4(AX)
+	VZEROUPPER
+	RET

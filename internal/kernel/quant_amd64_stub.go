@@ -1257,3 +1257,83 @@ func qmvQ6_K_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	dequantQ6_K(dst[:256*nb], w)
 func qdeqQ6_K(dst *float32, w *byte, nb int)
+
+// qdotQ8_0_1x1 computes 1 row(s) of one token's x·wᵀ from 8-bit activations (xq, scales xd
+// per 32 values, extras xo) and Q8_0 weights in integer block dots, as dotQ8_0Q8:
+//
+//	for r := 0; r < 1; r++ {
+//		dst[r] = dotQ8_0Q8(w[r*ldw:], xq, xd, xo) // nb blocks
+//	}
+//
+// (the integer block sums are exact; the float accumulation order differs).
+func qdotQ8_0_1x1(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+
+// qdotQ8_0_1x2 computes 2 row(s) of one token's x·wᵀ from 8-bit activations (xq, scales xd
+// per 32 values, extras xo) and Q8_0 weights in integer block dots, as dotQ8_0Q8:
+//
+//	for r := 0; r < 2; r++ {
+//		dst[r] = dotQ8_0Q8(w[r*ldw:], xq, xd, xo) // nb blocks
+//	}
+//
+// (the integer block sums are exact; the float accumulation order differs).
+func qdotQ8_0_1x2(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+
+// qdotQ4_0_1x1 computes 1 row(s) of one token's x·wᵀ from 8-bit activations (xq, scales xd
+// per 32 values, extras xo) and Q4_0 weights in integer block dots, as dotQ4_0Q8:
+//
+//	for r := 0; r < 1; r++ {
+//		dst[r] = dotQ4_0Q8(w[r*ldw:], xq, xd, xo) // nb blocks
+//	}
+//
+// (the integer block sums are exact; the float accumulation order differs).
+func qdotQ4_0_1x1(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+
+// qdotQ4_0_1x2 computes 2 row(s) of one token's x·wᵀ from 8-bit activations (xq, scales xd
+// per 32 values, extras xo) and Q4_0 weights in integer block dots, as dotQ4_0Q8:
+//
+//	for r := 0; r < 2; r++ {
+//		dst[r] = dotQ4_0Q8(w[r*ldw:], xq, xd, xo) // nb blocks
+//	}
+//
+// (the integer block sums are exact; the float accumulation order differs).
+func qdotQ4_0_1x2(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+
+// qdotQ5_0_1x1 computes 1 row(s) of one token's x·wᵀ from 8-bit activations (xq, scales xd
+// per 32 values, extras xo) and Q5_0 weights in integer block dots, as dotQ5_0Q8:
+//
+//	for r := 0; r < 1; r++ {
+//		dst[r] = dotQ5_0Q8(w[r*ldw:], xq, xd, xo) // nb blocks
+//	}
+//
+// (the integer block sums are exact; the float accumulation order differs).
+func qdotQ5_0_1x1(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+
+// qdotQ5_0_1x2 computes 2 row(s) of one token's x·wᵀ from 8-bit activations (xq, scales xd
+// per 32 values, extras xo) and Q5_0 weights in integer block dots, as dotQ5_0Q8:
+//
+//	for r := 0; r < 2; r++ {
+//		dst[r] = dotQ5_0Q8(w[r*ldw:], xq, xd, xo) // nb blocks
+//	}
+//
+// (the integer block sums are exact; the float accumulation order differs).
+func qdotQ5_0_1x2(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+
+// qdotQ4_K_1x1 computes 1 row(s) of one token's x·wᵀ from 8-bit activations (xq, scales xd
+// per 256 values, extras xo) and Q4_K weights in integer block dots, as dotQ4_KQ8K:
+//
+//	for r := 0; r < 1; r++ {
+//		dst[r] = dotQ4_KQ8K(w[r*ldw:], xq, xd, xo) // nb blocks
+//	}
+//
+// (the integer block sums are exact; the float accumulation order differs).
+func qdotQ4_K_1x1(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)
+
+// qdotQ4_K_1x2 computes 2 row(s) of one token's x·wᵀ from 8-bit activations (xq, scales xd
+// per 256 values, extras xo) and Q4_K weights in integer block dots, as dotQ4_KQ8K:
+//
+//	for r := 0; r < 2; r++ {
+//		dst[r] = dotQ4_KQ8K(w[r*ldw:], xq, xd, xo) // nb blocks
+//	}
+//
+// (the integer block sums are exact; the float accumulation order differs).
+func qdotQ4_K_1x2(dst *float32, xq *int8, xd *float32, xo *byte, w *byte, ldw int, nb int)

@@ -15,7 +15,10 @@ import (
 //	shape=NxK   w [N, K]: 1344x768 (expert w1/v1), 768x1344 (expert w2 in GGUF
 //	            orientation), 100352x768 (lm_head, 77-154 MB: streams from DRAM)
 //	path=fused  MatMulTQ: the fused decode-and-dot kernels (quant_amd64.s)
-//	path=rows   the previous decode path: decode a row to float32, DotF32 per token
+//	path=rows   the row path: decode a row to float32 (assembly decoder), DotF32
+//	path=rowsgo the path before the assembly kernels: Go decoder, DotF32 per token
+//	path=int8   MatMulTQ8: 8-bit activations, integer dots (ggml's scheme; the qdot
+//	            kernels for Q8_0, Q4_0, Q5_0, Q4_K)
 //	path=bf16   the same shape as BF16 through MatMulT (type=BF16)
 func BenchmarkQmv(b *testing.B) {
 	r := newRand(1)
@@ -37,9 +40,11 @@ func BenchmarkQmv(b *testing.B) {
 				for _, T := range []int{1, 4} {
 					x := randF32(r, T*sh.K)
 					dst := make([]float32, T*sh.N)
-					paths := []string{"fused", "rows"}
+					paths := []string{"fused", "rows", "rowsgo"}
 					if dt == tensor.BF16 {
 						paths = []string{"bf16"}
+					} else if qFormatOf(dt).idot != nil {
+						paths = append(paths, "int8")
 					}
 					for _, path := range paths {
 						name := fmt.Sprintf("shape=%dx%d/type=%s/T=%d/threads=%d/path=%s", sh.N, sh.K, dt, T, threads, path)
@@ -52,6 +57,10 @@ func BenchmarkQmv(b *testing.B) {
 									MatMulT(pool, dst, x, T, m)
 								case "rows":
 									matMulTQ(pool, dst, x, T, m, qRows)
+								case "rowsgo":
+									matMulTQ(pool, dst, x, T, m, qRowsGo)
+								case "int8":
+									MatMulTQ8(pool, dst, x, T, m)
 								default:
 									MatMulTQ(pool, dst, x, T, m)
 								}
@@ -86,6 +95,7 @@ func BenchmarkQmvKernel(b *testing.B) {
 			kern := f.mv[T][R-1]
 			b.Run(fmt.Sprintf("type=%s/T=%d/R=%d", dt, T, R), func(b *testing.B) {
 				b.SetBytes(int64(len(m.Data)))
+				b.ReportAllocs()
 				for b.Loop() {
 					kern(&dst[0], R, &x[0], K, &m.Data[0], m.RowBytes(), K/f.block)
 				}
@@ -109,6 +119,7 @@ func BenchmarkQDecode(b *testing.B) {
 			}
 			b.Run("type="+dt.String()+"/path="+path, func(b *testing.B) {
 				b.SetBytes(4096 * 4)
+				b.ReportAllocs()
 				for b.Loop() {
 					if path == "asm" {
 						f.deq(&dst[0], &m.Data[0], 4096/f.block)

@@ -140,9 +140,9 @@ func TestMatMulTQ(t *testing.T) {
 					// max|x_b|/254·Σ|w_b|, well within 1% of Σ|x·w| for these data.
 					if T > 0 {
 						dst, done = guarded(t, T*N)
-						matMulTQ8(pool, dst, x, T, m)
+						MatMulTQ8(pool, dst, x, T, m)
 						done()
-						check("matMulTQ8", dst, 2e-2)
+						check("MatMulTQ8", dst, 2e-2)
 					}
 				}
 			}
@@ -241,6 +241,10 @@ func TestMatMulTQAllocs(t *testing.T) {
 			if a := testing.AllocsPerRun(20, func() { MatMulTQ(pool, dst, x, T, m) }); a != 0 {
 				t.Errorf("%s T=%d: %.1f allocations per call, want 0", dt, T, a)
 			}
+			MatMulTQ8(pool, dst, x, T, m)
+			if a := testing.AllocsPerRun(20, func() { MatMulTQ8(pool, dst, x, T, m) }); a != 0 {
+				t.Errorf("MatMulTQ8 %s T=%d: %.1f allocations per call, want 0", dt, T, a)
+			}
 		}
 	}
 }
@@ -250,7 +254,8 @@ func TestMatMulTQAllocs(t *testing.T) {
 //
 //	path=f32dot  MatMulTQ: decode rows to float32, SIMD DotF32 per token (T <= 4),
 //	             or decode tiles and run the float32 GEMM (T > 4)
-//	path=q8      matMulTQ8: 8-bit activations, integer dots in plain Go (ggml's scheme)
+//	path=q8      MatMulTQ8: 8-bit activations, integer dots (ggml's scheme; the qdot
+//	             kernels for Q8_0/Q4_0/Q5_0/Q4_K, plain Go for the others)
 //	path=bf16    the same shape as BF16 through MatMulT, for reference
 func BenchmarkMatMulTQ(b *testing.B) {
 	var pool *parallel.Pool // single-threaded: per-core cost, less noise on a shared machine
@@ -267,7 +272,7 @@ func BenchmarkMatMulTQ(b *testing.B) {
 					b.ReportAllocs()
 					for b.Loop() {
 						if path == "q8" {
-							matMulTQ8(pool, dst, x, T, m)
+							MatMulTQ8(pool, dst, x, T, m)
 						} else {
 							MatMulTQ(pool, dst, x, T, m)
 						}
@@ -534,13 +539,59 @@ func TestMatMulTQPaths(t *testing.T) {
 			for T := 1; T <= 9; T++ {
 				x := randF32(r, T*K)
 				ref, mag := refMatMulT(x, wf, T, N, K)
-				for _, mode := range []int{qAuto, qRows, qTiles} {
+				for _, mode := range []int{qAuto, qRows, qTiles, qRowsGo} {
 					dst, done := guarded(t, T*N)
 					matMulTQ(pool, dst, x, T, m, mode)
 					done()
 					for i := range ref {
 						if d, tol := math.Abs(float64(dst[i])-ref[i]), 2*float64(K)*0x1p-24*mag[i]+1e-6; !(d <= tol) {
 							t.Fatalf("%s N=%d T=%d mode=%d: [%d] = %v, want %v", dt, N, T, mode, i, dst[i], ref[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulTQ8Kernels: the integer-dot kernels (qdot*) give the plain-Go dots'
+// results: both sum the same exact integer block dots and differ only in the float
+// accumulation of the per-block terms (tolerance 1e-5 of Σ|w·x|, far below the
+// ~1e-3 of the activation rounding, so a different quantization would fail).
+func TestMatMulTQ8Kernels(t *testing.T) {
+	if simd == nil || fmtQ8_0.idot == nil {
+		t.Skip("no assembly kernels on this machine/build")
+	}
+	pool := parallel.New(2)
+	defer pool.Close()
+	r := newRand(29)
+	for _, dt := range qTypes {
+		f := qFormatOf(dt)
+		if f.idot == nil {
+			continue
+		}
+		Ks := []int{256, 768, 4096 + 256}
+		if f.block == 32 {
+			Ks = append(Ks, 32, 1344)
+		}
+		for _, K := range Ks {
+			for _, N := range []int{1, 2, 3, 7} {
+				m, wf := randQMat(t, r, dt, N, K)
+				for T := 1; T <= 3; T++ {
+					x := randF32(r, T*K)
+					_, mag := refMatMulT(x, wf, T, N, K)
+					fast, done := guarded(t, T*N)
+					MatMulTQ8(pool, fast, x, T, m)
+					done()
+					saved := simd
+					simd = nil
+					twin, done := guarded(t, T*N)
+					MatMulTQ8(pool, twin, x, T, m)
+					simd = saved
+					done()
+					for i := range fast {
+						if d, tol := math.Abs(float64(fast[i])-float64(twin[i])), 1e-5*mag[i]+1e-6; !(d <= tol) {
+							t.Fatalf("%s N=%d K=%d T=%d: [%d] = %v, Go dots %v (diff %.3g > %.3g)", dt, N, K, T, i, fast[i], twin[i], d, tol)
 						}
 					}
 				}

@@ -1,18 +1,21 @@
-// Command quantgen generates the fused decode-and-dot kernels for block-quantized
-// weights of package kernel (quant_amd64.s) with avo.
+// Command quantgen generates the kernels for block-quantized weights of package
+// kernel (quant_amd64.s, its stubs, and quant_amd64.go which installs them) with avo.
 //
 // Run from this directory (part of the asm module, so the engine does not depend on avo):
 //
 //	go run . -out ../../quant_amd64.s -stubs ../../quant_amd64_stub.go -tables ../../quant_amd64.go -pkg kernel
 //
-// or `go generate ./internal/kernel` from the repository root.
+// (`go generate ./internal/kernel` runs this and the asm generator of
+// kernels_amd64.s). It fails if a kernel's registers do not fit in Y0-Y15.
 //
-// Every kernel dequantizes each 8-value chunk of a weight row to float32 exactly as
+// The fused decode-and-dot kernels (qmv*) and row decoders (qdeq*) are exact:
+// every kernel dequantizes each 8-value chunk of a weight row to float32 exactly as
 // the plain-Go decoders of quant.go do (the same float32 operations: integer
 // offsets are subtracted before the conversion, K-quant sub-block scales are the
 // same products, and d1·q − m1 is one FMA, exact because d1·q is), so the only
-// difference from the plain twin is the summation order. All kernels need AVX2, FMA
-// and F16C; the Go side checks the CPU.
+// difference from the plain twin is the summation order. The integer-dot kernels
+// (qdot*, idot.go) are MatMulTQ8's: 8-bit activations, ggml's scheme. All kernels
+// need AVX2, FMA and F16C; the Go side checks the CPU.
 package main
 
 import (
@@ -38,6 +41,11 @@ func main() {
 			}
 		}
 		genQdeq(q)
+	}
+	for _, d := range idots {
+		for R := 1; R <= idotRows; R++ {
+			genIdot(d, R)
+		}
 	}
 	Generate()
 	if err := checkRegisters(flag.Lookup("out").Value.String()); err != nil {
@@ -103,6 +111,13 @@ func init() {
 		}
 		b.WriteString("\t}\n")
 		fmt.Fprintf(&b, "\t%s.deq = qdeq%s\n", v, q.name)
+	}
+	for _, d := range idots {
+		var ks []string
+		for R := 1; R <= idotRows; R++ {
+			ks = append(ks, fmt.Sprintf("qdot%s_1x%d", d.name, R))
+		}
+		fmt.Fprintf(&b, "\tfmt%s.idot = []qdotFunc{%s}\n", d.name, strings.Join(ks, ", "))
 	}
 	b.WriteString("}\n")
 	return []byte(b.String())
@@ -289,11 +304,12 @@ func chunkQ5_0(k *kctx, r, u, c int, sc []VecVirtual) VecVirtual {
 	return t
 }
 
-// setupK4 stages the 8 sub-block scales d·sc_j and mins dmin·m_j of a Q4_K/Q5_K
-// super-block (d, dmin f16, scales [12]byte, ggml's get_scale_min_k4) on the stack.
-func setupK4(k *kctx, r int) {
+// k4ScaleBytes decodes the 12 scale bytes at m (and reads 4 more) into
+// [sc0..sc7, m0..m7], the 6-bit sub-block scales and mins of ggml's
+// get_scale_min_k4.
+func k4ScaleBytes(m Mem) VecVirtual {
 	q := XMM()
-	VMOVDQU(k.wm(r, 4, false, 1), q) // scales (and 4 bytes beyond, unused)
+	VMOVDQU(m, q) // scales (and 4 bytes beyond, unused)
 	// p = [q0 q1 q2 q3 q8 q9 q10 q11 | q4 q5 q6 q7 q8 q9 q10 q11]: the low bits of
 	// sc0-3, sc4-7, m0-3 (all & 63, & 15, & 63) and m4-7 (>> 4).
 	const z = 0x80
@@ -310,6 +326,13 @@ func setupK4(k *kctx, r int) {
 	VPSRLW(U8(2), ph, ph)
 	VPAND(bconst("qc_k4b30", [16]byte{0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30, 0x30}), ph, ph)
 	VPOR(ph, p, p)
+	return p
+}
+
+// setupK4 stages the 8 sub-block scales d·sc_j and mins dmin·m_j of a Q4_K/Q5_K
+// super-block (d, dmin f16, scales [12]byte, ggml's get_scale_min_k4) on the stack.
+func setupK4(k *kctx, r int) {
+	p := k4ScaleBytes(k.wm(r, 4, false, 1))
 	s := YMM()
 	VPMOVZXBD(p, s)
 	VCVTDQ2PS(s, s)
@@ -342,20 +365,9 @@ func scalesK4(k *kctx, r, u int) []VecVirtual {
 // the low nibbles (sub-block 2j), unit 1 the high nibbles (2j+1); y = d1·q − m1.
 // The offset register is 8j.
 func chunkQ4_K(k *kctx, r, u, c int, sc []VecVirtual) VecVirtual {
-	e := os.Getenv("QE")
-	var t VecVirtual
-	if e == "noand" {
-		t = YMM()
-		VPMOVZXBD(k.wm(r, 16+8*c, true, 4), t)
-	} else {
-		t = nibbles(k.wm(r, 16+8*c, true, 4), u == 1)
-	}
-	if e != "nocvt" {
-		VCVTDQ2PS(t, t)
-	}
-	if e != "nofmsub" {
-		VFMSUB213PS(sc[1], sc[0], t) // t = d1·t − m1
-	}
+	t := nibbles(k.wm(r, 16+8*c, true, 4), u == 1)
+	VCVTDQ2PS(t, t)
+	VFMSUB213PS(sc[1], sc[0], t) // t = d1·t − m1
 	return t
 }
 
