@@ -23,7 +23,7 @@ const chatHelp = "Type a message and press Enter. Commands: /reset (forget the c
 
 func runChat(ctx context.Context, e env, args []string) error {
 	fs := newFlags("chat", e)
-	modelDir := fs.String("model", "", "model directory (HF checkpoint)")
+	modelDir := fs.String("model", "", "model: HF checkpoint directory or .gguf file (default: $DBRX_MODEL, else the shipped dbrx-tiny)")
 	system := fs.String("system", "", "system prompt (default: DBRX's default system prompt)")
 	threads := fs.Int("threads", 0, "worker threads (0 = all cores)")
 	sf := addSamplingFlags(fs)
@@ -34,8 +34,8 @@ func runChat(ctx context.Context, e env, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q (chat reads messages from standard input)", errUsage, pos[0])
 	}
-	if *modelDir == "" {
-		return fmt.Errorf("%w: --model is required", errUsage)
+	if *modelDir, _, err = resolveModel(*modelDir); err != nil {
+		return err
 	}
 	scfg, err := sf.config()
 	if err != nil {

@@ -61,7 +61,7 @@ func (s samplingFlags) config() (sample.Config, error) {
 
 func runRun(ctx context.Context, e env, args []string) error {
 	fs := newFlags("run", e)
-	modelDir := fs.String("model", "", "model directory (HF checkpoint)")
+	modelDir := fs.String("model", "", "model: HF checkpoint directory or .gguf file (default: $DBRX_MODEL, else the shipped dbrx-tiny)")
 	idsFlag := fs.String("ids", "", "prompt as comma-separated token ids (instead of text)")
 	chatMode := fs.Bool("chat", false, "wrap the text prompt in the DBRX chat template (one user turn)")
 	system := fs.String("system", "", "with --chat: system prompt (default: DBRX's default system prompt)")
@@ -72,8 +72,8 @@ func runRun(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *modelDir == "" {
-		return fmt.Errorf("%w: --model is required", errUsage)
+	if *modelDir, _, err = resolveModel(*modelDir); err != nil {
+		return err
 	}
 	if *format != "text" && *format != "ids" {
 		return fmt.Errorf("%w: --format must be text or ids, got %q", errUsage, *format)

@@ -59,7 +59,7 @@ func (f engineFlags) config() (engine.Config, error) {
 
 func runServe(ctx context.Context, e env, args []string) error {
 	fs := newFlags("serve", e)
-	modelDir := fs.String("model", "", "model directory (HF checkpoint)")
+	modelDir := fs.String("model", "", "model: HF checkpoint directory or .gguf file (default: $DBRX_MODEL, else the shipped dbrx-tiny)")
 	host := fs.String("host", "127.0.0.1", "address to listen on")
 	port := fs.Int("port", 8080, "port to listen on (0 = any free port)")
 	apiKey := fs.String("api-key", "", "require this bearer token on /v1/*")
@@ -80,8 +80,13 @@ func runServe(ctx context.Context, e env, args []string) error {
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
-	if *modelDir == "" {
-		return fmt.Errorf("%w: --model is required", errUsage)
+	modelPath, modelName, err := resolveModel(*modelDir)
+	if err != nil {
+		return err
+	}
+	*modelDir = modelPath
+	if *name == "" {
+		*name = modelName
 	}
 	if *port < 0 || *port > 65535 {
 		return fmt.Errorf("%w: --port %d out of range", errUsage, *port)

@@ -22,6 +22,7 @@ var allowed = map[string][]string{
 	"gguf":              {"tensor", "quant", "internal/mmap"},
 	"weights":           {"tensor", "safetensors", "gguf", "quant"},
 	"tokenizer":         {},
+	"models":            {},
 	"sample":            {},
 	"chat":              {"tokenizer"},
 	"nn":                {"tensor", "internal/kernel", "internal/parallel"},
