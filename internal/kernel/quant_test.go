@@ -337,7 +337,6 @@ type qmvCase struct {
 	x          []float32 // [T, ldx]
 	ldw, ldx   int
 	ldd        int
-	twin, fast []float32 // [T, ldd] inside guard bands
 }
 
 func newQmvCase(t *testing.T, r *rand.Rand, dt tensor.DType, T, R, K, pad int, nonFinite bool) *qmvCase {
