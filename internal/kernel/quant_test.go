@@ -328,15 +328,15 @@ func qScaleOffsets(dt tensor.DType) []int {
 // offset with row stride ldw >= RowBytes, T tokens, dst rows ldd apart inside
 // guard bands.
 type qmvCase struct {
-	dt         tensor.DType
-	T, R, K    int
-	pad        int // extra bytes between rows (ldw = RowBytes + pad)
-	nonFinite  bool
-	w          []byte    // R rows at stride ldw
-	wf         []float32 // dequantized rows [R, K] (quant's codec)
-	x          []float32 // [T, ldx]
-	ldw, ldx   int
-	ldd        int
+	dt        tensor.DType
+	T, R, K   int
+	pad       int // extra bytes between rows (ldw = RowBytes + pad)
+	nonFinite bool
+	w         []byte    // R rows at stride ldw
+	wf        []float32 // dequantized rows [R, K] (quant's codec)
+	x         []float32 // [T, ldx]
+	ldw, ldx  int
+	ldd       int
 }
 
 func newQmvCase(t *testing.T, r *rand.Rand, dt tensor.DType, T, R, K, pad int, nonFinite bool) *qmvCase {
