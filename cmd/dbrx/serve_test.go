@@ -123,14 +123,14 @@ func TestServeCommand(t *testing.T) {
 
 func TestServeFlagErrors(t *testing.T) {
 	for _, args := range [][]string{
-		{"serve"},
+		{"serve", "--port", "-1"},
 		{"serve", "--model", fixture("C"), "--port", "70000"},
 		{"serve", "--model", fixture("C"), "--log-format", "xml"},
 		{"serve", "--model", fixture("C"), "--max-seqs", "-1"},
 		{"serve", "--model", fixture("C"), "extra"},
 		{"bench-serve"},
 		{"bench-serve", "--model", fixture("C"), "--streams", "1,x"},
-		{"chat"},
+		{"chat", "extra"},
 		{"run", "--model", fixture("C"), "--chat", "--ids", "1"},
 	} {
 		if _, stderr, code := dbrxCmd(t, "", args...); code != 2 {
