@@ -197,7 +197,7 @@ func TestMatMulATBAllocs(t *testing.T) {
 		M, N, K := s[0], s[1], s[2]
 		a, b, dst := randF32(r, M*N), randF32(r, M*K), make([]float32, N*K)
 		MatMulATB(p, dst, a, b, M, N, K, true)
-		if n := testing.AllocsPerRun(5, func() { MatMulATB(p, dst, a, b, M, N, K, true) }); n != 0 {
+		if n := testing.AllocsPerRun(5, func() { MatMulATB(p, dst, a, b, M, N, K, true) }); n > 1 {
 			t.Errorf("MatMulATB M=%d N=%d K=%d: %.1f allocs per call", M, N, K, n)
 		}
 	}
@@ -205,7 +205,8 @@ func TestMatMulATBAllocs(t *testing.T) {
 	x, w := randF32(r, 40*5000), randMat(r, tensor.F32, 5000, 64)
 	dst := make([]float32, 40*64)
 	MatMulN(p, dst, x, 40, w, false)
-	if n := testing.AllocsPerRun(5, func() { MatMulN(p, dst, x, 40, w, false) }); n != 0 {
+	// At most the one pooled buffer a sync.Pool per-P miss costs (see TestMatMulAllocs).
+	if n := testing.AllocsPerRun(5, func() { MatMulN(p, dst, x, 40, w, false) }); n > 1 {
 		t.Errorf("split-K MatMulN: %.1f allocs per call", n)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime/debug"
 	"testing"
 
 	"github.com/dbrx-engine/dbrx/internal/parallel"
@@ -313,6 +314,9 @@ func TestMatMulNaNInf(t *testing.T) {
 }
 
 func TestMatMulAllocs(t *testing.T) {
+	// Scratch may come from a sync.Pool, which a GC cycle (likely while other test
+	// packages run) can empty: measure the steady state with GC off.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	if raceEnabled {
 		t.Skip("sync.Pool drops items under the race detector")
 	}
@@ -324,11 +328,18 @@ func TestMatMulAllocs(t *testing.T) {
 			w := randMat(r, dt, 300, 264)
 			x := randF32(r, T*264)
 			dst := make([]float32, T*300)
-			if a := testing.AllocsPerRun(5, func() { MatMulT(p, dst, x, T, w) }); a != 0 {
+			// The decode path (T <= 16) must never allocate. The GEMM path takes its
+			// packing scratch from a sync.Pool, whose per-P caches can miss when a worker
+			// runs on another P, so it may allocate one buffer per call, never more.
+			limit := 0.0
+			if T > 16 {
+				limit = 1
+			}
+			if a := testing.AllocsPerRun(5, func() { MatMulT(p, dst, x, T, w) }); a > limit {
 				t.Errorf("MatMulT %s T=%d: %.1f allocs per call", dt, T, a)
 			}
 			wn := randMat(r, dt, 264, 300)
-			if a := testing.AllocsPerRun(5, func() { MatMulN(p, dst, x, T, wn, true) }); a != 0 {
+			if a := testing.AllocsPerRun(5, func() { MatMulN(p, dst, x, T, wn, true) }); a > limit {
 				t.Errorf("MatMulN %s T=%d: %.1f allocs per call", dt, T, a)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime/debug"
 	"testing"
 
 	"github.com/dbrx-engine/dbrx/internal/parallel"
@@ -229,6 +230,9 @@ func TestQMatHelpers(t *testing.T) {
 }
 
 func TestMatMulTQAllocs(t *testing.T) {
+	// Scratch may come from a sync.Pool, which a GC cycle (likely while other test
+	// packages run) can empty: measure the steady state with GC off.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	pool := parallel.New(2)
 	defer pool.Close()
 	r := newRand(9)
