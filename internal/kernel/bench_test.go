@@ -236,12 +236,25 @@ var trainShapes = []struct {
 // training shapes, 1 and 2 threads:
 //
 //	go test -run '^$' -bench TrainGEMM ./internal/kernel
+//
+// impl=twin (the plain-Go loops) runs only at the expert shape (seconds per call).
 func BenchmarkTrainGEMM(b *testing.B) {
 	for _, s := range trainShapes {
 		for _, op := range []string{"T", "N", "ATB"} {
 			for _, threads := range []int{1, 2} {
-				name := fmt.Sprintf("shape=%s/op=%s/M=%d/N=%d/K=%d/threads=%d", s.name, op, s.M, s.N, s.K, threads)
-				b.Run(name, func(b *testing.B) { benchTrainGEMM(b, op, s.M, s.N, s.K, threads) })
+				for _, impl := range []string{"asm", "twin"} {
+					if impl == "asm" && simd == nil || impl == "twin" && s.name != "expert" {
+						continue
+					}
+					name := fmt.Sprintf("shape=%s/op=%s/M=%d/N=%d/K=%d/threads=%d/impl=%s", s.name, op, s.M, s.N, s.K, threads, impl)
+					b.Run(name, func(b *testing.B) {
+						var k *kernels
+						if impl == "asm" {
+							k = simd
+						}
+						withKernels(k, func() { benchTrainGEMM(b, op, s.M, s.N, s.K, threads) })
+					})
+				}
 			}
 		}
 	}

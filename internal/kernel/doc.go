@@ -15,7 +15,8 @@
 //     shift or an interleave with zeros and f16 with VCVTPH2PS, in token groups of
 //     up to 4, for both x·wᵀ (MatMulT, a few rows at a time) and x·w (MatMulN,
 //     row-streaming: up to 8 weight rows per pass into a T×16 block of dst held in
-//     registers, the rows two passes ahead prefetched);
+//     registers, the rows two passes ahead prefetched; with several workers each
+//     streams its own band of whole rows into a partial sum);
 //   - prefill and training (T > 16, and MatMulATB's aᵀ·b weight gradients): a
 //     blocked GEMM (gemm.go) with a 6×16 FMA micro-kernel over packed activation
 //     panels and weight blocks widened to float32 while packing; the work is split

@@ -109,9 +109,39 @@ type bKey struct {
 	nc, kcb int
 }
 
-var gemmScratchPool = sync.Pool{New: func() any {
+var gemmScratchPool = freeList[gemmScratch]{new: func() *gemmScratch {
 	return &gemmScratch{b: make([]float32, gemmKCMax*gemmNC), a: make([]float32, gemmMC*gemmKCMax)}
 }}
+
+// freeList is a bounded stack of reusable buffers. Unlike a sync.Pool it neither
+// empties at garbage collection nor misses when the goroutine that returns a
+// buffer ran on another P than the one that takes it next (a pool worker and the
+// caller), so a warmed-up call never allocates.
+type freeList[T any] struct {
+	mu    sync.Mutex
+	items []*T
+	new   func() *T
+}
+
+func (f *freeList[T]) get() *T {
+	f.mu.Lock()
+	if n := len(f.items); n > 0 {
+		x := f.items[n-1]
+		f.items = f.items[:n-1]
+		f.mu.Unlock()
+		return x
+	}
+	f.mu.Unlock()
+	return f.new()
+}
+
+func (f *freeList[T]) put(x *T) {
+	f.mu.Lock()
+	if len(f.items) < 64 {
+		f.items = append(f.items, x)
+	}
+	f.mu.Unlock()
+}
 
 // gemmSeq numbers GEMM calls so a worker's packed B block is never taken for
 // another call's.
@@ -348,7 +378,7 @@ func (t *mmTask) claim() int {
 // worker claims its next piece before working on the current one, so that it can
 // prefetch for it.
 func (t *mmTask) gemmWorker(lo, hi int) {
-	ws := gemmScratchPool.Get().(*gemmScratch)
+	ws := gemmScratchPool.get()
 	for w := lo; w < hi; w++ {
 		cur := t.claim()
 		for cur >= 0 {
@@ -357,7 +387,7 @@ func (t *mmTask) gemmWorker(lo, hi int) {
 			cur = next
 		}
 	}
-	gemmScratchPool.Put(ws)
+	gemmScratchPool.put(ws)
 }
 
 // step is one B block of a piece and the rows it is swept over.

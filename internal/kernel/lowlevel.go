@@ -66,7 +66,7 @@ var simd *kernels
 // match the generator: accumulators and operands must fit in 16 YMM registers).
 var (
 	mvTRows = [5]int{0, 2, 4, 4, 2}
-	mvRRows = [5]int{0, 8, 4, 8, 8}
+	mvRRows = [5]int{0, 1, 4, 8, 8}
 )
 
 func dtIndex(dt tensor.DType) int {

@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/dbrx-engine/dbrx/internal/parallel"
 	"github.com/dbrx-engine/dbrx/tensor"
@@ -125,18 +124,18 @@ type mmTask struct {
 
 	gemmState
 
-	fnGeneric, fnMatvec, fnATB func(lo, hi int)
+	fnGeneric, fnMatvec, fnMatvecRows, fnATB func(lo, hi int)
 }
 
-var taskPool = sync.Pool{New: func() any {
+var taskPool = freeList[mmTask]{new: func() *mmTask {
 	t := new(mmTask)
-	t.fnGeneric, t.fnMatvec, t.fnATB = t.generic, t.matvec, t.atbGeneric
+	t.fnGeneric, t.fnMatvec, t.fnMatvecRows, t.fnATB = t.generic, t.matvec, t.matvecRows, t.atbGeneric
 	t.fnPackA, t.fnWorker, t.fnReduce = t.packAGlobal, t.gemmWorker, t.reduce
 	return t
 }}
 
 func getTask(dst, x []float32, T int, w Mat, N, K int, trans, acc bool) *mmTask {
-	t := taskPool.Get().(*mmTask)
+	t := taskPool.get()
 	t.dst, t.x, t.T, t.w, t.N, t.K, t.trans, t.acc, t.k = dst, x, T, w, N, K, trans, acc, simd
 	return t
 }
@@ -144,13 +143,22 @@ func getTask(dst, x []float32, T int, w Mat, N, K int, trans, acc bool) *mmTask 
 func putTask(t *mmTask) {
 	t.dst, t.x, t.w, t.k, t.atbA, t.atbB = nil, nil, Mat{}, nil, nil, nil
 	t.g = gemmOp{}
-	taskPool.Put(t)
+	taskPool.put(t)
 }
 
 func (t *mmTask) run(p *parallel.Pool) {
 	switch {
 	case t.k == nil:
 		p.For(t.N, 16, t.fnGeneric)
+	case t.T <= matvecMaxT && !t.trans && p.Workers() > 1 && t.K >= 4*mvKBlock*p.Workers():
+		// x·w: one contiguous band of weight rows per worker streams better
+		// than a strip of every row.
+		t.workers = p.Workers()
+		if need := (t.workers - 1) * t.T * t.N; cap(t.part) < need {
+			t.part = make([]float32, need)
+		}
+		p.For(t.workers, 1, t.fnMatvecRows)
+		t.reduceRows(0, t.T)
 	case t.T <= matvecMaxT:
 		p.For(t.N, 64, t.fnMatvec)
 	default:
@@ -202,27 +210,86 @@ func (t *mmTask) matvec(lo, hi int) {
 		}
 		return
 	}
-	// x·w: stream blocks of mvKBlock weight rows (contiguous within each row's
-	// strip [lo, hi)); every token group adds their contribution to its dst strip.
+	t.matvecN(t.dst, t.acc, 0, K, lo, hi)
+}
+
+// matvecN adds x·w over weight rows [k0, k1) into columns [lo, hi) of out [T, N]
+// (overwriting them first unless acc): it streams blocks of mvKBlock weight rows
+// (contiguous within each row's strip) and every token group adds their
+// contribution to its strip of out.
+func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
+	d, es := dtIndex(t.w.DType), t.w.DType.Size()
+	T, N, K := t.T, t.N, t.K
+	x, w := t.x, t.w
 	n8 := lo + (hi-lo)&^7 // end of the whole 8-column vectors
 	if n8 > lo {
-		for k0 := 0; k0 < K; k0 += mvKBlock {
-			k1 := min(k0+mvKBlock, K)
+		for b0 := k0; b0 < k1; b0 += mvKBlock {
+			b1 := min(b0+mvKBlock, k1)
 			for t0 := 0; t0 < T; t0 += 4 {
 				ks := t.k.mvR[d][min(4, T-t0)]
-				for k := k0; k < k1; {
-					kr := min(len(ks), k1-k)
-					acc := 1
-					if k == 0 && !t.acc {
-						acc = 0
+				for k := b0; k < b1; {
+					kr := min(len(ks), b1-k)
+					a := 1
+					if k == k0 && !acc {
+						a = 0
 					}
-					ks[kr-1](&dst[t0*N+lo], N, &x[t0*K+k], K, &w.Data[(k*N+lo)*es], N, n8-lo, acc)
+					ks[kr-1](&out[t0*N+lo], N, &x[t0*K+k], K, &w.Data[(k*N+lo)*es], N, n8-lo, a)
 					k += kr
 				}
 			}
 		}
 	}
 	if n8 < hi {
-		matMulNGeneric(dst, x, T, w, n8, hi, t.acc)
+		if k0 != 0 || k1 != K {
+			panic("kernel: matvecN: column tail with a partial row range")
+		}
+		matMulNGeneric(out, x, T, w, n8, hi, acc)
+	}
+}
+
+// matvecRows is the x·w decode path split over weight rows rather than columns:
+// worker slot s streams a contiguous band of rows (whole rows, one sequential read)
+// into dst (slot 0) or its partial sum [T, N] (the others), added up afterwards.
+// Slot 0 also takes the last N%8 columns over all rows.
+func (t *mmTask) matvecRows(lo, hi int) {
+	T, N, K, W := t.T, t.N, t.K, t.workers
+	n8 := N &^ 7
+	for s := lo; s < hi; s++ {
+		k0 := s * K / W / mvKBlock * mvKBlock
+		k1 := (s + 1) * K / W / mvKBlock * mvKBlock
+		if s == W-1 {
+			k1 = K
+		}
+		if s == 0 {
+			if n8 < N {
+				matMulNGeneric(t.dst, t.x, T, t.w, n8, N, t.acc)
+			}
+			if k1 > k0 {
+				t.matvecN(t.dst, t.acc, k0, k1, 0, n8)
+			} else if !t.acc {
+				for i := 0; i < T; i++ {
+					clear(t.dst[i*N : i*N+n8])
+				}
+			}
+			continue
+		}
+		part := t.part[(s-1)*T*N : s*T*N]
+		if k1 > k0 {
+			t.matvecN(part, false, k0, k1, 0, n8)
+		} else {
+			clear(part)
+		}
+	}
+}
+
+// reduceRows adds the partial sums of matvecRows into dst rows [lo, hi) (tokens).
+func (t *mmTask) reduceRows(lo, hi int) {
+	T, N := t.T, t.N
+	n8 := N &^ 7
+	for s := 1; s < t.workers; s++ {
+		part := t.part[(s-1)*T*N : s*T*N]
+		for i := lo; i < hi; i++ {
+			AxpyF32(t.dst[i*N:i*N+n8], 1, part[i*N:i*N+n8])
+		}
 	}
 }

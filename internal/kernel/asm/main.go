@@ -777,8 +777,11 @@ func wExpr(dt dtype) string {
 
 // mvRRows is the number of weight rows the row-streaming MatMulN decode kernel
 // combines per pass for T tokens (the T·rows broadcasts of x stay in registers
-// when they fit; beyond, they are reloaded from memory, which is cheap).
-var mvRRows = [5]int{0, 8, 4, 8, 8}
+// when they fit; beyond, they are reloaded from memory, which is cheap). A single
+// token takes one row per pass: the weights are then read strictly in order, which
+// the hardware prefetchers stream best (measured: ~0.65 of a plain read versus
+// ~0.55 for 8 interleaved rows); dst stays in L1 either way.
+var mvRRows = [5]int{0, 1, 4, 8, 8}
 
 // mvRPrefetch is how many passes ahead the row-streaming kernel prefetches: the
 // rows of the call after next, so that a DRAM access has a whole call to land.
