@@ -52,7 +52,7 @@ func avx2Kernels() *kernels {
 		},
 		mvR: [3][5][]mvRFunc{
 			{nil,
-				{mvRF32_1x1},
+				{mvRF32_1x1, mvRF32_1x2, mvRF32_1x3, mvRF32_1x4, mvRF32_1x5, mvRF32_1x6, mvRF32_1x7, mvRF32_1x8},
 				{mvRF32_2x1, mvRF32_2x2, mvRF32_2x3, mvRF32_2x4},
 				{mvRF32_3x1, mvRF32_3x2, mvRF32_3x3, mvRF32_3x4, mvRF32_3x5, mvRF32_3x6, mvRF32_3x7, mvRF32_3x8},
 				{mvRF32_4x1, mvRF32_4x2, mvRF32_4x3, mvRF32_4x4, mvRF32_4x5, mvRF32_4x6, mvRF32_4x7, mvRF32_4x8}},

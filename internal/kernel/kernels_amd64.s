@@ -804,6 +804,958 @@ mvRF32_1x1_done:
 	VZEROUPPER
 	RET
 
+// func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x2(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x02, CX
+	IMUL3Q       $0x00000004, CX, DX
+	ADDQ         AX, DX
+	MOVQ         dst+0(FP), BX
+	MOVQ         ldd+8(FP), SI
+	SHLQ         $0x02, SI
+	MOVQ         n+48(FP), SI
+	ANDQ         $-8, SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JZ           mvRF32_1x2_set
+
+mvRF32_1x2_acc_main:
+	CMPQ        SI, $0x00000010
+	JL          mvRF32_1x2_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000001, CX, DI
+	SUBQ        DI, DX
+	VMOVUPS     (BX), Y2
+	VMOVUPS     32(BX), Y4
+	VFMADD231PS (AX), Y0, Y2
+	VFMADD231PS 32(AX), Y0, Y4
+	VMULPS      (AX)(CX*1), Y1, Y3
+	VMULPS      32(AX)(CX*1), Y1, Y5
+	VADDPS      Y3, Y2, Y2
+	VADDPS      Y5, Y4, Y4
+	VMOVUPS     Y2, (BX)
+	VMOVUPS     Y4, 32(BX)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, SI
+	JMP         mvRF32_1x2_acc_main
+
+mvRF32_1x2_acc_16:
+	TESTQ       SI, SI
+	JZ          mvRF32_1x2_done
+	VMOVUPS     (BX), Y2
+	VMOVUPS     (AX), Y3
+	VFMADD231PS Y3, Y0, Y2
+	VMOVUPS     (AX)(CX*1), Y0
+	VFMADD231PS Y0, Y1, Y2
+	VMOVUPS     Y2, (BX)
+	JMP         mvRF32_1x2_done
+
+mvRF32_1x2_set:
+mvRF32_1x2_set_main:
+	CMPQ       SI, $0x00000010
+	JL         mvRF32_1x2_set_16
+	PREFETCHT0 (DX)
+	ADDQ       CX, DX
+	PREFETCHT0 (DX)
+	IMUL3Q     $0x00000001, CX, DI
+	SUBQ       DI, DX
+	VMULPS     (AX), Y0, Y2
+	VMULPS     32(AX), Y0, Y4
+	VMULPS     (AX)(CX*1), Y1, Y3
+	VMULPS     32(AX)(CX*1), Y1, Y5
+	VADDPS     Y3, Y2, Y2
+	VADDPS     Y5, Y4, Y4
+	VMOVUPS    Y2, (BX)
+	VMOVUPS    Y4, 32(BX)
+	ADDQ       $0x00000040, AX
+	ADDQ       $0x00000040, BX
+	ADDQ       $0x00000040, DX
+	SUBQ       $0x00000010, SI
+	JMP        mvRF32_1x2_set_main
+
+mvRF32_1x2_set_16:
+	TESTQ       SI, SI
+	JZ          mvRF32_1x2_done
+	VMOVUPS     (AX), Y2
+	VMULPS      Y2, Y0, Y0
+	VMOVUPS     (AX)(CX*1), Y2
+	VFMADD231PS Y2, Y1, Y0
+	VMOVUPS     Y0, (BX)
+
+mvRF32_1x2_done:
+	VZEROUPPER
+	RET
+
+// func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x3(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x02, CX
+	IMUL3Q       $0x00000006, CX, DX
+	ADDQ         AX, DX
+	MOVQ         dst+0(FP), BX
+	MOVQ         ldd+8(FP), SI
+	SHLQ         $0x02, SI
+	MOVQ         n+48(FP), SI
+	ANDQ         $-8, SI
+	MOVQ         acc+56(FP), DI
+	TESTQ        DI, DI
+	JZ           mvRF32_1x3_set
+
+mvRF32_1x3_acc_main:
+	CMPQ        SI, $0x00000010
+	JL          mvRF32_1x3_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000002, CX, DI
+	SUBQ        DI, DX
+	VMOVUPS     (BX), Y3
+	VMOVUPS     32(BX), Y5
+	VFMADD231PS (AX), Y0, Y3
+	VFMADD231PS 32(AX), Y0, Y5
+	VMULPS      (AX)(CX*1), Y1, Y4
+	VMULPS      32(AX)(CX*1), Y1, Y6
+	VFMADD231PS (AX)(CX*2), Y2, Y3
+	VFMADD231PS 32(AX)(CX*2), Y2, Y5
+	VADDPS      Y4, Y3, Y3
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y3, (BX)
+	VMOVUPS     Y5, 32(BX)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, SI
+	JMP         mvRF32_1x3_acc_main
+
+mvRF32_1x3_acc_16:
+	TESTQ       SI, SI
+	JZ          mvRF32_1x3_done
+	VMOVUPS     (BX), Y3
+	VMOVUPS     (AX), Y4
+	VFMADD231PS Y4, Y0, Y3
+	VMOVUPS     (AX)(CX*1), Y0
+	VFMADD231PS Y0, Y1, Y3
+	VMOVUPS     (AX)(CX*2), Y0
+	VFMADD231PS Y0, Y2, Y3
+	VMOVUPS     Y3, (BX)
+	JMP         mvRF32_1x3_done
+
+mvRF32_1x3_set:
+mvRF32_1x3_set_main:
+	CMPQ        SI, $0x00000010
+	JL          mvRF32_1x3_set_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000002, CX, DI
+	SUBQ        DI, DX
+	VMULPS      (AX), Y0, Y3
+	VMULPS      32(AX), Y0, Y5
+	VMULPS      (AX)(CX*1), Y1, Y4
+	VMULPS      32(AX)(CX*1), Y1, Y6
+	VFMADD231PS (AX)(CX*2), Y2, Y3
+	VFMADD231PS 32(AX)(CX*2), Y2, Y5
+	VADDPS      Y4, Y3, Y3
+	VADDPS      Y6, Y5, Y5
+	VMOVUPS     Y3, (BX)
+	VMOVUPS     Y5, 32(BX)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, SI
+	JMP         mvRF32_1x3_set_main
+
+mvRF32_1x3_set_16:
+	TESTQ       SI, SI
+	JZ          mvRF32_1x3_done
+	VMOVUPS     (AX), Y3
+	VMULPS      Y3, Y0, Y0
+	VMOVUPS     (AX)(CX*1), Y3
+	VFMADD231PS Y3, Y1, Y0
+	VMOVUPS     (AX)(CX*2), Y1
+	VFMADD231PS Y1, Y2, Y0
+	VMOVUPS     Y0, (BX)
+
+mvRF32_1x3_done:
+	VZEROUPPER
+	RET
+
+// func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x4(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x02, CX
+	IMUL3Q       $0x00000008, CX, DX
+	ADDQ         AX, DX
+	LEAQ         (AX)(CX*2), BX
+	ADDQ         CX, BX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	TESTQ        R8, R8
+	JZ           mvRF32_1x4_set
+
+mvRF32_1x4_acc_main:
+	CMPQ        DI, $0x00000010
+	JL          mvRF32_1x4_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000003, CX, R8
+	SUBQ        R8, DX
+	VMOVUPS     (SI), Y4
+	VMOVUPS     32(SI), Y6
+	VFMADD231PS (AX), Y0, Y4
+	VFMADD231PS 32(AX), Y0, Y6
+	VMULPS      (AX)(CX*1), Y1, Y5
+	VMULPS      32(AX)(CX*1), Y1, Y7
+	VFMADD231PS (AX)(CX*2), Y2, Y4
+	VFMADD231PS 32(AX)(CX*2), Y2, Y6
+	VFMADD231PS (BX), Y3, Y5
+	VFMADD231PS 32(BX), Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y4, (SI)
+	VMOVUPS     Y6, 32(SI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, DI
+	JMP         mvRF32_1x4_acc_main
+
+mvRF32_1x4_acc_16:
+	TESTQ       DI, DI
+	JZ          mvRF32_1x4_done
+	VMOVUPS     (SI), Y4
+	VMOVUPS     (AX), Y5
+	VFMADD231PS Y5, Y0, Y4
+	VMOVUPS     (AX)(CX*1), Y0
+	VFMADD231PS Y0, Y1, Y4
+	VMOVUPS     (AX)(CX*2), Y0
+	VFMADD231PS Y0, Y2, Y4
+	VMOVUPS     (BX), Y0
+	VFMADD231PS Y0, Y3, Y4
+	VMOVUPS     Y4, (SI)
+	JMP         mvRF32_1x4_done
+
+mvRF32_1x4_set:
+mvRF32_1x4_set_main:
+	CMPQ        DI, $0x00000010
+	JL          mvRF32_1x4_set_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000003, CX, R8
+	SUBQ        R8, DX
+	VMULPS      (AX), Y0, Y4
+	VMULPS      32(AX), Y0, Y6
+	VMULPS      (AX)(CX*1), Y1, Y5
+	VMULPS      32(AX)(CX*1), Y1, Y7
+	VFMADD231PS (AX)(CX*2), Y2, Y4
+	VFMADD231PS 32(AX)(CX*2), Y2, Y6
+	VFMADD231PS (BX), Y3, Y5
+	VFMADD231PS 32(BX), Y3, Y7
+	VADDPS      Y5, Y4, Y4
+	VADDPS      Y7, Y6, Y6
+	VMOVUPS     Y4, (SI)
+	VMOVUPS     Y6, 32(SI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, DI
+	JMP         mvRF32_1x4_set_main
+
+mvRF32_1x4_set_16:
+	TESTQ       DI, DI
+	JZ          mvRF32_1x4_done
+	VMOVUPS     (AX), Y4
+	VMULPS      Y4, Y0, Y0
+	VMOVUPS     (AX)(CX*1), Y4
+	VFMADD231PS Y4, Y1, Y0
+	VMOVUPS     (AX)(CX*2), Y1
+	VFMADD231PS Y1, Y2, Y0
+	VMOVUPS     (BX), Y1
+	VFMADD231PS Y1, Y3, Y0
+	VMOVUPS     Y0, (SI)
+
+mvRF32_1x4_done:
+	VZEROUPPER
+	RET
+
+// func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x5(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x02, CX
+	IMUL3Q       $0x0000000a, CX, DX
+	ADDQ         AX, DX
+	LEAQ         (AX)(CX*2), BX
+	ADDQ         CX, BX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	TESTQ        R8, R8
+	JZ           mvRF32_1x5_set
+
+mvRF32_1x5_acc_main:
+	CMPQ        DI, $0x00000010
+	JL          mvRF32_1x5_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000004, CX, R8
+	SUBQ        R8, DX
+	VMOVUPS     (SI), Y5
+	VMOVUPS     32(SI), Y7
+	VFMADD231PS (AX), Y0, Y5
+	VFMADD231PS 32(AX), Y0, Y7
+	VMULPS      (AX)(CX*1), Y1, Y6
+	VMULPS      32(AX)(CX*1), Y1, Y8
+	VFMADD231PS (AX)(CX*2), Y2, Y5
+	VFMADD231PS 32(AX)(CX*2), Y2, Y7
+	VFMADD231PS (BX), Y3, Y6
+	VFMADD231PS 32(BX), Y3, Y8
+	VFMADD231PS (BX)(CX*1), Y4, Y5
+	VFMADD231PS 32(BX)(CX*1), Y4, Y7
+	VADDPS      Y6, Y5, Y5
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y5, (SI)
+	VMOVUPS     Y7, 32(SI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, DI
+	JMP         mvRF32_1x5_acc_main
+
+mvRF32_1x5_acc_16:
+	TESTQ       DI, DI
+	JZ          mvRF32_1x5_done
+	VMOVUPS     (SI), Y5
+	VMOVUPS     (AX), Y6
+	VFMADD231PS Y6, Y0, Y5
+	VMOVUPS     (AX)(CX*1), Y0
+	VFMADD231PS Y0, Y1, Y5
+	VMOVUPS     (AX)(CX*2), Y0
+	VFMADD231PS Y0, Y2, Y5
+	VMOVUPS     (BX), Y0
+	VFMADD231PS Y0, Y3, Y5
+	VMOVUPS     (BX)(CX*1), Y0
+	VFMADD231PS Y0, Y4, Y5
+	VMOVUPS     Y5, (SI)
+	JMP         mvRF32_1x5_done
+
+mvRF32_1x5_set:
+mvRF32_1x5_set_main:
+	CMPQ        DI, $0x00000010
+	JL          mvRF32_1x5_set_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000004, CX, R8
+	SUBQ        R8, DX
+	VMULPS      (AX), Y0, Y5
+	VMULPS      32(AX), Y0, Y7
+	VMULPS      (AX)(CX*1), Y1, Y6
+	VMULPS      32(AX)(CX*1), Y1, Y8
+	VFMADD231PS (AX)(CX*2), Y2, Y5
+	VFMADD231PS 32(AX)(CX*2), Y2, Y7
+	VFMADD231PS (BX), Y3, Y6
+	VFMADD231PS 32(BX), Y3, Y8
+	VFMADD231PS (BX)(CX*1), Y4, Y5
+	VFMADD231PS 32(BX)(CX*1), Y4, Y7
+	VADDPS      Y6, Y5, Y5
+	VADDPS      Y8, Y7, Y7
+	VMOVUPS     Y5, (SI)
+	VMOVUPS     Y7, 32(SI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, DI
+	JMP         mvRF32_1x5_set_main
+
+mvRF32_1x5_set_16:
+	TESTQ       DI, DI
+	JZ          mvRF32_1x5_done
+	VMOVUPS     (AX), Y5
+	VMULPS      Y5, Y0, Y0
+	VMOVUPS     (AX)(CX*1), Y5
+	VFMADD231PS Y5, Y1, Y0
+	VMOVUPS     (AX)(CX*2), Y1
+	VFMADD231PS Y1, Y2, Y0
+	VMOVUPS     (BX), Y1
+	VFMADD231PS Y1, Y3, Y0
+	VMOVUPS     (BX)(CX*1), Y1
+	VFMADD231PS Y1, Y4, Y0
+	VMOVUPS     Y0, (SI)
+
+mvRF32_1x5_done:
+	VZEROUPPER
+	RET
+
+// func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x6(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x02, CX
+	IMUL3Q       $0x0000000c, CX, DX
+	ADDQ         AX, DX
+	LEAQ         (AX)(CX*2), BX
+	ADDQ         CX, BX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	TESTQ        R8, R8
+	JZ           mvRF32_1x6_set
+
+mvRF32_1x6_acc_main:
+	CMPQ        DI, $0x00000010
+	JL          mvRF32_1x6_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000005, CX, R8
+	SUBQ        R8, DX
+	VMOVUPS     (SI), Y6
+	VMOVUPS     32(SI), Y8
+	VFMADD231PS (AX), Y0, Y6
+	VFMADD231PS 32(AX), Y0, Y8
+	VMULPS      (AX)(CX*1), Y1, Y7
+	VMULPS      32(AX)(CX*1), Y1, Y9
+	VFMADD231PS (AX)(CX*2), Y2, Y6
+	VFMADD231PS 32(AX)(CX*2), Y2, Y8
+	VFMADD231PS (BX), Y3, Y7
+	VFMADD231PS 32(BX), Y3, Y9
+	VFMADD231PS (BX)(CX*1), Y4, Y6
+	VFMADD231PS 32(BX)(CX*1), Y4, Y8
+	VFMADD231PS (BX)(CX*2), Y5, Y7
+	VFMADD231PS 32(BX)(CX*2), Y5, Y9
+	VADDPS      Y7, Y6, Y6
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y6, (SI)
+	VMOVUPS     Y8, 32(SI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, DI
+	JMP         mvRF32_1x6_acc_main
+
+mvRF32_1x6_acc_16:
+	TESTQ       DI, DI
+	JZ          mvRF32_1x6_done
+	VMOVUPS     (SI), Y6
+	VMOVUPS     (AX), Y7
+	VFMADD231PS Y7, Y0, Y6
+	VMOVUPS     (AX)(CX*1), Y0
+	VFMADD231PS Y0, Y1, Y6
+	VMOVUPS     (AX)(CX*2), Y0
+	VFMADD231PS Y0, Y2, Y6
+	VMOVUPS     (BX), Y0
+	VFMADD231PS Y0, Y3, Y6
+	VMOVUPS     (BX)(CX*1), Y0
+	VFMADD231PS Y0, Y4, Y6
+	VMOVUPS     (BX)(CX*2), Y0
+	VFMADD231PS Y0, Y5, Y6
+	VMOVUPS     Y6, (SI)
+	JMP         mvRF32_1x6_done
+
+mvRF32_1x6_set:
+mvRF32_1x6_set_main:
+	CMPQ        DI, $0x00000010
+	JL          mvRF32_1x6_set_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000005, CX, R8
+	SUBQ        R8, DX
+	VMULPS      (AX), Y0, Y6
+	VMULPS      32(AX), Y0, Y8
+	VMULPS      (AX)(CX*1), Y1, Y7
+	VMULPS      32(AX)(CX*1), Y1, Y9
+	VFMADD231PS (AX)(CX*2), Y2, Y6
+	VFMADD231PS 32(AX)(CX*2), Y2, Y8
+	VFMADD231PS (BX), Y3, Y7
+	VFMADD231PS 32(BX), Y3, Y9
+	VFMADD231PS (BX)(CX*1), Y4, Y6
+	VFMADD231PS 32(BX)(CX*1), Y4, Y8
+	VFMADD231PS (BX)(CX*2), Y5, Y7
+	VFMADD231PS 32(BX)(CX*2), Y5, Y9
+	VADDPS      Y7, Y6, Y6
+	VADDPS      Y9, Y8, Y8
+	VMOVUPS     Y6, (SI)
+	VMOVUPS     Y8, 32(SI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, DI
+	JMP         mvRF32_1x6_set_main
+
+mvRF32_1x6_set_16:
+	TESTQ       DI, DI
+	JZ          mvRF32_1x6_done
+	VMOVUPS     (AX), Y6
+	VMULPS      Y6, Y0, Y0
+	VMOVUPS     (AX)(CX*1), Y6
+	VFMADD231PS Y6, Y1, Y0
+	VMOVUPS     (AX)(CX*2), Y1
+	VFMADD231PS Y1, Y2, Y0
+	VMOVUPS     (BX), Y1
+	VFMADD231PS Y1, Y3, Y0
+	VMOVUPS     (BX)(CX*1), Y1
+	VFMADD231PS Y1, Y4, Y0
+	VMOVUPS     (BX)(CX*2), Y1
+	VFMADD231PS Y1, Y5, Y0
+	VMOVUPS     Y0, (SI)
+
+mvRF32_1x6_done:
+	VZEROUPPER
+	RET
+
+// func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x7(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x02, CX
+	IMUL3Q       $0x0000000e, CX, DX
+	ADDQ         AX, DX
+	LEAQ         (AX)(CX*2), BX
+	ADDQ         CX, BX
+	LEAQ         (BX)(CX*2), SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	TESTQ        R9, R9
+	JZ           mvRF32_1x7_set
+
+mvRF32_1x7_acc_main:
+	CMPQ        R8, $0x00000010
+	JL          mvRF32_1x7_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000006, CX, R9
+	SUBQ        R9, DX
+	VMOVUPS     (DI), Y7
+	VMOVUPS     32(DI), Y9
+	VFMADD231PS (AX), Y0, Y7
+	VFMADD231PS 32(AX), Y0, Y9
+	VMULPS      (AX)(CX*1), Y1, Y8
+	VMULPS      32(AX)(CX*1), Y1, Y10
+	VFMADD231PS (AX)(CX*2), Y2, Y7
+	VFMADD231PS 32(AX)(CX*2), Y2, Y9
+	VFMADD231PS (BX), Y3, Y8
+	VFMADD231PS 32(BX), Y3, Y10
+	VFMADD231PS (BX)(CX*1), Y4, Y7
+	VFMADD231PS 32(BX)(CX*1), Y4, Y9
+	VFMADD231PS (BX)(CX*2), Y5, Y8
+	VFMADD231PS 32(BX)(CX*2), Y5, Y10
+	VFMADD231PS (SI), Y6, Y7
+	VFMADD231PS 32(SI), Y6, Y9
+	VADDPS      Y8, Y7, Y7
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y7, (DI)
+	VMOVUPS     Y9, 32(DI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, R8
+	JMP         mvRF32_1x7_acc_main
+
+mvRF32_1x7_acc_16:
+	TESTQ       R8, R8
+	JZ          mvRF32_1x7_done
+	VMOVUPS     (DI), Y7
+	VMOVUPS     (AX), Y8
+	VFMADD231PS Y8, Y0, Y7
+	VMOVUPS     (AX)(CX*1), Y0
+	VFMADD231PS Y0, Y1, Y7
+	VMOVUPS     (AX)(CX*2), Y0
+	VFMADD231PS Y0, Y2, Y7
+	VMOVUPS     (BX), Y0
+	VFMADD231PS Y0, Y3, Y7
+	VMOVUPS     (BX)(CX*1), Y0
+	VFMADD231PS Y0, Y4, Y7
+	VMOVUPS     (BX)(CX*2), Y0
+	VFMADD231PS Y0, Y5, Y7
+	VMOVUPS     (SI), Y0
+	VFMADD231PS Y0, Y6, Y7
+	VMOVUPS     Y7, (DI)
+	JMP         mvRF32_1x7_done
+
+mvRF32_1x7_set:
+mvRF32_1x7_set_main:
+	CMPQ        R8, $0x00000010
+	JL          mvRF32_1x7_set_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000006, CX, R9
+	SUBQ        R9, DX
+	VMULPS      (AX), Y0, Y7
+	VMULPS      32(AX), Y0, Y9
+	VMULPS      (AX)(CX*1), Y1, Y8
+	VMULPS      32(AX)(CX*1), Y1, Y10
+	VFMADD231PS (AX)(CX*2), Y2, Y7
+	VFMADD231PS 32(AX)(CX*2), Y2, Y9
+	VFMADD231PS (BX), Y3, Y8
+	VFMADD231PS 32(BX), Y3, Y10
+	VFMADD231PS (BX)(CX*1), Y4, Y7
+	VFMADD231PS 32(BX)(CX*1), Y4, Y9
+	VFMADD231PS (BX)(CX*2), Y5, Y8
+	VFMADD231PS 32(BX)(CX*2), Y5, Y10
+	VFMADD231PS (SI), Y6, Y7
+	VFMADD231PS 32(SI), Y6, Y9
+	VADDPS      Y8, Y7, Y7
+	VADDPS      Y10, Y9, Y9
+	VMOVUPS     Y7, (DI)
+	VMOVUPS     Y9, 32(DI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, R8
+	JMP         mvRF32_1x7_set_main
+
+mvRF32_1x7_set_16:
+	TESTQ       R8, R8
+	JZ          mvRF32_1x7_done
+	VMOVUPS     (AX), Y7
+	VMULPS      Y7, Y0, Y0
+	VMOVUPS     (AX)(CX*1), Y7
+	VFMADD231PS Y7, Y1, Y0
+	VMOVUPS     (AX)(CX*2), Y1
+	VFMADD231PS Y1, Y2, Y0
+	VMOVUPS     (BX), Y1
+	VFMADD231PS Y1, Y3, Y0
+	VMOVUPS     (BX)(CX*1), Y1
+	VFMADD231PS Y1, Y4, Y0
+	VMOVUPS     (BX)(CX*2), Y1
+	VFMADD231PS Y1, Y5, Y0
+	VMOVUPS     (SI), Y1
+	VFMADD231PS Y1, Y6, Y0
+	VMOVUPS     Y0, (DI)
+
+mvRF32_1x7_done:
+	VZEROUPPER
+	RET
+
+// func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// Requires: AVX, FMA3, MMX+
+TEXT ·mvRF32_1x8(SB), NOSPLIT, $0-64
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	VBROADCASTSS 16(AX), Y4
+	VBROADCASTSS 20(AX), Y5
+	VBROADCASTSS 24(AX), Y6
+	VBROADCASTSS 28(AX), Y7
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x02, CX
+	IMUL3Q       $0x00000010, CX, DX
+	ADDQ         AX, DX
+	LEAQ         (AX)(CX*2), BX
+	ADDQ         CX, BX
+	LEAQ         (BX)(CX*2), SI
+	ADDQ         CX, SI
+	MOVQ         dst+0(FP), DI
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	MOVQ         n+48(FP), R8
+	ANDQ         $-8, R8
+	MOVQ         acc+56(FP), R9
+	TESTQ        R9, R9
+	JZ           mvRF32_1x8_set
+
+mvRF32_1x8_acc_main:
+	CMPQ        R8, $0x00000010
+	JL          mvRF32_1x8_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000007, CX, R9
+	SUBQ        R9, DX
+	VMOVUPS     (DI), Y8
+	VMOVUPS     32(DI), Y10
+	VFMADD231PS (AX), Y0, Y8
+	VFMADD231PS 32(AX), Y0, Y10
+	VMULPS      (AX)(CX*1), Y1, Y9
+	VMULPS      32(AX)(CX*1), Y1, Y11
+	VFMADD231PS (AX)(CX*2), Y2, Y8
+	VFMADD231PS 32(AX)(CX*2), Y2, Y10
+	VFMADD231PS (BX), Y3, Y9
+	VFMADD231PS 32(BX), Y3, Y11
+	VFMADD231PS (BX)(CX*1), Y4, Y8
+	VFMADD231PS 32(BX)(CX*1), Y4, Y10
+	VFMADD231PS (BX)(CX*2), Y5, Y9
+	VFMADD231PS 32(BX)(CX*2), Y5, Y11
+	VFMADD231PS (SI), Y6, Y8
+	VFMADD231PS 32(SI), Y6, Y10
+	VFMADD231PS (SI)(CX*1), Y7, Y9
+	VFMADD231PS 32(SI)(CX*1), Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y8, (DI)
+	VMOVUPS     Y10, 32(DI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, R8
+	JMP         mvRF32_1x8_acc_main
+
+mvRF32_1x8_acc_16:
+	TESTQ       R8, R8
+	JZ          mvRF32_1x8_done
+	VMOVUPS     (DI), Y8
+	VMOVUPS     (AX), Y9
+	VFMADD231PS Y9, Y0, Y8
+	VMOVUPS     (AX)(CX*1), Y0
+	VFMADD231PS Y0, Y1, Y8
+	VMOVUPS     (AX)(CX*2), Y0
+	VFMADD231PS Y0, Y2, Y8
+	VMOVUPS     (BX), Y0
+	VFMADD231PS Y0, Y3, Y8
+	VMOVUPS     (BX)(CX*1), Y0
+	VFMADD231PS Y0, Y4, Y8
+	VMOVUPS     (BX)(CX*2), Y0
+	VFMADD231PS Y0, Y5, Y8
+	VMOVUPS     (SI), Y0
+	VFMADD231PS Y0, Y6, Y8
+	VMOVUPS     (SI)(CX*1), Y0
+	VFMADD231PS Y0, Y7, Y8
+	VMOVUPS     Y8, (DI)
+	JMP         mvRF32_1x8_done
+
+mvRF32_1x8_set:
+mvRF32_1x8_set_main:
+	CMPQ        R8, $0x00000010
+	JL          mvRF32_1x8_set_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000007, CX, R9
+	SUBQ        R9, DX
+	VMULPS      (AX), Y0, Y8
+	VMULPS      32(AX), Y0, Y10
+	VMULPS      (AX)(CX*1), Y1, Y9
+	VMULPS      32(AX)(CX*1), Y1, Y11
+	VFMADD231PS (AX)(CX*2), Y2, Y8
+	VFMADD231PS 32(AX)(CX*2), Y2, Y10
+	VFMADD231PS (BX), Y3, Y9
+	VFMADD231PS 32(BX), Y3, Y11
+	VFMADD231PS (BX)(CX*1), Y4, Y8
+	VFMADD231PS 32(BX)(CX*1), Y4, Y10
+	VFMADD231PS (BX)(CX*2), Y5, Y9
+	VFMADD231PS 32(BX)(CX*2), Y5, Y11
+	VFMADD231PS (SI), Y6, Y8
+	VFMADD231PS 32(SI), Y6, Y10
+	VFMADD231PS (SI)(CX*1), Y7, Y9
+	VFMADD231PS 32(SI)(CX*1), Y7, Y11
+	VADDPS      Y9, Y8, Y8
+	VADDPS      Y11, Y10, Y10
+	VMOVUPS     Y8, (DI)
+	VMOVUPS     Y10, 32(DI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000040, DI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000010, R8
+	JMP         mvRF32_1x8_set_main
+
+mvRF32_1x8_set_16:
+	TESTQ       R8, R8
+	JZ          mvRF32_1x8_done
+	VMOVUPS     (AX), Y8
+	VMULPS      Y8, Y0, Y0
+	VMOVUPS     (AX)(CX*1), Y8
+	VFMADD231PS Y8, Y1, Y0
+	VMOVUPS     (AX)(CX*2), Y1
+	VFMADD231PS Y1, Y2, Y0
+	VMOVUPS     (BX), Y1
+	VFMADD231PS Y1, Y3, Y0
+	VMOVUPS     (BX)(CX*1), Y1
+	VFMADD231PS Y1, Y4, Y0
+	VMOVUPS     (BX)(CX*2), Y1
+	VFMADD231PS Y1, Y5, Y0
+	VMOVUPS     (SI), Y1
+	VFMADD231PS Y1, Y6, Y0
+	VMOVUPS     (SI)(CX*1), Y1
+	VFMADD231PS Y1, Y7, Y0
+	VMOVUPS     Y0, (DI)
+
+mvRF32_1x8_done:
+	VZEROUPPER
+	RET
+
 // func mvTF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 // Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_2x1(SB), NOSPLIT, $0-56

@@ -157,6 +157,132 @@ func mvTF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
+// mvRF32_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 5; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 6; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 7; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// mvRF32_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 8; i++ {
+//				s += x[t*ldx+i] * w[i*ldw+j]
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
 // mvTF32_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 2; t++ {

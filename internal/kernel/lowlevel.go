@@ -66,7 +66,7 @@ var simd *kernels
 // match the generator: accumulators and operands must fit in 16 YMM registers).
 var (
 	mvTRows = [5]int{0, 2, 4, 4, 2}
-	mvRRows = [5]int{0, 1, 4, 8, 8}
+	mvRRows = [3][5]int{{0, 8, 4, 8, 8}, {0, 1, 4, 8, 8}, {0, 1, 4, 8, 8}} // [dtype][T]
 )
 
 func dtIndex(dt tensor.DType) int {
@@ -184,7 +184,7 @@ func goKernels() *kernels {
 			for r := 1; r <= mvTRows[T]; r++ {
 				k.mvT[d][T] = append(k.mvT[d][T], mvTGo(d, T, r))
 			}
-			for kr := 1; kr <= mvRRows[T]; kr++ {
+			for kr := 1; kr <= mvRRows[d][T]; kr++ {
 				k.mvR[d][T] = append(k.mvR[d][T], mvRGo(d, T, kr))
 			}
 		}

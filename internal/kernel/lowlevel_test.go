@@ -67,7 +67,7 @@ func TestLowLevelMvR(t *testing.T) {
 	a, g := needSIMD(t), goKernels()
 	for d := 0; d < 3; d++ {
 		for T := 1; T <= 4; T++ {
-			for kr := 1; kr <= mvRRows[T]; kr++ {
+			for kr := 1; kr <= mvRRows[d][T]; kr++ {
 				for _, n := range []int{0, 8, 40, 64, 300} {
 					for _, acc := range []int{0, 1} {
 						ldx, ldw, ldd := kr+3, n+5, n+3

@@ -30,7 +30,7 @@ func main() {
 			for r := 1; r <= mvTRows[t]; r++ {
 				genMvT(dt, t, r)
 			}
-			for kr := 1; kr <= mvRRows[t]; kr++ {
+			for kr := 1; kr <= mvRRows[dtIndex(dt)][t]; kr++ {
 				genMvR(dt, t, kr)
 			}
 		}
@@ -776,12 +776,24 @@ func wExpr(dt dtype) string {
 // ---------------------------------------------------------------- matvec, x·w
 
 // mvRRows is the number of weight rows the row-streaming MatMulN decode kernel
-// combines per pass for T tokens (the T·rows broadcasts of x stay in registers
-// when they fit; beyond, they are reloaded from memory, which is cheap). A single
-// token takes one row per pass: the weights are then read strictly in order, which
-// the hardware prefetchers stream best (measured: ~0.65 of a plain read versus
-// ~0.55 for 8 interleaved rows); dst stays in L1 either way.
-var mvRRows = [5]int{0, 1, 4, 8, 8}
+// combines per pass, per dtype (F32, BF16, F16) and T tokens (the T·rows
+// broadcasts of x stay in registers when they fit; beyond, they are reloaded from
+// memory, which is cheap). A single token over 16-bit weights takes one row per
+// pass: the weights are then read strictly in order, which the hardware
+// prefetchers stream best (measured: ~0.65 of a plain read against ~0.55 for 8
+// interleaved rows); f32 rows are twice as long per dst element, and one row per
+// pass would spend the time on dst loads and stores, so f32 keeps 8.
+var mvRRows = [3][5]int{{0, 8, 4, 8, 8}, {0, 1, 4, 8, 8}, {0, 1, 4, 8, 8}}
+
+func dtIndex(dt dtype) int {
+	switch dt.name {
+	case "BF16":
+		return 1
+	case "F16":
+		return 2
+	}
+	return 0
+}
 
 // mvRPrefetch is how many passes ahead the row-streaming kernel prefetches: the
 // rows of the call after next, so that a DRAM access has a whole call to land.
