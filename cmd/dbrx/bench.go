@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -35,6 +37,7 @@ func runBench(ctx context.Context, e env, args []string) error {
 	reps := fs.Int("reps", 3, "repetitions of each test")
 	asJSON := fs.Bool("json", false, "print one JSON object per test instead of a table")
 	memcpy := fs.Bool("memcpy", true, "also measure plain memory-copy bandwidth for comparison")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the timed tests to this file")
 	if _, err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -66,6 +69,17 @@ func runBench(ctx context.Context, e env, args []string) error {
 	maxLen := max(*nPrompt, *nGen) + 1
 	cache := m.NewKVCache(maxLen, maxLen)
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var results []benchResult
 	measure := func(test string, tokens int, fn func() error) error {
 		if err := fn(); err != nil { // warm-up: page in weights, grow buffers
