@@ -152,7 +152,7 @@ func TestExpAccuracy(t *testing.T) {
 	for i := range x {
 		x[i] = -103 + 191.72*float32(i)/n // [-103, 88.72]
 	}
-	x[0], x[1], x[2], x[3] = 0, -0.0, 88.72, -87.33
+	x[0], x[1], x[2], x[3] = 0, float32(math.Copysign(0, -1)), 88.72, -87.33
 	x[4], x[5], x[6], x[7] = float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 89
 	e := append([]float32(nil), x...)
 	simd.expSub(&e[0], &e[0], n, 0)
