@@ -17,24 +17,27 @@ var allowed = map[string][]string{
 	"internal/mmap":     {},
 	"internal/numtest":  {},
 	"internal/kernel":   {"tensor", "internal/parallel"},
-	"safetensors":       {"tensor", "internal/mmap"},
+	"safetensors":       {"tensor", "internal/mmap", "internal/atomicfile"},
 	"quant":             {"tensor"},
-	"gguf":              {"tensor", "quant", "internal/mmap"},
+	"gguf":              {"tensor", "quant", "internal/mmap", "internal/atomicfile"},
 	"weights":           {"tensor", "safetensors", "gguf", "quant"},
 	"tokenizer":         {},
-	"models":            {},
+	"models":            {"internal/atomicfile"},
 	"sample":            {},
 	"chat":              {"tokenizer"},
 	"nn":                {"tensor", "internal/kernel", "internal/parallel"},
 	"model":             {"tensor", "weights", "nn", "internal/kernel", "internal/parallel"},
 	"model/dbrx":        {"tensor", "weights", "nn", "model", "internal/kernel", "internal/parallel", "quant"},
 	"optim":             {"tensor", "internal/kernel", "internal/parallel"},
-	"data":              {"tensor", "tokenizer", "chat", "internal/mmap"},
+	"data":              {"tensor", "tokenizer", "chat", "internal/mmap", "internal/atomicfile"},
 	"dist":              {},
 	"engine":            {"tensor", "model", "model/dbrx", "sample", "chat", "tokenizer", "internal/parallel", "internal/kernel", "weights"},
 	"serve":             {"engine", "chat", "tokenizer", "sample"},
 	"eval":              {"engine", "tokenizer", "chat", "sample"},
 	"train":             {"tensor", "model", "model/dbrx", "nn", "optim", "data", "dist", "weights", "safetensors", "tokenizer", "chat", "internal/kernel", "internal/parallel"},
+
+	// Leaf packages below the formats: standard library only.
+	"internal/atomicfile": {},
 }
 
 func TestImportLayers(t *testing.T) {
