@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
-	"os"
-	"path/filepath"
-	"runtime"
 	"unsafe"
 
+	"github.com/dbrx-engine/dbrx/internal/atomicfile"
 	"github.com/dbrx-engine/dbrx/internal/mmap"
 )
 
@@ -133,23 +131,23 @@ func ParseHeader(b []byte, fileSize int64) (Header, error) {
 // when Close succeeds; until then it is a temporary file in the same directory. A
 // ShardWriter is not safe for concurrent use.
 type ShardWriter struct {
-	path, tmp string
-	f         *os.File
-	bw        *bufio.Writer
-	hdr       Header
-	crc       uint32
-	buf       []byte
-	err       error
-	done      bool
+	path string
+	f    *atomicfile.File
+	bw   *bufio.Writer
+	hdr  Header
+	crc  uint32
+	buf  []byte
+	err  error
+	done bool
 }
 
 // CreateShard starts a shard at path whose documents are separated by eot.
 func CreateShard(path string, eot uint32) (*ShardWriter, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := atomicfile.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("data: create shard: %w", err)
 	}
-	w := &ShardWriter{path: path, tmp: f.Name(), f: f, bw: bufio.NewWriterSize(f, 1<<20),
+	w := &ShardWriter{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20),
 		hdr: Header{Version: Version, DType: DTypeUint32, EOT: eot}}
 	var zero [HeaderSize]byte
 	if _, err := w.bw.Write(zero[:]); err != nil { // placeholder, rewritten by Close
@@ -263,21 +261,8 @@ func (w *ShardWriter) finish() error {
 	if _, err := w.f.WriteAt(hdr, 0); err != nil {
 		return wrap("write header", err)
 	}
-	if err := w.f.Sync(); err != nil {
-		return wrap("fsync", err)
-	}
-	if err := w.f.Close(); err != nil {
-		return wrap("close", err)
-	}
-	w.f = nil
-	if err := os.Chmod(w.tmp, 0o644); err != nil {
-		return wrap("chmod", err)
-	}
-	if err := os.Rename(w.tmp, w.path); err != nil {
-		return wrap("rename", err)
-	}
-	if err := syncDir(filepath.Dir(w.path)); err != nil {
-		return wrap("fsync directory", err)
+	if err := w.f.Commit(); err != nil {
+		return fmt.Errorf("data: %w", err)
 	}
 	return nil
 }
@@ -291,51 +276,12 @@ func (w *ShardWriter) Abort() {
 	if w.err == nil {
 		w.err = fmt.Errorf("data: %s: writer aborted", w.path)
 	}
-	if w.f != nil {
-		w.f.Close()
-		w.f = nil
-	}
-	os.Remove(w.tmp)
+	w.f.Abort() // a no-op once Commit has run, whatever its result
 }
 
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// writeFileAtomic writes data to path through a fsynced temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
+// writeFileAtomic writes data to path through a fsynced temporary file and a rename
+// (see internal/atomicfile).
+func writeFileAtomic(path string, data []byte) error { return atomicfile.WriteFile(path, data) }
 
 // Shard is an open, read-only token shard.
 type Shard struct {

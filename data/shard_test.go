@@ -6,7 +6,9 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -107,6 +109,43 @@ func TestShardWriterBadIDAndAbort(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("Abort left %d files", len(ents))
+	}
+}
+
+// A failed Close (here the rename, over a directory) names the shard and leaves no
+// temporary file; a successful one gives an ordinary 0644 file.
+func TestShardWriterCloseFailure(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "x.tok")
+	if err := os.MkdirAll(filepath.Join(p, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	w, err := CreateShard(p, EndOfText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteDocument([]int{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	err = w.Close()
+	if err == nil || !strings.HasPrefix(err.Error(), "data: ") || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "rename") {
+		t.Fatalf("Close onto a directory: %v, want a data: error naming %s and the rename", err, p)
+	}
+	if err2 := w.Close(); err2 == nil || err2.Error() != err.Error() {
+		t.Errorf("second Close = %v, want the first error again", err2)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 || ents[0].Name() != "x.tok" || !ents[0].IsDir() {
+		t.Errorf("failed Close left %v, want just the directory", ents)
+	}
+
+	good := filepath.Join(dir, "good.tok")
+	writeShard(t, good, [][]int{{5}})
+	fi, err := os.Stat(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm() != 0o644 {
+		t.Errorf("shard mode %v, want 0644", fi.Mode().Perm())
 	}
 }
 
