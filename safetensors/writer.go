@@ -8,11 +8,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"unicode/utf8"
 
+	"github.com/dbrx-engine/dbrx/internal/atomicfile"
 	"github.com/dbrx-engine/dbrx/tensor"
 )
 
@@ -33,8 +33,7 @@ var errClosed = errors.New("safetensors: writer is closed")
 // when Close succeeds. A Writer is not safe for concurrent use.
 type Writer struct {
 	path  string
-	tmp   string
-	f     *os.File
+	f     *atomicfile.File
 	bw    *bufio.Writer
 	infos []TensorInfo
 	next  int   // index of the next tensor to write
@@ -110,11 +109,11 @@ func Create(path string, tensors []WriterTensor, metadata map[string]string) (*W
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: create %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := atomicfile.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("safetensors: create %s: %w", path, err)
+		return nil, fmt.Errorf("safetensors: %w", err)
 	}
-	w := &Writer{path: path, tmp: f.Name(), f: f, bw: bufio.NewWriterSize(f, 1<<20), infos: infos}
+	w := &Writer{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20), infos: infos}
 	if _, err := w.bw.Write(hdr); err != nil {
 		w.Abort()
 		return nil, fmt.Errorf("safetensors: create %s: write header: %w", path, err)
@@ -187,21 +186,8 @@ func (w *Writer) finish() error {
 	if err := w.bw.Flush(); err != nil {
 		return wrap("write", err)
 	}
-	if err := w.f.Sync(); err != nil {
-		return wrap("fsync", err)
-	}
-	if err := w.f.Close(); err != nil {
-		return wrap("close", err)
-	}
-	w.f = nil
-	if err := os.Chmod(w.tmp, 0o644); err != nil {
-		return wrap("chmod", err)
-	}
-	if err := os.Rename(w.tmp, w.path); err != nil {
-		return wrap("rename", err)
-	}
-	if err := syncDir(filepath.Dir(w.path)); err != nil {
-		return wrap("fsync directory", err)
+	if err := w.f.Commit(); err != nil {
+		return fmt.Errorf("safetensors: %w", err)
 	}
 	return nil
 }
@@ -213,25 +199,7 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done, w.err = true, errClosed
-	if w.f != nil {
-		w.f.Close()
-		w.f = nil
-	}
-	os.Remove(w.tmp)
-}
-
-// syncDir fsyncs a directory so that a rename in it is durable. Windows cannot fsync
-// directories; there it does nothing.
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	w.f.Abort() // a no-op once Commit has run, whatever its result
 }
 
 // WriteFile writes tensors, in order, to a safetensors file at path (atomically, with
@@ -253,33 +221,6 @@ func WriteFile(path string, tensors []Tensor, metadata map[string]string) error 
 		}
 	}
 	return w.Close()
-}
-
-// writeFileAtomic writes data to path through a fsynced temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // shardName is the Hugging Face name of shard i (1-based) of n.
@@ -376,7 +317,7 @@ func WriteDir(dir string, tensors []Tensor, metadata map[string]string, maxShard
 		if err != nil {
 			return fmt.Errorf("safetensors: write checkpoint %s: %w", dir, err)
 		}
-		if err := writeFileAtomic(filepath.Join(dir, IndexFileName), b); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, IndexFileName), b); err != nil {
 			return fmt.Errorf("safetensors: write checkpoint %s: %w", dir, err)
 		}
 		keep[IndexFileName] = true

@@ -420,8 +420,9 @@ func TestCreateErrors(t *testing.T) {
 			t.Errorf("%s: %v, want %v naming the path", tc.name, err, tc.kind)
 		}
 	}
-	if _, err := Create(filepath.Join(dir, "no", "such", "dir", "x.safetensors"), nil, nil); err == nil {
-		t.Error("Create in a missing directory succeeded")
+	missing := filepath.Join(dir, "no", "such", "dir", "x.safetensors")
+	if _, err := Create(missing, nil, nil); err == nil || !strings.HasPrefix(err.Error(), "safetensors: ") || !strings.Contains(err.Error(), missing) {
+		t.Errorf("Create in a missing directory: %v, want a safetensors: error naming %s", err, missing)
 	}
 	if err := WriteFile(p, []Tensor{{Name: "a", DType: tensor.F32, Shape: tensor.Shape{2}, Data: make([]byte, 4)}}, nil); !errors.Is(err, ErrSize) {
 		t.Errorf("WriteFile short data: %v", err)
@@ -430,6 +431,21 @@ func TestCreateErrors(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("files left: %v", ents)
 	}
+}
+
+// A failed Close (here the rename, onto a directory) names the file and the step and
+// leaves no temporary file.
+func TestCloseFailure(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "m.safetensors")
+	if err := os.MkdirAll(filepath.Join(p, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	err := WriteFile(p, []Tensor{{Name: "a", DType: tensor.F32, Shape: tensor.Shape{1}, Data: make([]byte, 4)}}, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "safetensors: ") || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "rename") {
+		t.Fatalf("WriteFile onto a directory: %v, want a safetensors: error naming %s and the rename", err, p)
+	}
+	checkNoTemp(t, dir)
 }
 
 // Tensors written with 8-byte header alignment come back naturally aligned when every
