@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -502,6 +503,46 @@ func baseSpec() fileSpec {
 			{name: "b", dims: []uint64{32, 2}, nDims: -1, typ: uint32(quant.Q8_0), offset: 128},
 		},
 		dataLen: 128 + 68,
+	}
+}
+
+// A failed commit (here the rename, onto a directory) is a *Error naming the file
+// and the step, and leaves no temporary file; a committed file is an ordinary 0644 one.
+func TestWriterCommitFailure(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.gguf")
+	if err := os.MkdirAll(filepath.Join(path, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ts := testTensors(t)[:1]
+	write := func(path string) error {
+		w, err := Create(path, nil, []TensorInfo{ts[0].info})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteTensor(ts[0].info.Name, ts[0].data); err != nil {
+			t.Fatal(err)
+		}
+		return w.Close()
+	}
+	err := write(path)
+	var ge *Error
+	if !errors.As(err, &ge) || ge.Msg != "rename" || !strings.HasPrefix(err.Error(), "gguf: "+path+": ") {
+		t.Fatalf("Close onto a directory: %v, want a gguf *Error naming %s and the rename", err, path)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 || ents[0].Name() != "m.gguf" {
+		t.Errorf("failed Close left %v, want just the directory", ents)
+	}
+	good := filepath.Join(dir, "good.gguf")
+	if err := write(good); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if runtime.GOOS != "windows" && fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", fi.Mode().Perm())
 	}
 }
 

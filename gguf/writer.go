@@ -4,11 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
+
+	"github.com/dbrx-engine/dbrx/internal/atomicfile"
 )
 
 // MaxNameLen is the longest tensor name llama.cpp accepts (GGML_MAX_NAME - 1).
@@ -25,8 +26,8 @@ const MaxNameLen = 63
 // A Writer is not safe for concurrent use. After any error the Writer is
 // broken: every later call returns that error and the caller should Abort.
 type Writer struct {
-	path, tmp string
-	f         *os.File
+	path      string
+	f         *atomicfile.File
 	bw        *bufio.Writer
 	infos     []TensorInfo
 	next      int // index of the next tensor to write
@@ -49,15 +50,12 @@ func Create(path string, kvs []KV, infos []TensorInfo) (*Writer, error) {
 	w := &Writer{path: path, alignment: alignment, infos: planned}
 	hdr := encodeHeader(kvs, planned)
 
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	f, ferr := os.CreateTemp(dir, "."+base+".tmp-*")
+	f, ferr := atomicfile.Create(path)
 	if ferr != nil {
-		return nil, &Error{File: path, Offset: -1, Msg: "create temp file", Err: ferr}
+		_, cause := step(ferr)
+		return nil, &Error{File: path, Offset: -1, Msg: "create temp file", Err: cause}
 	}
-	w.f, w.tmp = f, f.Name()
+	w.f = f
 	w.bw = bufio.NewWriterSize(f, 1<<20)
 	if err := w.write(hdr); err != nil {
 		w.Abort()
@@ -276,10 +274,6 @@ func (w *Writer) Close() error {
 	if w.err == nil {
 		if err := w.bw.Flush(); err != nil {
 			w.fail(err, "flush")
-		} else if err := w.f.Sync(); err != nil {
-			w.fail(err, "fsync")
-		} else if err := w.f.Chmod(0o644); err != nil {
-			w.fail(err, "chmod")
 		}
 	}
 	if w.err != nil {
@@ -289,15 +283,10 @@ func (w *Writer) Close() error {
 		return err
 	}
 	w.done = true
-	if err := w.f.Close(); err != nil {
-		os.Remove(w.tmp)
-		return w.fail(err, "close")
+	if err := w.f.Commit(); err != nil {
+		op, cause := step(err)
+		return w.fail(cause, "%s", op)
 	}
-	if err := os.Rename(w.tmp, w.path); err != nil {
-		os.Remove(w.tmp)
-		return w.fail(err, "rename")
-	}
-	syncDir(filepath.Dir(w.path))
 	return nil
 }
 
@@ -311,20 +300,21 @@ func (w *Writer) Abort() error {
 	if w.err == nil {
 		w.err = &Error{File: w.path, Offset: -1, Msg: "writer", Err: ErrClosed}
 	}
-	w.f.Close()
-	if err := os.Remove(w.tmp); err != nil && !os.IsNotExist(err) {
-		return &Error{File: w.path, Offset: -1, Msg: "remove temp file", Err: err}
+	if err := w.f.Abort(); err != nil {
+		_, cause := step(err)
+		return &Error{File: w.path, Offset: -1, Msg: "remove temp file", Err: cause}
 	}
 	return nil
 }
 
-// syncDir fsyncs a directory so a rename in it is durable; best effort (not all
-// platforms can open or sync directories).
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
+// step splits an internal/atomicfile error into the step that failed (fsync, rename,
+// ...) and its cause, for an *Error that already names the file.
+func step(err error) (string, error) {
+	var ae *atomicfile.Error
+	if errors.As(err, &ae) {
+		return ae.Op, ae.Err
 	}
+	return "commit", err
 }
 
 func putString(b *bytes.Buffer, s string) {
