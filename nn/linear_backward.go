@@ -43,27 +43,3 @@ func transpose(p *parallel.Pool, dst, src []float32, rows, cols int) {
 		}
 	})
 }
-
-// Transpose writes dst [cols, rows] = src [rows, cols]ᵀ.
-func Transpose(p *parallel.Pool, dst, src []float32, rows, cols int) {
-	transpose(p, dst, src, rows, cols)
-}
-
-// AddTransposed adds srcᵀ into dst: dst[m, n] += src[n, m]. Workers take blocks of
-// 64 rows of dst; within a block each src row segment is read contiguously.
-//
-//	dst [M, N]; src [N, M]
-func AddTransposed(p *parallel.Pool, dst, src []float32, N, M int) {
-	const tile = 64
-	p.For((M+tile-1)/tile, 1, func(lo, hi int) {
-		for m0 := lo * tile; m0 < min(hi*tile, M); m0 += tile {
-			m1 := min(m0+tile, M)
-			for n := 0; n < N; n++ {
-				s := src[n*M+m0 : n*M+m1]
-				for i, v := range s {
-					dst[(m0+i)*N+n] += v
-				}
-			}
-		}
-	})
-}

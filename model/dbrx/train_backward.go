@@ -23,8 +23,6 @@ type backwardState struct {
 	hh, dg, du    []float32   // [N, F]
 	silu          [][]float32 // [L][N·K, F] silu(gate) of every assignment, in expert order
 	dhf           []float32   // [N, D] gradient entering norm_f
-	hfT           []float32   // [D, R] one chunk of norm_f's output, transposed
-	gLMT          []float32   // [D, V] lm_head gradient of the batch, transposed
 	atb           []float32   // nn.MatMulATB transpose scratch
 	dp            []float32   // [E]
 	dw, wsel      []float32   // [K]
@@ -86,11 +84,8 @@ func (s *TrainState) ensure(c Config, b Batch, opt TrainOptions, headGrad bool) 
 
 // ensureHead sizes the buffers of the LM-head gradient.
 func (s *TrainState) ensureHead(c Config, N int) {
-	D, V := c.DModel, c.VocabSize
 	w := &s.bw
-	w.dhf = grow(w.dhf, N*D)
-	w.hfT = grow(w.hfT, D*headRows(N, V))
-	w.gLMT = grow(w.gLMT, D*V)
+	w.dhf = grow(w.dhf, N*c.DModel)
 }
 
 // ensureBackward sizes the backward-only buffers.

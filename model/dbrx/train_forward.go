@@ -276,10 +276,8 @@ func (s *TrainState) AddExpertCounts(dst []int64) int {
 
 // head runs the LM head and cross-entropy over row chunks of s.hf, writing each
 // row's loss into s.rowCE. With gLM it also takes the gradient of ceScale·Σ CE:
-// s.bw.dhf [N, D] = dlogits·W and gLM [V, D] += dlogitsᵀ·hf. The weight gradient is
-// accumulated transposed, gᵀ [D, V] += hfᵀ·dlogits, where the chunk of dlogits is the
-// right-hand operand as it lies (no [R, V] transpose per chunk), and added to gLM
-// once at the end.
+// s.bw.dhf [N, D] = dlogits·W and gLM [V, D] += dlogitsᵀ·hf, the latter with
+// kernel.MatMulATB straight from the chunk of dlogits (no transposes, no scratch).
 //
 //	lm [V, D]; targets [N]
 func (s *TrainState) head(lm []float32, targets []int, N, D, V int, ceScale float32, gLM []float32) error {
@@ -301,12 +299,7 @@ func (s *TrainState) head(lm []float32, targets []int, N, D, V int, ceScale floa
 			continue
 		}
 		kernel.MatMulN(pool, w.dhf[r0*D:r1*D], lg, n, W, false)
-		hfT := w.hfT[:D*n]
-		nn.Transpose(pool, hfT, hf, n, D)
-		kernel.MatMulN(pool, w.gLMT, hfT, D, nn.F32Mat(lg, n, V), r0 > 0)
-	}
-	if grad {
-		nn.AddTransposed(pool, gLM, w.gLMT, D, V)
+		kernel.MatMulATB(pool, gLM, lg, hf, n, V, D, true)
 	}
 	return nil
 }
