@@ -18,9 +18,10 @@ const MaxHeadDim = 512
 //
 //	out [Dh]; q [Dh]; keys, values: row j of head g at [j*stride + off : +Dh]
 //
-// scale is 1/sqrt(Dh). Softmax is taken in float32 like the reference; exp and the
-// running sum use float64 where that is free, which keeps the result within a few
-// ulp of a single-pass softmax.
+// scale is 1/sqrt(Dh). Softmax is taken in float32 like the reference: each block's
+// exponentials exp(s − max) come from kernel.ExpSubF32 (exact differences, float32
+// exp within 1 ulp); the running sum and the weighted sum of values are float64,
+// which keeps the result within a few ulp of a single-pass softmax.
 func CausalAttentionHead(out, q []float32, keys, values []float32, stride, off, n int, scale float32) {
 	dh := len(q)
 	var acc [MaxHeadDim]float64
@@ -47,13 +48,10 @@ func CausalAttentionHead(out, q []float32, keys, values []float32, stride, off, 
 			}
 		}
 		runMax = newMax
+		pb := scores[:j1-j0]
+		runSum += kernel.ExpSubF32(pb, pb, float32(runMax))
 		for j := j0; j < j1; j++ {
-			p := math.Exp(float64(scores[j-j0]) - runMax)
-			runSum += p
-			v := values[j*stride+off : j*stride+off+dh]
-			for i := 0; i < dh; i++ {
-				acc[i] += p * float64(v[i])
-			}
+			accumulate(acc[:dh], float64(pb[j-j0]), values[j*stride+off:j*stride+off+dh])
 		}
 	}
 	inv := 1 / runSum

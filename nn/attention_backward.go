@@ -42,8 +42,8 @@ func zigzag(i, n int) int {
 //
 //	out [B·T, H·Dh]; lse [B·T, H]; qkv [B·T, QKVDim] (q and k already rotated)
 //
-// scale is 1/sqrt(Dh). The arithmetic is that of CausalAttentionHead (float32 scores,
-// float64 exp and accumulation), so out matches the inference path.
+// scale is 1/sqrt(Dh). The arithmetic is that of CausalAttentionHead (float32 scores
+// and exponentials, float64 sums), so out matches the inference path bit for bit.
 func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float32, d AttnDims, scale float32) {
 	if !d.valid() {
 		panic("nn: CausalAttention: invalid dimensions") // programming error: callers validate configs
@@ -86,10 +86,10 @@ func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float
 				}
 				runMax = newMax
 				a := acc[:Dh]
+				pb := scores[:j1-j0]
+				runSum += kernel.ExpSubF32(pb, pb, float32(runMax))
 				for j := j0; j < j1; j++ {
-					pj := math.Exp(float64(scores[j-j0]) - runMax)
-					runSum += pj
-					accumulate(a, pj, qkv[base+j*Q+vOff:base+j*Q+vOff+Dh])
+					accumulate(a, float64(pb[j-j0]), qkv[base+j*Q+vOff:base+j*Q+vOff+Dh])
 				}
 			}
 			inv := 1 / runSum
