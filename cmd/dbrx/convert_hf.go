@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dbrx-engine/dbrx/internal/atomicfile"
 	"github.com/dbrx-engine/dbrx/model/dbrx"
 	"github.com/dbrx-engine/dbrx/safetensors"
 	"github.com/dbrx-engine/dbrx/tensor"
@@ -99,11 +100,11 @@ func convertToHF(ctx context.Context, e env, from, to, typ string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(to, "config.json"), cj); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(to, "config.json"), cj); err != nil {
 		return err
 	}
 	if g, err := os.ReadFile(filepath.Join(from, "generation_config.json")); err == nil {
-		if err := writeFileAtomic(filepath.Join(to, "generation_config.json"), g); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(to, "generation_config.json"), g); err != nil {
 			return err
 		}
 	}

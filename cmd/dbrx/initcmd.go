@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/dbrx-engine/dbrx/internal/atomicfile"
 	"github.com/dbrx-engine/dbrx/model/dbrx"
 	"github.com/dbrx-engine/dbrx/safetensors"
 	"github.com/dbrx-engine/dbrx/tensor"
@@ -127,7 +128,7 @@ func runInit(ctx context.Context, e env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := writeFileAtomic(filepath.Join(*out, "model.safetensors.index.json"), append(idx, '\n')); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(*out, "model.safetensors.index.json"), append(idx, '\n')); err != nil {
 			return err
 		}
 	}
@@ -135,7 +136,7 @@ func runInit(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(*out, "config.json"), cj); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(*out, "config.json"), cj); err != nil {
 		return err
 	}
 	// DBRX's generation EOS ids (<|endoftext|>, <|im_end|>) only exist in a cl100k-sized vocabulary.
@@ -143,7 +144,7 @@ func runInit(ctx context.Context, e env, args []string) error {
 	if cfg.VocabSize > 100279 {
 		gen = []byte("{\n  \"eos_token_id\": [100257, 100279],\n  \"transformers_version\": \"4.43.4\"\n}\n")
 	}
-	if err := writeFileAtomic(filepath.Join(*out, "generation_config.json"), gen); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(*out, "generation_config.json"), gen); err != nil {
 		return err
 	}
 	params := int64(0)

@@ -3,9 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 
+	"github.com/dbrx-engine/dbrx/internal/atomicfile"
 	"github.com/dbrx-engine/dbrx/internal/parallel"
 	"github.com/dbrx-engine/dbrx/model/dbrx"
 	"github.com/dbrx-engine/dbrx/tensor"
@@ -43,31 +42,5 @@ func runLogits(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(*out, tensor.Float32Bytes(logits))
-}
-
-// writeFileAtomic writes data to a temp file beside path, fsyncs and renames it.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err = f.Write(data); err == nil {
-		err = f.Chmod(0o644) // CreateTemp makes 0600; outputs are ordinary files
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(*out, tensor.Float32Bytes(logits))
 }
