@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/dbrx-engine/dbrx/internal/atomicfile"
 )
 
 //go:embed dbrx-tiny/config.json dbrx-tiny/generation_config.json dbrx-tiny/model.safetensors dbrx-tiny/model.sha256
@@ -26,7 +28,8 @@ var files = []string{"config.json", "generation_config.json", "model.safetensors
 // Default returns a directory holding the shipped model as an ordinary Hugging Face
 // checkpoint, extracting it on first use into cacheDir/dbrx/dbrx-tiny-<sha256 prefix>
 // (cacheDir "" means os.UserCacheDir, falling back to the temp dir). Extraction is
-// atomic: a temp directory renamed into place, so concurrent first runs are safe.
+// atomic: each file is written and fsynced inside a temp directory (internal/atomicfile),
+// which is renamed into place, so concurrent first runs are safe.
 func Default(cacheDir string) (string, error) {
 	sum, err := tiny.ReadFile("dbrx-tiny/model.sha256")
 	if err != nil {
@@ -64,8 +67,8 @@ func Default(cacheDir string) (string, error) {
 				return "", errors.New("models: embedded model.safetensors does not match model.sha256")
 			}
 		}
-		if err := writeSynced(filepath.Join(tmp, name), b); err != nil {
-			return "", err
+		if err := atomicfile.WriteFile(filepath.Join(tmp, name), b); err != nil {
+			return "", fmt.Errorf("models: %w", err)
 		}
 	}
 	os.RemoveAll(dir) // a damaged earlier extraction (complete said no)
@@ -75,6 +78,9 @@ func Default(cacheDir string) (string, error) {
 		}
 		return "", fmt.Errorf("models: %w", err)
 	}
+	// Make the rename durable. Best effort: the directory is complete and usable either
+	// way, and an extraction a crash loses is redone by the next call (complete says no).
+	atomicfile.SyncDir(filepath.Dir(dir))
 	return dir, nil
 }
 
@@ -90,21 +96,4 @@ func complete(dir string) bool {
 		}
 	}
 	return true
-}
-
-func writeSynced(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("models: %w", err)
-	}
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("models: write %s: %w", path, err)
-	}
-	return nil
 }
