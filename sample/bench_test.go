@@ -30,6 +30,14 @@ func BenchmarkSample(b *testing.B) {
 		{"mode=min_p/p=0.05", Config{Temperature: 1, MinP: 0.05}, nil},
 		{"mode=penalties/hist=1024", Config{Temperature: 1, RepetitionPenalty: 1.1, PresencePenalty: 0.5, FrequencyPenalty: 0.5}, hist},
 		{"mode=greedy/logprobs=20", Config{LogProbs: 20}, nil},
+		// NoLogProb: the caller does not use Result.LogProb, so no exp where the token
+		// does not need one (compare with the same mode without it above).
+		{"mode=greedy/nologprob", Config{NoLogProb: true}, nil},
+		{"mode=top_k/k=1/T=0.7", Config{Temperature: 0.7, TopK: 1}, nil},
+		{"mode=top_k/k=1/T=0.7/nologprob", Config{Temperature: 0.7, TopK: 1, NoLogProb: true}, nil},
+		{"mode=temperature/nologprob", Config{Temperature: 0.8, NoLogProb: true}, nil},
+		{"mode=top_k/k=40/nologprob", Config{Temperature: 0.7, TopK: 40, NoLogProb: true}, nil},
+		{"mode=penalties/hist=1024/greedy/nologprob", Config{RepetitionPenalty: 1.1, PresencePenalty: 0.5, FrequencyPenalty: 0.5, NoLogProb: true}, hist},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			s := mustNew(b, bc.cfg)

@@ -46,6 +46,16 @@ type Config struct {
 	Seed uint64
 	// LogProbs is the number of most probable tokens reported in Result.Top, 0..20.
 	LogProbs int
+	// NoLogProb says the caller does not use Result.LogProb (it is not an OpenAI
+	// parameter; an engine sets it for requests that ask for no logprobs). Sample then
+	// skips the log-softmax over the vocabulary, an exp per logit, wherever the token
+	// does not need it: a greedy call (Temperature 0, or TopK 1 at any temperature)
+	// becomes penalties plus one argmax pass, and sampling at a temperature other than
+	// 1 saves a whole exp pass. Result.LogProb is then 0; the tokens, and the RNG
+	// stream, are exactly those without it. With LogProbs > 0 it has no effect: Top
+	// needs the log-softmax, and LogProb comes with it. The zero value computes LogProb
+	// on every call.
+	NoLogProb bool
 }
 
 // DefaultConfig returns OpenAI's defaults: temperature 1, top_p 1, no penalties,

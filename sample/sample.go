@@ -47,7 +47,7 @@ type TokenLogProb struct {
 // and of the filters, and with Temperature 0 they are the same numbers.
 type Result struct {
 	ID      int     // chosen token id
-	LogProb float32 // log-probability of ID
+	LogProb float32 // log-probability of ID; 0 when Config.NoLogProb skipped it
 	// Top holds the Config.LogProbs most probable tokens, most probable first (lower id
 	// first on ties); tokens whose logit is -Inf are never listed, so Top can be
 	// shorter. Top aliases the Sampler's buffer and is valid only until its next call:
@@ -75,7 +75,9 @@ type Sampler struct {
 	cfg Config
 	pcg rand.PCG
 
-	greedy    bool
+	greedy    bool    // temperature 0 (or subnormal): no randomness
+	argmax    bool    // greedy, or top-k 1: the token is the argmax of the penalised row
+	needLSE   bool    // the log-sum-exp is wanted: for Result.LogProb or Top
 	invT      float32 // 1/Temperature
 	topP      float64 // active when 0 < topP < 1
 	minP      float32 // active when > 0
@@ -113,6 +115,10 @@ func New(cfg Config) (*Sampler, error) {
 		s.repP = cfg.RepetitionPenalty
 	}
 	s.penalties = s.repP != 0 || cfg.PresencePenalty != 0 || cfg.FrequencyPenalty != 0
+	// Top-k 1 keeps only the first token in candidate order (highest logit, lowest id),
+	// whose weight is exp(0) = 1 and which top-p and min-p always keep: the argmax.
+	s.argmax = s.greedy || cfg.TopK == 1
+	s.needLSE = !cfg.NoLogProb || cfg.LogProbs > 0
 	return s, nil
 }
 
@@ -166,17 +172,25 @@ func (s *Sampler) SampleSplit(logits []float32, prompt, generated []int) (Result
 	}
 
 	var id int
-	var lse float64 // log-sum-exp of the (penalised) logits at temperature 1
-	if s.greedy {
+	var lse float64 // log-sum-exp of the (penalised) logits at temperature 1, if needLSE
+	if s.argmax {
 		id = amax
-		lse = s.logSumExp(logits, m)
+		if !s.greedy {
+			s.pcg.Uint64() // a draw from the one top-k 1 candidate takes one value, as every non-greedy call does
+		}
+		if s.needLSE {
+			lse = s.logSumExp(logits, m)
+		}
 	} else {
 		id, lse = s.draw(logits, m)
 		if id < 0 { // unreachable: the maximum always survives with weight 1
 			id = amax
 		}
 	}
-	res := Result{ID: id, LogProb: float32(float64(logits[id]) - lse)}
+	res := Result{ID: id}
+	if s.needLSE {
+		res.LogProb = float32(float64(logits[id]) - lse)
+	}
 	if s.cfg.LogProbs > 0 {
 		res.Top = s.topLogProbs(logits, lse)
 	}
@@ -275,7 +289,7 @@ func (s *Sampler) logSumExp(x []float32, m float32) float64 {
 }
 
 // draw samples at temperature > 0 and returns the id (-1 only if nothing survived,
-// which cannot happen) and the temperature-1 log-sum-exp.
+// which cannot happen) and the temperature-1 log-sum-exp (0 unless s.needLSE).
 func (s *Sampler) draw(logits []float32, m float32) (int, float64) {
 	c, total, lse := s.filter(logits, m)
 	u := s.float64() * total
@@ -308,11 +322,11 @@ func (s *Sampler) draw(logits []float32, m float32) (int, float64) {
 // filter applies temperature, top-k, top-p and min-p to a sanitised row with finite
 // maximum m. The surviving tokens are c with their weights, or, when c is nil, every
 // token with its weight in s.w; total is the sum of the surviving weights and lse the
-// temperature-1 log-sum-exp of the whole row.
+// temperature-1 log-sum-exp of the whole row (left 0 when s.needLSE is false).
 func (s *Sampler) filter(logits []float32, m float32) (c []cand, total, lse float64) {
 	V := len(logits)
 	invT := s.invT
-	if invT != 1 { // with invT == 1 the dense weights give it for free
+	if invT != 1 && s.needLSE { // with invT == 1 the dense weights give it for free
 		lse = s.logSumExp(logits, m) // before the weights overwrite s.w
 	}
 	if k := s.cfg.TopK; k > 0 && k < V {
@@ -322,7 +336,7 @@ func (s *Sampler) filter(logits []float32, m float32) (c []cand, total, lse floa
 			c[i].w = w
 			total += float64(w)
 		}
-		if invT == 1 {
+		if invT == 1 && s.needLSE {
 			lse = s.logSumExp(logits, m)
 		}
 	} else {

@@ -242,6 +242,115 @@ func TestPresenceFrequencySplit(t *testing.T) {
 	}
 }
 
+// TestNoLogProb checks that Config.NoLogProb changes nothing but Result.LogProb: the
+// same tokens, the same Top, the same rewritten rows and the same RNG stream, over
+// greedy, top-k 1, penalised and sampling configs; LogProb is 0 exactly when it is
+// skipped (no LogProbs requested) and bit-identical otherwise.
+func TestNoLogProb(t *testing.T) {
+	for _, V := range []int{1, 7, 1000, 100352} {
+		for _, cfg := range []Config{
+			{},
+			{Temperature: 0.7, TopK: 1, Seed: 3},
+			{Temperature: 1, TopK: 1, TopP: 0.5, MinP: 0.2, Seed: 4},
+			{RepetitionPenalty: 1.3, PresencePenalty: 0.5, FrequencyPenalty: 0.2},
+			{Temperature: 0.8, Seed: 5},
+			{Temperature: 1, TopP: 0.9, Seed: 6},
+			{Temperature: 0.7, TopK: 40, Seed: 7},
+			{Temperature: 0.7, TopP: 0.9, MinP: 0.05, RepetitionPenalty: 1.1, FrequencyPenalty: 0.3, Seed: 8},
+			{LogProbs: 5},
+			{Temperature: 1.3, TopK: 1, LogProbs: 3},
+		} {
+			skip := cfg
+			skip.NoLogProb = true
+			a, b := mustNew(t, cfg), mustNew(t, skip)
+			prompt := []int{0, V / 2, V - 1}
+			var gen []int
+			for step := range 12 {
+				x := randLogits(V, 2, uint64(100*V+step))
+				xa, xb := slices.Clone(x), slices.Clone(x)
+				ra, err := a.SampleSplit(xa, prompt, gen)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rb, err := b.SampleSplit(xb, prompt, gen)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantLP := ra.LogProb
+				if cfg.LogProbs == 0 {
+					wantLP = 0
+				}
+				if rb.ID != ra.ID || math.Float32bits(rb.LogProb) != math.Float32bits(wantLP) || !slices.Equal(rb.Top, ra.Top) || !slices.Equal(xa, xb) {
+					t.Fatalf("V=%d %+v step %d: NoLogProb gives id %d logprob %v top %v, without it id %d logprob %v top %v (rows equal: %v)",
+						V, cfg, step, rb.ID, rb.LogProb, rb.Top, ra.ID, ra.LogProb, ra.Top, slices.Equal(xa, xb))
+				}
+				gen = append(gen, ra.ID)
+			}
+			if a.pcg != b.pcg {
+				t.Errorf("V=%d %+v: NoLogProb changed the RNG stream", V, cfg)
+			}
+		}
+	}
+}
+
+// TestNoLogProbSkipsExp checks, through the scratch row every exp pass writes, that
+// greedy, top-k 1 and top-k 40 calls with NoLogProb do no full-vocabulary exp.
+func TestNoLogProbSkipsExp(t *testing.T) {
+	x := randLogits(100352, 2, 12)
+	for _, cfg := range []Config{
+		{NoLogProb: true},
+		{Temperature: 0.7, TopK: 1, NoLogProb: true},
+		{Temperature: 0.7, TopK: 40, NoLogProb: true},
+		{RepetitionPenalty: 1.2, PresencePenalty: 1, NoLogProb: true},
+	} {
+		s := mustNew(t, cfg)
+		for range 3 {
+			if _, err := s.SampleSplit(slices.Clone(x), []int{1, 2}, []int{3}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i := slices.IndexFunc(s.w, func(w float32) bool { return w != 0 }); i >= 0 {
+			t.Errorf("%+v: an exp pass ran (w[%d] = %v)", cfg, i, s.w[i])
+		}
+		cfg.NoLogProb = false // the oracle for the test itself: without it the pass runs
+		s = mustNew(t, cfg)
+		s.Sample(slices.Clone(x), nil)
+		if !slices.ContainsFunc(s.w, func(w float32) bool { return w != 0 }) {
+			t.Errorf("%+v: no exp pass without NoLogProb either; the check above proves nothing", cfg)
+		}
+	}
+}
+
+// TestTopKOneLogProb checks that top-k 1 at any temperature reports greedy's token,
+// log-probability and Top bit for bit, and takes exactly one RNG value per call.
+func TestTopKOneLogProb(t *testing.T) {
+	x := randLogits(5000, 2, 13)
+	g := mustNew(t, Config{LogProbs: 4})
+	want, err := g.Sample(slices.Clone(x), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = want.Clone()
+	for _, temp := range []float32{0.2, 1, 1.9} {
+		s := mustNew(t, Config{Temperature: temp, TopK: 1, LogProbs: 4, Seed: 9})
+		var ref rand.PCG
+		ref.Seed(9, pcgStream)
+		for range 5 {
+			r, err := s.Sample(slices.Clone(x), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref.Uint64()
+			if r.ID != want.ID || math.Float32bits(r.LogProb) != math.Float32bits(want.LogProb) || !slices.Equal(r.Top, want.Top) {
+				t.Fatalf("T=%v top-k 1: %+v, greedy %+v", temp, r, want)
+			}
+		}
+		if s.pcg != ref {
+			t.Errorf("T=%v top-k 1: not exactly one RNG value per call", temp)
+		}
+	}
+}
+
 func TestPenaltyBadID(t *testing.T) {
 	s := mustNew(t, Config{RepetitionPenalty: 2, FrequencyPenalty: 1})
 	orig := []float32{1, 2, 3}
@@ -677,13 +786,15 @@ func TestZeroAllocs(t *testing.T) {
 		hist[i] = (i * 7919) % len(x)
 	}
 	for name, cfg := range map[string]Config{
-		"greedy":    {},
-		"temp":      {Temperature: 0.8},
-		"top_p":     {Temperature: 1, TopP: 0.95},
-		"top_k":     {Temperature: 0.7, TopK: 40},
-		"top_k_big": {Temperature: 0.7, TopK: 60000, TopP: 0.9},
-		"min_p":     {Temperature: 1, MinP: 0.05},
-		"penalties": {Temperature: 1, RepetitionPenalty: 1.1, PresencePenalty: 0.5, FrequencyPenalty: 0.5, LogProbs: 20},
+		"greedy":      {},
+		"greedy_nolp": {NoLogProb: true},
+		"top_k_nolp":  {Temperature: 0.7, TopK: 40, NoLogProb: true},
+		"temp":        {Temperature: 0.8},
+		"top_p":       {Temperature: 1, TopP: 0.95},
+		"top_k":       {Temperature: 0.7, TopK: 40},
+		"top_k_big":   {Temperature: 0.7, TopK: 60000, TopP: 0.9},
+		"min_p":       {Temperature: 1, MinP: 0.05},
+		"penalties":   {Temperature: 1, RepetitionPenalty: 1.1, PresencePenalty: 0.5, FrequencyPenalty: 0.5, LogProbs: 20},
 	} {
 		s := mustNew(t, cfg)
 		row := slices.Clone(x)
