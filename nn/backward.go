@@ -166,11 +166,20 @@ func SwiGLUBackward(dgate, dup, dh, gate, up []float32) {
 }
 
 // SwiGLUBackwardSiLU is SwiGLUBackward given the forward's silu(gate) (float32, as
-// SiLU computes it), so no exponential is taken: σ(g) = silu(g)/g, or its Taylor
-// expansion 1/2 + g/4 where |g| < 1e-4 (error below 1e-13). The outputs may alias dh.
+// SiLU or SwiGLUTrain computes it), so no exponential is taken: σ(g) = silu(g)/g, or
+// its Taylor expansion 1/2 + g/4 where |g| < 1e-4 (error below 1e-13). Elements are
+// independent and spread over p. The outputs may alias dh.
 //
 //	dgate, dup, dh, gate, up, silu [n]
-func SwiGLUBackwardSiLU(dgate, dup, dh, gate, up, silu []float32) {
+func SwiGLUBackwardSiLU(p *parallel.Pool, dgate, dup, dh, gate, up, silu []float32) {
+	n := len(gate)
+	dgate, dup, dh, up, silu = dgate[:n], dup[:n], dh[:n], up[:n], silu[:n]
+	p.For(n, swigluGrain, func(lo, hi int) {
+		swigluBackwardSiLU(dgate[lo:hi], dup[lo:hi], dh[lo:hi], gate[lo:hi], up[lo:hi], silu[lo:hi])
+	})
+}
+
+func swigluBackwardSiLU(dgate, dup, dh, gate, up, silu []float32) {
 	n := len(gate)
 	dgate, dup, dh, up, silu = dgate[:n], dup[:n], dh[:n], up[:n], silu[:n]
 	for i, g := range gate {

@@ -2,6 +2,9 @@ package nn
 
 import (
 	"math"
+
+	"github.com/dbrx-engine/dbrx/internal/kernel"
+	"github.com/dbrx-engine/dbrx/internal/parallel"
 )
 
 // LayerNorm normalises each row of x over D with the biased variance, scales by gamma
@@ -81,4 +84,38 @@ func SwiGLU(dst, gate, up []float32) {
 	for i, g := range gate {
 		dst[i] = SiLU(g) * up[i]
 	}
+}
+
+// unitF32 is a block of ones: kernel.SiLUMulF32 against it is silu alone.
+var unitF32 = func() (u [4096]float32) {
+	for i := range u {
+		u[i] = 1
+	}
+	return u
+}()
+
+// swigluGrain is the chunk length of SwiGLUTrain and SwiGLUBackwardSiLU: a multiple
+// of the kernels' 8 lanes and of nothing else, so chunking never moves a scalar tail.
+const swigluGrain = len(unitF32)
+
+// SwiGLUTrain is SwiGLU for training: it writes silu = silu(gate) (kept for
+// SwiGLUBackwardSiLU) and dst = silu ⊙ up, spread over p. silu(g) = g / (1 + exp(−g))
+// is kernel.SiLUMulF32 against a unit up-projection (float32 exp within 1 ulp), and
+// since that kernel multiplies by up last, dst is bit for bit
+// kernel.SiLUMulF32(dst, gate, up).
+//
+//	dst, silu, gate, up [n]
+func SwiGLUTrain(p *parallel.Pool, dst, silu, gate, up []float32) {
+	n := len(gate)
+	dst, silu, up = dst[:n], silu[:n], up[:n]
+	p.For(n, swigluGrain, func(lo, hi int) {
+		for c := lo; c < hi; c += swigluGrain {
+			e := min(c+swigluGrain, hi)
+			kernel.SiLUMulF32(silu[c:e], gate[c:e], unitF32[:e-c])
+			sl, u, d := silu[c:e], up[c:e], dst[c:e]
+			for i, v := range sl {
+				d[i] = v * u[i]
+			}
+		}
+	})
 }

@@ -217,7 +217,7 @@ func (s *TrainState) Backward(g *Params) error {
 			// y = hh·W2: dhh = dy·W2ᵀ, dW2 += hhᵀ·dy
 			kernel.MatMulT(pool, dg, dy, ne, w2)
 			w.atb = nn.MatMulATB(pool, gw.w2[e*F*D:(e+1)*F*D], hh, dy, ne, F, D, w.atb)
-			nn.SwiGLUBackwardSiLU(dg, du, dg, ge, ue, sl)
+			nn.SwiGLUBackwardSiLU(pool, dg, du, dg, ge, ue, sl)
 			// g = xe·W1ᵀ, u = xe·V1ᵀ: dxe = dg·W1 + du·V1, dW1 += dgᵀ·xe, dV1 += duᵀ·xe
 			kernel.MatMulN(pool, dxe, dg, ne, w1, false)
 			kernel.MatMulN(pool, dxe, du, ne, v1, true)

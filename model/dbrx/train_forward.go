@@ -126,14 +126,9 @@ func (s *TrainState) forward(p *Params, b Batch, opt TrainOptions, g *Params) (L
 			hh := s.bw.hh[:ne*F]
 			kernel.MatMulT(pool, ge, xe, ne, nn.F32Mat(w.w1[e*F*D:(e+1)*F*D], F, D))
 			kernel.MatMulT(pool, ue, xe, ne, nn.F32Mat(w.v1[e*F*D:(e+1)*F*D], F, D))
-			// hh = silu(g)·u, exactly nn.SwiGLU, keeping silu(g) for the backward.
+			// hh = silu(g)·u, keeping silu(g) for the backward.
 			sl := s.bw.silu[l][lo*F : hi*F]
-			for i, g := range ge {
-				sl[i] = nn.SiLU(g)
-			}
-			for i, v := range sl {
-				hh[i] = v * ue[i]
-			}
+			nn.SwiGLUTrain(pool, hh, sl, ge, ue)
 			kernel.MatMulN(pool, ye, hh, ne, nn.F32Mat(w.w2[e*F*D:(e+1)*F*D], F, D), false)
 			for i, as := range a.order[lo:hi] {
 				t := as / K
