@@ -282,6 +282,7 @@ func (e *Engine) newSeq(ctx context.Context, req Request) (*seq, error) {
 		}
 	}
 	sc := req.Sampling
+	sc.NoLogProb = req.NoLogProb // penalised or sampled requests skip the log-softmax too
 	sampler, err := sample.New(sc)
 	if err != nil {
 		return nil, err
