@@ -36,23 +36,26 @@ func (c AdamWConfig) Validate() error {
 	return nil
 }
 
-// AdamW is Adam with decoupled weight decay, exactly as torch.optim.AdamW computes it
+// AdamW is Adam with decoupled weight decay as torch.optim.AdamW computes it
 // (single-tensor path) in float32:
 //
 //	step += 1
 //	p  *= 1 - lr*wd                    (Params with Decay only)
 //	m   = lerp(m, g, 1-β1)
 //	v   = v*β2 + (1-β2)*g*g
-//	p  += -(lr/(1-β1^step)) * m / (sqrt(v)/sqrt(1-β2^step) + eps)
+//	p  += -(lr/(1-β1^step)) * m / (sqrt(v)*(1/sqrt(1-β2^step)) + eps)
 //
-// Moments are created (zero) the first time a parameter name is seen. An AdamW is not
-// safe for concurrent use.
+// with one difference: torch divides sqrt(v) by sqrt(1-β2^step), AdamW multiplies by
+// its reciprocal (within an ulp of the quotient, and one division per element fewer).
+// Where the new m and v are 0 (a row of an embedding no batch has reached yet) the
+// update term is a signed zero, added without the square root and the division. Moments are created (zero) the first time a parameter name is seen.
+// An AdamW is not safe for concurrent use.
 type AdamW struct {
 	cfg AdamWConfig
 	engine
 
 	// coefficients of the running step, in float32 as torch applies them
-	decay, w1, b2, w2, stepSize, bc2Sqrt, eps float32
+	decay, w1, b2, w2, stepSize, invBc2Sqrt, eps float32
 }
 
 // NewAdamW returns an AdamW optimizer that spreads its updates over pool (nil: serial).
@@ -73,7 +76,13 @@ func (o *AdamW) Steps() int { return o.steps }
 
 // Step applies one update with learning rate lr to every parameter, using its
 // gradient G. Parameters must have distinct non-empty names and len(G) == len(W).
-func (o *AdamW) Step(params []Param, lr float64) error {
+func (o *AdamW) Step(params []Param, lr float64) error { return o.StepScaled(params, lr, 1) }
+
+// StepScaled is Step with every gradient multiplied by gradScale (a float32
+// product, as ScaleGrads takes it) as it is read: bit for bit ScaleGrads(params,
+// gradScale) then Step, without the pass over the gradients, which stay unscaled.
+// The factor of ClipScale goes here.
+func (o *AdamW) StepScaled(params []Param, lr float64, gradScale float32) error {
 	if err := checkLR(lr); err != nil {
 		return err
 	}
@@ -89,8 +98,9 @@ func (o *AdamW) Step(params []Param, lr float64) error {
 	o.b2 = float32(c.Beta2)
 	o.w2 = float32(1 - c.Beta2)
 	o.stepSize = float32(-(lr / bc1))
-	o.bc2Sqrt = float32(math.Sqrt(bc2))
+	o.invBc2Sqrt = float32(1 / math.Sqrt(bc2))
 	o.eps = float32(c.Eps)
+	o.gradScale = gradScale
 	o.run(params)
 	return nil
 }
@@ -100,15 +110,15 @@ func (o *AdamW) Step(params []Param, lr float64) error {
 func (o *AdamW) update(p *Param, s *slot, lo, hi int) {
 	w, g, m, v := p.W[lo:hi], p.G[lo:hi], s.m[lo:hi], s.v[lo:hi]
 	g, m, v = g[:len(w)], m[:len(w)], v[:len(w)]
-	decay, w1, b2, w2, stepSize, bc2Sqrt, eps := o.decay, o.w1, o.b2, o.w2, o.stepSize, o.bc2Sqrt, o.eps
-	applyDecay := p.Decay && decay != 1
+	decay, w1, b2, w2, stepSize, invBc2Sqrt, eps := o.decay, o.w1, o.b2, o.w2, o.stepSize, o.invBc2Sqrt, o.eps
+	gs := o.gradScale
+	if !p.Decay {
+		decay = 1 // x·1 is x: the same as not decaying
+	}
 	lowWeight := w1 < 0.5
 	w1c := float32(1 - w1) // at::lerp's (1 - weight) for weight >= 0.5
 	for i := range w {
-		gi, wi, mi := g[i], w[i], m[i]
-		if applyDecay {
-			wi = float32(wi * decay)
-		}
+		gi, wi, mi := float32(g[i]*gs), float32(w[i]*decay), m[i]
 		// at::lerp(self, end, weight)
 		if lowWeight {
 			mi = mi + float32(w1*float32(gi-mi))
@@ -117,9 +127,15 @@ func (o *AdamW) update(p *Param, s *slot, lo, hi int) {
 		}
 		// addcmul_: self + value*t1*t2
 		vi := float32(v[i]*b2) + float32(float32(w2*gi)*gi)
-		denom := float32(float32(math.Sqrt(float64(vi)))/bc2Sqrt) + eps
-		// addcdiv_: self + value*t1/t2
-		wi = wi + float32(float32(stepSize*mi)/denom)
+		if mi == 0 && vi == 0 {
+			// denom would be eps and the quotient a zero of the sign of stepSize·mi:
+			// the same sum without the square root and the division.
+			wi = wi + float32(stepSize*mi)
+		} else {
+			denom := float32(float32(math.Sqrt(float64(vi)))*invBc2Sqrt) + eps
+			// addcdiv_: self + value*t1/t2
+			wi = wi + float32(float32(stepSize*mi)/denom)
+		}
 		w[i], m[i], v[i] = wi, mi, vi
 	}
 }

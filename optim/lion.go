@@ -65,7 +65,11 @@ func (o *LionW) Config() LionWConfig { return o.cfg }
 func (o *LionW) Steps() int { return o.steps }
 
 // Step applies one update with learning rate lr to every parameter.
-func (o *LionW) Step(params []Param, lr float64) error {
+func (o *LionW) Step(params []Param, lr float64) error { return o.StepScaled(params, lr, 1) }
+
+// StepScaled is Step with every gradient multiplied by gradScale as it is read, bit
+// for bit ScaleGrads(params, gradScale) then Step (see AdamW.StepScaled).
+func (o *LionW) StepScaled(params []Param, lr float64, gradScale float32) error {
 	if err := checkLR(lr); err != nil {
 		return err
 	}
@@ -78,6 +82,7 @@ func (o *LionW) Step(params []Param, lr float64) error {
 	o.b1, o.w1 = float32(c.Beta1), float32(1-c.Beta1)
 	o.b2, o.w2 = float32(c.Beta2), float32(1-c.Beta2)
 	o.negLR = float32(-lr)
+	o.gradScale = gradScale
 	o.run(params)
 	return nil
 }
@@ -85,13 +90,12 @@ func (o *LionW) Step(params []Param, lr float64) error {
 func (o *LionW) update(p *Param, s *slot, lo, hi int) {
 	w, g, m := p.W[lo:hi], p.G[lo:hi], s.m[lo:hi]
 	g, m = g[:len(w)], m[:len(w)]
-	decay, b1, w1, b2, w2, negLR := o.decay, o.b1, o.w1, o.b2, o.w2, o.negLR
-	applyDecay := p.Decay && decay != 1
+	decay, b1, w1, b2, w2, negLR, gs := o.decay, o.b1, o.w1, o.b2, o.w2, o.negLR, o.gradScale
+	if !p.Decay {
+		decay = 1 // x·1 is x: the same as not decaying
+	}
 	for i := range w {
-		gi, wi, mi := g[i], w[i], m[i]
-		if applyDecay {
-			wi = float32(wi * decay)
-		}
+		gi, wi, mi := float32(g[i]*gs), float32(w[i]*decay), m[i]
 		c := float32(mi*b1) + float32(w1*gi)
 		var u float32
 		switch {

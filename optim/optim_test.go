@@ -257,6 +257,100 @@ func TestParallelMatchesSerial(t *testing.T) {
 	}
 }
 
+// TestStepScaledMatchesScaleGrads: scaling the gradients as they are read is bit for
+// bit ScaleGrads then Step, and leaves the gradients alone.
+func TestStepScaledMatchesScaleGrads(t *testing.T) {
+	pool := parallel.New(2)
+	defer pool.Close()
+	sizes := []int{70001, 17, 3 * grain, 5}
+	for _, kind := range []string{"adamw", "lionw"} {
+		r := rand.New(rand.NewPCG(9, 10))
+		a := randParams(r, sizes)
+		b := cloneParams(a)
+		oA, oB := newOpt(t, kind, pool), newOpt(t, kind, pool)
+		for s, scale := range []float32{0.37, 1, 1e-3} {
+			randGrads(r, a)
+			for i := range b {
+				copy(b[i].G, a[i].G)
+			}
+			ScaleGrads(a, scale)
+			if err := oA.Step(a, 1e-3); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			switch o := oB.(type) {
+			case *AdamW:
+				err = o.StepScaled(b, 1e-3, scale)
+			case *LionW:
+				err = o.StepScaled(b, 1e-3, scale)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameBits(t, kind, a, b)
+			for i := range b {
+				for j, g := range b[i].G {
+					if want := a[i].G[j]; scale != 1 && float32(g*scale) != want {
+						t.Fatalf("%s step %d: gradient %s[%d] = %v changed (scaled %v)", kind, s, b[i].Name, j, g, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// adamW32 is AdamW.update's arithmetic without its shortcut for zero moments: the
+// division is taken for every element.
+func adamW32(w, g, m, v []float32, step int, lr, b1, b2, eps, wd float64, decay bool) {
+	bc1 := 1 - math.Pow(b1, float64(step))
+	bc2 := 1 - math.Pow(b2, float64(step))
+	dc, w1, fb2, w2 := float32(1-lr*wd), float32(1-b1), float32(b2), float32(1-b2)
+	ss, inv, e := float32(-(lr / bc1)), float32(1/math.Sqrt(bc2)), float32(eps)
+	for i := range w {
+		wi := w[i]
+		if decay {
+			wi = float32(wi * dc)
+		}
+		mi := m[i] + float32(w1*float32(g[i]-m[i]))
+		vi := float32(v[i]*fb2) + float32(float32(w2*g[i])*g[i])
+		denom := float32(float32(math.Sqrt(float64(vi)))*inv) + e
+		w[i], m[i], v[i] = wi+float32(float32(ss*mi)/denom), mi, vi
+	}
+}
+
+// TestAdamWZeroMoments: elements whose moments are still zero (embedding rows no
+// batch has reached: zero gradients from the start), signed-zero weights among them,
+// get exactly what the full formula gives, before and after their first gradient.
+func TestAdamWZeroMoments(t *testing.T) {
+	const lr, b1, b2, eps, wd = 1e-2, 0.9, 0.95, 1e-8, 0.1
+	negZero := float32(math.Copysign(0, -1))
+	for _, decay := range []bool{true, false} {
+		w0 := []float32{0.5, 0, negZero, -1.25, 3, negZero, 0, 2}
+		p := []Param{{Name: "w", W: append([]float32(nil), w0...), G: make([]float32, len(w0)), Decay: decay}}
+		w, m, v := append([]float32(nil), w0...), make([]float32, len(w0)), make([]float32, len(w0))
+		o, err := NewAdamW(AdamWConfig{Beta1: b1, Beta2: b2, Eps: eps, WeightDecay: wd}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for s := 1; s <= 4; s++ {
+			clear(p[0].G)
+			if s >= 3 { // the first elements get gradients from step 3 on (one ±0)
+				p[0].G[0], p[0].G[1], p[0].G[2], p[0].G[3] = 0.25, negZero, -1e-3, 0
+			}
+			if err := o.Step(p, lr); err != nil {
+				t.Fatal(err)
+			}
+			adamW32(w, p[0].G, m, v, s, lr, b1, b2, eps, wd, decay)
+			for i := range w {
+				if math.Float32bits(p[0].W[i]) != math.Float32bits(w[i]) || o.state["w"].m[i] != m[i] || o.state["w"].v[i] != v[i] {
+					t.Fatalf("decay %v step %d [%d]: w %v (bits %#x), want %v (bits %#x)",
+						decay, s, i, p[0].W[i], math.Float32bits(p[0].W[i]), w[i], math.Float32bits(w[i]))
+				}
+			}
+		}
+	}
+}
+
 type fullOpt interface {
 	stepper
 	Steps() int

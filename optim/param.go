@@ -69,8 +69,9 @@ func AverageGrads(params []Param, microbatches int) {
 const normBlock = 1 << 16
 
 // SumSquares returns the sum of the squares of all gradient elements, accumulated in
-// float64 in fixed blocks of elements (so it is the same for any pool size). For data
-// parallel training, all-reduce this sum across ranks and take the square root.
+// float64 in fixed blocks of elements, four partial sums a block (so it is the same
+// for any pool size). For data parallel training, all-reduce this sum across ranks
+// and take the square root.
 func SumSquares(pool *parallel.Pool, params []Param) float64 {
 	var nblk int
 	for _, p := range params {
@@ -86,12 +87,7 @@ func SumSquares(pool *parallel.Pool, params []Param) float64 {
 	part := make([]float64, len(blocks))
 	pool.For(len(blocks), 1, func(lo, hi int) {
 		for b := lo; b < hi; b++ {
-			g := params[blocks[b].p].G[blocks[b].lo:blocks[b].hi]
-			var s float64
-			for _, x := range g {
-				s += float64(x) * float64(x)
-			}
-			part[b] = s
+			part[b] = sumSquares(params[blocks[b].p].G[blocks[b].lo:blocks[b].hi])
 		}
 	})
 	var s float64
@@ -99,6 +95,26 @@ func SumSquares(pool *parallel.Pool, params []Param) float64 {
 		s += x
 	}
 	return s
+}
+
+// sumSquares is Σ x² in float64 over four interleaved partial sums (four add chains
+// instead of one), added pairwise at the end.
+func sumSquares(x []float32) float64 {
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(x); i += 4 {
+		v := x[i : i+4 : i+4]
+		a, b, c, d := float64(v[0]), float64(v[1]), float64(v[2]), float64(v[3])
+		s0 += a * a
+		s1 += b * b
+		s2 += c * c
+		s3 += d * d
+	}
+	for ; i < len(x); i++ {
+		a := float64(x[i])
+		s0 += a * a
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 // ClipScale returns the factor torch.nn.utils.clip_grad_norm_ multiplies gradients
@@ -152,8 +168,10 @@ type engine struct {
 	offs   []int // [P+1] prefix sums of lens
 	slots  []*slot
 	params []Param // valid during a Step only
-	kern   func(p *Param, s *slot, lo, hi int)
-	loop   func(lo, hi int)
+	// gradScale multiplies every gradient as the kernel reads it (StepScaled).
+	gradScale float32
+	kern      func(p *Param, s *slot, lo, hi int)
+	loop      func(lo, hi int)
 }
 
 const grain = 1 << 14

@@ -10,7 +10,9 @@ import (
 
 // Optimizer is what the trainer needs of optim.AdamW and optim.LionW.
 type Optimizer interface {
-	Step(params []optim.Param, lr float64) error
+	// StepScaled updates with every gradient multiplied by gradScale (the clipping
+	// factor) as it is read.
+	StepScaled(params []optim.Param, lr float64, gradScale float32) error
 	State() (tensors map[string][]float32, meta map[string]string)
 	LoadState(params []optim.Param, tensors map[string][]float32, meta map[string]string) error
 }

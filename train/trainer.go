@@ -531,11 +531,14 @@ func (t *Trainer) trainStep(ctx context.Context) (StepMetrics, error) {
 	}
 	n := float64(d.GradAccum)
 	m.Loss, m.CE, m.Aux, m.Z = m.Loss/n, m.CE/n, m.Aux/n, m.Z/n
-	m.GradNorm = optim.ClipGlobalNormPool(t.pool, t.oparams, t.cfg.Optimizer.GradClip)
+	// Clipping (torch's clip_grad_norm_) scales the gradients as the optimizer reads
+	// them: the same float32 products without a pass of their own.
+	m.GradNorm = math.Sqrt(optim.SumSquares(t.pool, t.oparams))
+	clip, _ := optim.ClipScale(m.GradNorm, t.cfg.Optimizer.GradClip)
 	if math.IsNaN(m.GradNorm) || math.IsInf(m.GradNorm, 0) {
 		m.Skipped = true
 		t.log.Warn("train: non-finite gradient norm, update skipped", "step", t.step+1, "grad_norm", m.GradNorm)
-	} else if err := t.opt.Step(t.oparams, lr); err != nil {
+	} else if err := t.opt.StepScaled(t.oparams, lr, clip); err != nil {
 		return StepMetrics{}, fmt.Errorf("train: step %d: %w", t.step+1, err)
 	}
 	for i, c := range t.stepCnt {
