@@ -503,7 +503,8 @@ func (t *Trainer) trainStep(ctx context.Context) (StepMetrics, error) {
 		return t.pcg.UnmarshalBinary(rngState)
 	}
 	lr := t.sched.LR(t.step + 1)
-	t.grads.Zero()
+	g := t.grads.Flat
+	t.pool.For(len(g), 1<<16, func(lo, hi int) { clear(g[lo:hi]) })
 	clear(t.stepCnt)
 	var stepTok int64
 	opt := dbrx.TrainOptions{AuxLoss: t.aux, ZLossWeight: t.cfg.ZLossWeight,

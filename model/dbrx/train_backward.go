@@ -195,25 +195,30 @@ func (s *TrainState) Backward(g *Params) error {
 			xe, dy, dxe := w.xe[:ne*D], w.dy[:ne*D], w.dxe[:ne*D]
 			hh, dg, du := w.hh[:ne*F], w.dg[:ne*F], w.du[:ne*F]
 			ge, ue, ye := a.g[lo*F:hi*F], a.u[lo*F:hi*F], a.y[lo*D:hi*D]
-			for i, as := range a.order[lo:hi] {
-				t := as / K
-				copy(xe[i*D:(i+1)*D], a.h2[t*D:(t+1)*D])
-				dxt := dx[t*D : (t+1)*D]
-				// out_t += w̃·y: dy = w̃·dout, dw̃ = dout·y
-				dtopW[as] = kernel.DotF32(dxt, ye[i*D:(i+1)*D])
-				wa := a.topW[as]
-				dyi := dy[i*D : (i+1)*D]
-				for j, v := range dxt {
-					dyi[j] = wa * v
+			order := a.order[lo:hi]
+			sl := w.silu[l][lo*F : hi*F]
+			pool.For(ne, 32, func(i0, i1 int) {
+				for i := i0; i < i1; i++ {
+					as := order[i]
+					t := as / K
+					copy(xe[i*D:(i+1)*D], a.h2[t*D:(t+1)*D])
+					dxt := dx[t*D : (t+1)*D]
+					// out_t += w̃·y: dy = w̃·dout, dw̃ = dout·y
+					dtopW[as] = kernel.DotF32(dxt, ye[i*D:(i+1)*D])
+					wa := a.topW[as]
+					dyi := dy[i*D : (i+1)*D]
+					for j, v := range dxt {
+						dyi[j] = wa * v
+					}
+					hr, ur := hh[i*F:(i+1)*F], ue[i*F:(i+1)*F]
+					for j, v := range sl[i*F : (i+1)*F] {
+						hr[j] = v * ur[j] // the forward's hh, bit for bit
+					}
 				}
-			}
+			})
 			w1 := nn.F32Mat(pw.w1[e*F*D:(e+1)*F*D], F, D)
 			v1 := nn.F32Mat(pw.v1[e*F*D:(e+1)*F*D], F, D)
 			w2 := nn.F32Mat(pw.w2[e*F*D:(e+1)*F*D], F, D)
-			sl := w.silu[l][lo*F : hi*F]
-			for i, v := range sl {
-				hh[i] = v * ue[i] // the forward's hh, bit for bit
-			}
 			// y = hh·W2: dhh = dy·W2ᵀ, dW2 += hhᵀ·dy
 			kernel.MatMulT(pool, dg, dy, ne, w2)
 			w.atb = nn.MatMulATB(pool, gw.w2[e*F*D:(e+1)*F*D], hh, dy, ne, F, D, w.atb)
@@ -223,10 +228,12 @@ func (s *TrainState) Backward(g *Params) error {
 			kernel.MatMulN(pool, dxe, du, ne, v1, true)
 			w.atb = nn.MatMulATB(pool, gw.w1[e*F*D:(e+1)*F*D], dg, xe, ne, F, D, w.atb)
 			w.atb = nn.MatMulATB(pool, gw.v1[e*F*D:(e+1)*F*D], du, xe, ne, F, D, w.atb)
-			for i, as := range a.order[lo:hi] {
-				t := as / K
-				kernel.AxpyF32(dh[t*D:(t+1)*D], 1, dxe[i*D:(i+1)*D])
-			}
+			pool.For(ne, 32, func(i0, i1 int) { // distinct tokens: disjoint rows of dh
+				for i := i0; i < i1; i++ {
+					t := order[i] / K
+					kernel.AxpyF32(dh[t*D:(t+1)*D], 1, dxe[i*D:(i+1)*D])
+				}
+			})
 		}
 		// Router: w̃ = renorm(p[top]), p = softmax(z), z = rin·Wrᵀ.
 		dzr := w.dzr[:N*E]
@@ -267,6 +274,7 @@ func (s *TrainState) Backward(g *Params) error {
 		w.atb = nn.MatMulATB(pool, gw.outProj, dx, a.attn, N, D, D, w.atb)
 		dqkv := w.dqkv[:N*Q]
 		nn.CausalAttentionBackward(pool, dqkv, dattn, a.attn, a.lse, w.delta[:N*H], a.qkv, dims, scale)
+		clip := c.AttnConfig.ClipQKV
 		pool.For(N, 16, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				t := r % b.T
@@ -274,11 +282,11 @@ func (s *TrainState) Backward(g *Params) error {
 				cs, sn := s.cos[t*half:(t+1)*half], s.sin[t*half:(t+1)*half]
 				rope.ApplyBackward(row[:D], H, cs, sn)
 				rope.ApplyBackward(row[D:D+KVH*Dh], KVH, cs, sn)
+				if clip != nil {
+					nn.ClampBackward(row, row, a.qkvPre[r*Q:(r+1)*Q], float32(*clip))
+				}
 			}
 		})
-		if clip := c.AttnConfig.ClipQKV; clip != nil {
-			nn.ClampBackward(dqkv, dqkv, a.qkvPre, float32(*clip))
-		}
 		kernel.MatMulN(pool, dh, dqkv, N, nn.F32Mat(pw.wqkv, Q, D), false)
 		w.atb = nn.MatMulATB(pool, gw.wqkv, dqkv, a.h1, N, Q, D, w.atb)
 		nn.LayerNormBackward(pool, dx, gw.norm1, dh, s.xs[l], a.mean1, a.rstd1, N, D, pw.norm1)

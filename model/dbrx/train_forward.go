@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/dbrx-engine/dbrx/internal/kernel"
+	"github.com/dbrx-engine/dbrx/internal/parallel"
 	"github.com/dbrx-engine/dbrx/nn"
 )
 
@@ -70,14 +71,15 @@ func (s *TrainState) forward(p *Params, b Batch, opt TrainOptions, g *Params) (L
 		// Attention: h1 = LN(x); qkv = clamp(h1·Wqkvᵀ); rope; attend; project; residual.
 		nn.LayerNormTrain(pool, a.h1, a.mean1, a.rstd1, x, N, D, w.norm1, LayerNormEps)
 		kernel.MatMulT(pool, a.qkvPre, a.h1, N, nn.F32Mat(w.wqkv, Q, D))
-		copy(a.qkv, a.qkvPre)
-		if clip := c.AttnConfig.ClipQKV; clip != nil {
-			nn.Clamp(a.qkv, float32(*clip))
-		}
+		clip := c.AttnConfig.ClipQKV
 		pool.For(N, 16, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				t := r % b.T
 				row := a.qkv[r*Q : (r+1)*Q]
+				copy(row, a.qkvPre[r*Q:(r+1)*Q])
+				if clip != nil {
+					nn.Clamp(row, float32(*clip))
+				}
 				cs, sn := s.cos[t*half:(t+1)*half], s.sin[t*half:(t+1)*half]
 				rope.Apply(row[:D], H, cs, sn)
 				rope.Apply(row[D:D+KVH*Dh], KVH, cs, sn)
@@ -85,9 +87,7 @@ func (s *TrainState) forward(p *Params, b Batch, opt TrainOptions, g *Params) (L
 		})
 		nn.CausalAttention(pool, a.attn, a.lse, a.qkv, dims, scale)
 		kernel.MatMulT(pool, a.xMid, a.attn, N, nn.F32Mat(w.outProj, D, D))
-		for i, v := range x {
-			a.xMid[i] += v // proj + x: the inference path's x + proj, bit for bit
-		}
+		addInto(pool, a.xMid, x) // proj + x: the inference path's x + proj, bit for bit
 
 		// MoE: h2 = LN(xMid); route; experts over their tokens; weighted sum; residual.
 		nn.LayerNormTrain(pool, a.h2, a.mean2, a.rstd2, a.xMid, N, D, w.norm2, LayerNormEps)
@@ -101,13 +101,15 @@ func (s *TrainState) forward(p *Params, b Batch, opt TrainOptions, g *Params) (L
 			a.rin = a.rinBuf
 		}
 		kernel.MatMulT(pool, a.rlogits, a.rin, N, nn.F32Mat(w.router, E, D))
-		copy(a.probs, a.rlogits)
 		normP := c.FFNConfig.MoENormalizeExpertWeights
-		for t := 0; t < N; t++ {
-			pr := a.probs[t*E : (t+1)*E]
-			nn.Softmax(pr)
-			nn.TopK(pr, K, normP, a.topIdx[t*K:(t+1)*K], a.topW[t*K:(t+1)*K])
-		}
+		pool.For(N, 64, func(lo, hi int) {
+			for t := lo; t < hi; t++ {
+				pr := a.probs[t*E : (t+1)*E]
+				copy(pr, a.rlogits[t*E:(t+1)*E])
+				nn.Softmax(pr)
+				nn.TopK(pr, K, normP, a.topIdx[t*K:(t+1)*K], a.topW[t*K:(t+1)*K])
+			}
+		})
 		groupByExpert(a.cnt, a.order, a.topIdx, E)
 		out := s.xs[l+1]
 		clear(out)
@@ -118,10 +120,13 @@ func (s *TrainState) forward(p *Params, b Batch, opt TrainOptions, g *Params) (L
 				continue
 			}
 			xe := s.bw.xe[:ne*D]
-			for i, as := range a.order[lo:hi] {
-				t := as / K
-				copy(xe[i*D:(i+1)*D], a.h2[t*D:(t+1)*D])
-			}
+			order := a.order[lo:hi]
+			pool.For(ne, 32, func(i0, i1 int) {
+				for i, as := range order[i0:i1] {
+					t := as / K
+					copy(xe[(i0+i)*D:(i0+i+1)*D], a.h2[t*D:(t+1)*D])
+				}
+			})
 			ge, ue, ye := a.g[lo*F:hi*F], a.u[lo*F:hi*F], a.y[lo*D:hi*D]
 			hh := s.bw.hh[:ne*F]
 			kernel.MatMulT(pool, ge, xe, ne, nn.F32Mat(w.w1[e*F*D:(e+1)*F*D], F, D))
@@ -130,14 +135,15 @@ func (s *TrainState) forward(p *Params, b Batch, opt TrainOptions, g *Params) (L
 			sl := s.bw.silu[l][lo*F : hi*F]
 			nn.SwiGLUTrain(pool, hh, sl, ge, ue)
 			kernel.MatMulN(pool, ye, hh, ne, nn.F32Mat(w.w2[e*F*D:(e+1)*F*D], F, D), false)
-			for i, as := range a.order[lo:hi] {
-				t := as / K
-				kernel.AxpyF32(out[t*D:(t+1)*D], a.topW[as], ye[i*D:(i+1)*D])
-			}
+			// An expert sees a token at most once: the rows of out are disjoint.
+			pool.For(ne, 32, func(i0, i1 int) {
+				for i, as := range order[i0:i1] {
+					t := as / K
+					kernel.AxpyF32(out[t*D:(t+1)*D], a.topW[as], ye[(i0+i)*D:(i0+i+1)*D])
+				}
+			})
 		}
-		for i, v := range out {
-			out[i] = a.xMid[i] + v
-		}
+		addInto(pool, out, a.xMid) // xMid + Σ w·y
 	}
 
 	// Final norm, LM head and cross-entropy, in row chunks.
@@ -185,6 +191,17 @@ func (s *TrainState) forward(p *Params, b Batch, opt TrainOptions, g *Params) (L
 	s.n = N
 	s.ready = true
 	return ls, nil
+}
+
+// addInto adds src to dst elementwise (dst[i] += src[i], the sum rounded once), in
+// chunks over pool.
+//
+//	dst, src [n]
+func addInto(pool *parallel.Pool, dst, src []float32) {
+	src = src[:len(dst)]
+	pool.For(len(dst), 1<<14, func(lo, hi int) {
+		kernel.AxpyF32(dst[lo:hi], 1, src[lo:hi]) // 1·x is x: one rounding, as +=
+	})
 }
 
 // checkTrain validates a batch and options against the config.
