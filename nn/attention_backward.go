@@ -43,7 +43,10 @@ func zigzag(i, n int) int {
 //	out [B·T, H·Dh]; lse [B·T, H]; qkv [B·T, QKVDim] (q and k already rotated)
 //
 // scale is 1/sqrt(Dh). The arithmetic is that of CausalAttentionHead (float32 scores
-// and exponentials, float64 sums), so out matches the inference path bit for bit.
+// and exponentials, float64 sums), so out matches the inference path bit for bit:
+// the values are widened to float64 once (exactly) instead of once per query, and
+// the weighted sum takes four keys per pass over the accumulator, each element
+// still adding the keys' products one after another.
 func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float32, d AttnDims, scale float32) {
 	if !d.valid() {
 		panic("nn: CausalAttention: invalid dimensions") // programming error: callers validate configs
@@ -51,6 +54,22 @@ func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float
 	B, T, H, KVH, Dh := d.B, d.T, d.H, d.KVH, d.Dh
 	Q := d.QKVDim()
 	group := H / KVH
+	KD := KVH * Dh
+	vp := attnV64Pool.Get().(*[]float64)
+	defer attnV64Pool.Put(vp)
+	if cap(*vp) < B*T*KD {
+		*vp = make([]float64, B*T*KD)
+	}
+	v64 := (*vp)[:B*T*KD] // [B·T, KVH·Dh] the values, widened
+	p.For(B*T, 64, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			src := qkv[r*Q+H*Dh+KD : (r+1)*Q]
+			dst := v64[r*KD : (r+1)*KD]
+			for i, x := range src {
+				dst[i] = float64(x)
+			}
+		}
+	})
 	p.For(B*T*H, 4, func(lo, hi int) {
 		var acc [MaxHeadDim]float64
 		var scores [attnBlock]float32
@@ -62,8 +81,8 @@ func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float
 			row := (b*T + t) * Q
 			q := qkv[row+h*Dh : row+(h+1)*Dh]
 			kOff := H*Dh + g*Dh
-			vOff := (H+KVH)*Dh + g*Dh
 			base := b * T * Q
+			vrow := func(j int) []float64 { return v64[(b*T+j)*KD+g*Dh : (b*T+j)*KD+(g+1)*Dh] }
 			runMax := math.Inf(-1)
 			var runSum float64
 			clear(acc[:Dh])
@@ -88,8 +107,14 @@ func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float
 				a := acc[:Dh]
 				pb := scores[:j1-j0]
 				runSum += kernel.ExpSubF32(pb, pb, float32(runMax))
-				for j := j0; j < j1; j++ {
-					accumulate(a, float64(pb[j-j0]), qkv[base+j*Q+vOff:base+j*Q+vOff+Dh])
+				j := j0
+				for ; j+4 <= j1; j += 4 {
+					pj := pb[j-j0 : j-j0+4 : j-j0+4]
+					accumulate4(a, float64(pj[0]), float64(pj[1]), float64(pj[2]), float64(pj[3]),
+						vrow(j), vrow(j+1), vrow(j+2), vrow(j+3))
+				}
+				for ; j < j1; j++ {
+					accumulate4(a, float64(pb[j-j0]), 0, 0, 0, vrow(j), nil, nil, nil)
 				}
 			}
 			inv := 1 / runSum
@@ -103,21 +128,49 @@ func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float
 }
 
 // accumulate does acc[i] += p·v[i] in float64, each product and sum rounded as the
-// plain loop rounds them (unrolled by four; no fused multiply-add).
+// plain loop rounds them (unrolled by four; the conversions rule out a fused
+// multiply-add).
 func accumulate(acc []float64, p float64, v []float32) {
 	v = v[:len(acc)]
 	i := 0
 	for ; i+4 <= len(acc); i += 4 {
 		a, w := acc[i:i+4:i+4], v[i:i+4:i+4]
-		a[0] += p * float64(w[0])
-		a[1] += p * float64(w[1])
-		a[2] += p * float64(w[2])
-		a[3] += p * float64(w[3])
+		a[0] += float64(p * float64(w[0]))
+		a[1] += float64(p * float64(w[1]))
+		a[2] += float64(p * float64(w[2]))
+		a[3] += float64(p * float64(w[3]))
 	}
 	for ; i < len(acc); i++ {
-		acc[i] += p * float64(v[i])
+		acc[i] += float64(p * float64(v[i]))
 	}
 }
+
+// accumulate4 is accumulate for up to four keys in one pass over acc: acc[i] +=
+// p0·v0[i], then += p1·v1[i], … in that order, each product and sum rounded (so
+// exactly four accumulate calls in a row). A nil v1 (then v2, v3 nil too) stops
+// after the first key.
+func accumulate4(acc []float64, p0, p1, p2, p3 float64, v0, v1, v2, v3 []float64) {
+	n := len(acc)
+	v0 = v0[:n]
+	if v1 == nil {
+		for i := range acc {
+			acc[i] += float64(p0 * v0[i])
+		}
+		return
+	}
+	v1, v2, v3 = v1[:n], v2[:n], v3[:n]
+	for i := range acc {
+		a := acc[i]
+		a += float64(p0 * v0[i])
+		a += float64(p1 * v1[i])
+		a += float64(p2 * v2[i])
+		a += float64(p3 * v3[i])
+		acc[i] = a
+	}
+}
+
+// attnV64Pool holds the widened values of CausalAttention.
+var attnV64Pool = sync.Pool{New: func() any { return new([]float64) }}
 
 // CausalAttentionBackward is the backward pass of CausalAttention. With
 // P = softmax(scale·q·kᵀ) recomputed, dP = dout·vᵀ, Δ = Σ_i dout·out and

@@ -733,6 +733,52 @@ func TestOpGradients(t *testing.T) {
 	}
 }
 
+// TestCausalAttentionMatchesHead: the training forward equals the inference kernel
+// bit for bit over more than one block of keys (T > attnBlock), with a GQA group and
+// an odd head dim, and its lse agrees with the float64 log-sum-exp of the scores.
+func TestCausalAttentionMatchesHead(t *testing.T) {
+	pool := parallel.New(2)
+	defer pool.Close()
+	r := rand.New(rand.NewPCG(21, 22))
+	d := AttnDims{B: 2, T: attnBlock + 45, H: 4, KVH: 2, Dh: 13}
+	Q, N := d.QKVDim(), d.B*d.T
+	qkv := toF32(randn(r, N*Q, 1.5))
+	scale := float32(1 / math.Sqrt(float64(d.Dh)))
+	out := make([]float32, N*d.H*d.Dh)
+	lse := make([]float64, N*d.H)
+	CausalAttention(pool, out, lse, qkv, d, scale)
+	KD := d.KVH * d.Dh
+	keys, vals := make([]float32, d.T*KD), make([]float32, d.T*KD)
+	o := make([]float32, d.Dh)
+	for b := 0; b < d.B; b++ {
+		for j := 0; j < d.T; j++ {
+			row := qkv[(b*d.T+j)*Q:]
+			copy(keys[j*KD:(j+1)*KD], row[d.H*d.Dh:d.H*d.Dh+KD])
+			copy(vals[j*KD:(j+1)*KD], row[d.H*d.Dh+KD:Q])
+		}
+		for tt := 0; tt < d.T; tt++ {
+			r := b*d.T + tt
+			for h := 0; h < d.H; h++ {
+				g := h / (d.H / d.KVH)
+				q := qkv[r*Q+h*d.Dh : r*Q+(h+1)*d.Dh]
+				CausalAttentionHead(o, q, keys, vals, KD, g*d.Dh, tt+1, scale)
+				for i, v := range o {
+					if w := out[r*d.H*d.Dh+h*d.Dh+i]; math.Float32bits(w) != math.Float32bits(v) {
+						t.Fatalf("b=%d t=%d h=%d [%d]: training %g, CausalAttentionHead %g", b, tt, h, i, w, v)
+					}
+				}
+				sc := make([]float64, tt+1)
+				for j := range sc {
+					sc[j] = float64(kernel.DotF32(q, keys[j*KD+g*d.Dh:j*KD+(g+1)*d.Dh]) * scale)
+				}
+				if want := lse64(sc); math.Abs(lse[r*d.H+h]-want) > 1e-6*math.Max(1, math.Abs(want)) {
+					t.Fatalf("b=%d t=%d h=%d: lse %.9g, want %.9g", b, tt, h, lse[r*d.H+h], want)
+				}
+			}
+		}
+	}
+}
+
 // At exactly ±clip torch.clamp passes the gradient (its mask is min <= x <= max).
 func TestClampBackwardAtBound(t *testing.T) {
 	x := []float32{-0.5, 0.5, 0.50001, -0.50001, 0, float32(math.NaN())}
