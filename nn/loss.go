@@ -36,12 +36,15 @@ func LogSumExp(x []float32) float64 {
 //
 //	logits [R, V]; labels, loss [R]
 //
-// Each row takes three vectorised passes: its maximum m (kernel.MaxF32), e = exp(x − m)
-// with s = Σ e in float64 (kernel.ExpSubF32: exact differences, float32 exp within
-// 1 ulp), and the scaling of e by 1/s (scale/s with grad). The loss is
-// lse − x_l = (m − x_l) + log s in float64, within ~1e-7 of the float64 value and
-// finite however small p_label is. A label outside [0, V) other than IgnoreIndex is
-// an error and nothing is written.
+// Each row takes two vectorised passes. The first goes block by block (ceBlock
+// values, so a block read from memory stays in L1 for its second look): the block's
+// maximum m_b (kernel.MaxF32), then e = exp(x − m_b) with s_b = Σ e in float64
+// (kernel.ExpSubF32: exact differences, float32 exp within 1 ulp). With m the row's
+// maximum and s = Σ_b s_b·exp(m_b − m), the second pass scales block b by
+// exp(m_b − m)/s (scale times that with grad), rounded to float32 once: the same
+// roundings as exp(x − m)/s. The loss is lse − x_l = (m − x_l) + log s in float64,
+// within ~1e-7 of the float64 value and finite however small p_label is. A label
+// outside [0, V) other than IgnoreIndex is an error and nothing is written.
 func CrossEntropy(p *parallel.Pool, loss []float64, logits []float32, labels []int, V int, scale float32, grad bool) error {
 	R := len(labels)
 	if len(logits) < R*V || len(loss) < R {
@@ -53,7 +56,9 @@ func CrossEntropy(p *parallel.Pool, loss []float64, logits []float32, labels []i
 			return fmt.Errorf("nn: cross entropy: label %d at row %d is outside [0, %d) and is not the ignore index %d", l, i, V, IgnoreIndex)
 		}
 	}
+	nb := (V + ceBlock - 1) / ceBlock
 	p.For(R, 1, func(lo, hi int) {
+		mb := make([]float32, nb) // block maxima of the current row
 		for r := lo; r < hi; r++ {
 			row := logits[r*V : (r+1)*V]
 			l := labels[r]
@@ -64,20 +69,46 @@ func CrossEntropy(p *parallel.Pool, loss []float64, logits []float32, labels []i
 				}
 				continue
 			}
-			m := kernel.MaxF32(row)
 			xl := row[l]
-			s := kernel.ExpSubF32(row, row, m)
-			loss[r] = float64(m) - float64(xl) + math.Log(s)
-			if !grad {
-				kernel.ScaleAddF32(row, float32(1/s), 0, row)
-				continue
+			m, s := float32(math.Inf(-1)), 0.0
+			for b := range mb {
+				blk := row[b*ceBlock : min((b+1)*ceBlock, V)]
+				bm := kernel.MaxF32(blk)
+				mb[b] = bm
+				if math.IsInf(float64(bm), -1) { // nothing to add; exp(−Inf − (−Inf)) would be NaN
+					clear(blk)
+					continue
+				}
+				bs := kernel.ExpSubF32(blk, blk, bm)
+				switch {
+				case bm > m:
+					s = s*math.Exp(float64(m)-float64(bm)) + bs
+					m = bm
+				case bm <= m:
+					s += bs * math.Exp(float64(bm)-float64(m))
+				default: // NaN
+					m, s = bm, math.NaN()
+				}
 			}
-			kernel.ScaleAddF32(row, float32(float64(scale)/s), 0, row)
-			row[l] -= scale
+			loss[r] = float64(m) - float64(xl) + math.Log(s)
+			c := 1 / s
+			if grad {
+				c = float64(scale) / s
+			}
+			for b, bm := range mb {
+				blk := row[b*ceBlock : min((b+1)*ceBlock, V)]
+				kernel.ScaleAddF32(blk, float32(c*math.Exp(float64(bm)-float64(m))), 0, blk)
+			}
+			if grad {
+				row[l] -= scale
+			}
 		}
 	})
 	return nil
 }
+
+// ceBlock is the block length of CrossEntropy's first pass: 8 KiB of logits.
+const ceBlock = 2048
 
 // checkRouter validates the per-layer router tensors of the auxiliary losses.
 func checkRouter(what string, x [][]float32, N, E int) error {

@@ -186,13 +186,23 @@ func TestCrossEntropyLargeVocab(t *testing.T) {
 	pool := parallel.New(2)
 	defer pool.Close()
 	r := rand.New(rand.NewPCG(5, 6))
-	const R, V = 5, 100352
+	const R, V = 6, 100352
 	logits := make([]float32, R*V)
 	for i := range logits {
 		logits[i] = float32(r.NormFloat64() * 3)
 	}
-	labels := []int{0, V - 1, -100, 77, 5000}
+	labels := []int{0, V - 1, -100, 77, 5000, 9000}
 	logits[3*V+77] = -200 // p_label underflows float32: the loss must stay exact
+	// Row 4: the maximum late in the row (its blocks disagree on the reference), a
+	// masked run longer than a block and one masked value.
+	for i := 100; i < 5000; i++ {
+		logits[4*V+i] = float32(math.Inf(-1))
+	}
+	logits[4*V+7], logits[4*V+90000] = float32(math.Inf(-1)), 40
+	// Row 5: logits far from 0 (lse ≈ 1000).
+	for i := 5 * V; i < 6*V; i++ {
+		logits[i] += 1000
+	}
 	orig := append([]float32(nil), logits...)
 	loss := make([]float64, R)
 	const scale = 0.25
