@@ -26,105 +26,90 @@ func (d AttnDims) valid() bool {
 	return d.B > 0 && d.T > 0 && d.H > 0 && d.KVH > 0 && d.Dh > 0 && d.H%d.KVH == 0 && d.Dh <= MaxHeadDim
 }
 
-// zigzag maps a task index in [0, n) to a token index so that consecutive tasks
-// alternate between cheap early and expensive late query positions: the contiguous
-// chunks parallel.Pool.For hands out then cost about the same.
-func zigzag(i, n int) int {
-	if i%2 == 0 {
-		return i / 2
-	}
-	return n - 1 - i/2
-}
-
 // CausalAttention is the training forward of causal GQA attention. It writes every
-// head's output and the log-sum-exp of its scaled scores, which the backward pass
-// uses to recompute the probabilities instead of storing them.
+// head's output and the log-sum-exp of its scaled scores.
 //
 //	out [B·T, H·Dh]; lse [B·T, H]; qkv [B·T, QKVDim] (q and k already rotated)
 //
-// scale is 1/sqrt(Dh). The arithmetic is that of CausalAttentionHead (float32 scores
-// and exponentials, float64 sums), so out matches the inference path bit for bit:
-// the values are widened to float64 once (exactly) instead of once per query, and
-// the weighted sum takes four keys per pass over the accumulator, each element
-// still adding the keys' products one after another.
+// scale is 1/sqrt(Dh). The work is laid out as in CausalAttentionBackward: one task
+// per (sequence, kv head), run in parallel; inside a task the query heads of the
+// group and a block of query positions form the rows of two small GEMMs, scores
+// S = q·kᵀ against the keys up to the block's last position and out = P·v. Each row
+// of P is the softmax of its causal part (scale·S, max by kernel.MaxF32, exp and sum
+// by kernel.ExpSubF32, times 1/sum), the same float32 probabilities that the backward
+// recomputes. Products and the weighted sums are float32 (as in the reference); the
+// result is within ~1e-6 relative of CausalAttentionHead, which adds in float64 key
+// by key.
 func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float32, d AttnDims, scale float32) {
 	if !d.valid() {
 		panic("nn: CausalAttention: invalid dimensions") // programming error: callers validate configs
 	}
-	B, T, H, KVH, Dh := d.B, d.T, d.H, d.KVH, d.Dh
-	Q := d.QKVDim()
-	group := H / KVH
-	KD := KVH * Dh
-	vp := attnV64Pool.Get().(*[]float64)
-	defer attnV64Pool.Put(vp)
-	if cap(*vp) < B*T*KD {
-		*vp = make([]float64, B*T*KD)
+	forKVHeads(p, d, func(sc *attnScratch, b, g, tb int) { attnForwardTask(sc, out, lse, qkv, d, scale, b, g, tb) })
+}
+
+// forKVHeads runs task(b, g) for every sequence b and kv head g in parallel, each
+// with a worker's scratch sized for blocks of tb query positions.
+func forKVHeads(p *parallel.Pool, d AttnDims, task func(sc *attnScratch, b, g, tb int)) {
+	group := d.H / d.KVH
+	tb := max(1, attnRows/group) // query positions per block
+	p.For(d.B*d.KVH, 1, func(lo, hi int) {
+		sc := attnScratchPool.Get().(*attnScratch)
+		defer attnScratchPool.Put(sc)
+		sc.ensure(d.T, d.Dh, tb*group)
+		for i := lo; i < hi; i++ {
+			task(sc, i/d.KVH, i%d.KVH, tb)
+		}
+	})
+}
+
+// blockRows calls fn(i, r, h) for the GEMM rows of query positions t0 … t1−1 of
+// sequence b and the query heads of kv head g: row i = (t−t0)·group + (h mod group)
+// holds token r = b·T + t, head h.
+func blockRows(d AttnDims, b, g, t0, t1 int, fn func(i, r, h int)) {
+	group := d.H / d.KVH
+	for t := t0; t < t1; t++ {
+		for hh := 0; hh < group; hh++ {
+			fn((t-t0)*group+hh, b*d.T+t, g*group+hh)
+		}
 	}
-	v64 := (*vp)[:B*T*KD] // [B·T, KVH·Dh] the values, widened
-	p.For(B*T, 64, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			src := qkv[r*Q+H*Dh+KD : (r+1)*Q]
-			dst := v64[r*KD : (r+1)*KD]
-			for i, x := range src {
-				dst[i] = float64(x)
-			}
+}
+
+// attnForwardTask computes the outputs and lse of sequence b's query heads of kv
+// head g.
+func attnForwardTask(sc *attnScratch, out []float32, lse []float64, qkv []float32, d AttnDims, scale float32, b, g, tb int) {
+	T, H, KVH, Dh := d.T, d.H, d.KVH, d.Dh
+	Q := d.QKVDim()
+	HD := H * Dh
+	group := H / KVH
+	base := b * T
+	sc.loadKV(qkv, d, b, g)
+	for t0 := 0; t0 < T; t0 += tb {
+		t1 := min(t0+tb, T)
+		rows := (t1 - t0) * group
+		n := t1 // keys 0 … t1−1
+		qb, ob := sc.q[:rows*Dh], sc.dq[:rows*Dh]
+		blockRows(d, b, g, t0, t1, func(i, r, h int) {
+			copy(qb[i*Dh:(i+1)*Dh], qkv[r*Q+h*Dh:r*Q+(h+1)*Dh])
+		})
+		S := sc.s[:rows*n]
+		kernel.MatMulT(nil, S, qb, rows, F32Mat(sc.k[:n*Dh], n, Dh))
+		for i := 0; i < rows; i++ {
+			t := t0 + i/group
+			h := g*group + i%group
+			pr := S[i*n : (i+1)*n]
+			m := t + 1 // causal: keys 0 … t
+			kernel.ScaleAddF32(pr[:m], scale, 0, pr[:m])
+			mx := kernel.MaxF32(pr[:m])
+			sum := kernel.ExpSubF32(pr[:m], pr[:m], mx)
+			kernel.ScaleAddF32(pr[:m], float32(1/sum), 0, pr[:m])
+			clear(pr[m:])
+			lse[(base+t)*H+h] = float64(mx) + math.Log(sum)
 		}
-	})
-	p.For(B*T*H, 4, func(lo, hi int) {
-		var acc [MaxHeadDim]float64
-		var scores [attnBlock]float32
-		for task := lo; task < hi; task++ {
-			h := task % H
-			b := (task / H) % B
-			t := zigzag(task/(H*B), T)
-			g := h / group
-			row := (b*T + t) * Q
-			q := qkv[row+h*Dh : row+(h+1)*Dh]
-			kOff := H*Dh + g*Dh
-			base := b * T * Q
-			vrow := func(j int) []float64 { return v64[(b*T+j)*KD+g*Dh : (b*T+j)*KD+(g+1)*Dh] }
-			runMax := math.Inf(-1)
-			var runSum float64
-			clear(acc[:Dh])
-			for j0 := 0; j0 <= t; j0 += attnBlock {
-				j1 := min(j0+attnBlock, t+1)
-				bmax := float32(math.Inf(-1))
-				for j := j0; j < j1; j++ {
-					k := qkv[base+j*Q+kOff : base+j*Q+kOff+Dh]
-					s := kernel.DotF32(q, k) * scale
-					scores[j-j0] = s
-					bmax = max(bmax, s)
-				}
-				newMax := math.Max(runMax, float64(bmax))
-				if runSum != 0 {
-					c := math.Exp(runMax - newMax)
-					runSum *= c
-					for i := 0; i < Dh; i++ {
-						acc[i] *= c
-					}
-				}
-				runMax = newMax
-				a := acc[:Dh]
-				pb := scores[:j1-j0]
-				runSum += kernel.ExpSubF32(pb, pb, float32(runMax))
-				j := j0
-				for ; j+4 <= j1; j += 4 {
-					pj := pb[j-j0 : j-j0+4 : j-j0+4]
-					accumulate4(a, float64(pj[0]), float64(pj[1]), float64(pj[2]), float64(pj[3]),
-						vrow(j), vrow(j+1), vrow(j+2), vrow(j+3))
-				}
-				for ; j < j1; j++ {
-					accumulate4(a, float64(pb[j-j0]), 0, 0, 0, vrow(j), nil, nil, nil)
-				}
-			}
-			inv := 1 / runSum
-			o := out[(b*T+t)*H*Dh+h*Dh : (b*T+t)*H*Dh+(h+1)*Dh]
-			for i := range o {
-				o[i] = float32(acc[i] * inv)
-			}
-			lse[(b*T+t)*H+h] = runMax + math.Log(runSum)
-		}
-	})
+		kernel.MatMulN(nil, ob, S, rows, F32Mat(sc.v[:n*Dh], n, Dh), false)
+		blockRows(d, b, g, t0, t1, func(i, r, h int) {
+			copy(out[r*HD+h*Dh:r*HD+(h+1)*Dh], ob[i*Dh:(i+1)*Dh])
+		})
+	}
 }
 
 // accumulate does acc[i] += p·v[i] in float64, each product and sum rounded as the
@@ -144,33 +129,6 @@ func accumulate(acc []float64, p float64, v []float32) {
 		acc[i] += float64(p * float64(v[i]))
 	}
 }
-
-// accumulate4 is accumulate for up to four keys in one pass over acc: acc[i] +=
-// p0·v0[i], then += p1·v1[i], … in that order, each product and sum rounded (so
-// exactly four accumulate calls in a row). A nil v1 (then v2, v3 nil too) stops
-// after the first key.
-func accumulate4(acc []float64, p0, p1, p2, p3 float64, v0, v1, v2, v3 []float64) {
-	n := len(acc)
-	v0 = v0[:n]
-	if v1 == nil {
-		for i := range acc {
-			acc[i] += float64(p0 * v0[i])
-		}
-		return
-	}
-	v1, v2, v3 = v1[:n], v2[:n], v3[:n]
-	for i := range acc {
-		a := acc[i]
-		a += float64(p0 * v0[i])
-		a += float64(p1 * v1[i])
-		a += float64(p2 * v2[i])
-		a += float64(p3 * v3[i])
-		acc[i] = a
-	}
-}
-
-// attnV64Pool holds the widened values of CausalAttention.
-var attnV64Pool = sync.Pool{New: func() any { return new([]float64) }}
 
 // CausalAttentionBackward is the backward pass of CausalAttention. With
 // P = softmax(scale·q·kᵀ) recomputed, dP = dout·vᵀ, Δ = Σ_i dout·out and
@@ -193,9 +151,9 @@ func CausalAttentionBackward(p *parallel.Pool, dqkv, dout, out []float32, lse, d
 	if !d.valid() {
 		panic("nn: CausalAttentionBackward: invalid dimensions")
 	}
-	B, T, H, KVH, Dh := d.B, d.T, d.H, d.KVH, d.Dh
+	H, Dh := d.H, d.Dh
 	HD := H * Dh
-	N := B * T
+	N := d.B * d.T
 	p.For(N, 16, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			for h := 0; h < H; h++ {
@@ -209,27 +167,20 @@ func CausalAttentionBackward(p *parallel.Pool, dqkv, dout, out []float32, lse, d
 			}
 		}
 	})
-	group := H / KVH
-	tb := max(1, attnRows/group) // query positions per block
-	p.For(B*KVH, 1, func(lo, hi int) {
-		sc := attnScratchPool.Get().(*attnScratch)
-		defer attnScratchPool.Put(sc)
-		sc.ensure(T, Dh, tb*group)
-		for task := lo; task < hi; task++ {
-			attnBackwardTask(sc, dqkv, dout, delta, qkv, d, scale, task/KVH, task%KVH, tb)
-		}
+	forKVHeads(p, d, func(sc *attnScratch, b, g, tb int) {
+		attnBackwardTask(sc, dqkv, dout, delta, qkv, d, scale, b, g, tb)
 	})
 }
 
 // attnRows is the target number of GEMM rows (query positions × heads of a group)
-// per block of the attention backward.
+// per block of the attention forward and backward.
 const attnRows = 128
 
-// attnScratch is one worker's buffers for attnBackwardTask.
+// attnScratch is one worker's buffers for attnForwardTask and attnBackwardTask.
 type attnScratch struct {
 	k, v, dk, dv []float32 // [T, Dh] the group's keys and values, their gradients
-	q, do, dq    []float32 // [rows, Dh] a block of queries, their output gradients, dq
-	s, dp, tr    []float32 // [rows, T] scores → probabilities, dP → dS; tr [T, rows]
+	q, do, dq    []float32 // [rows, Dh] a block of queries, their output gradients, dq (the forward's output)
+	s, dp        []float32 // [rows, T] scores → probabilities, dP → dS
 }
 
 var attnScratchPool = sync.Pool{New: func() any { return new(attnScratch) }}
@@ -243,7 +194,19 @@ func (sc *attnScratch) ensure(T, Dh, rows int) {
 	}
 	sc.k, sc.v, sc.dk, sc.dv = g(sc.k, T*Dh), g(sc.v, T*Dh), g(sc.dk, T*Dh), g(sc.dv, T*Dh)
 	sc.q, sc.do, sc.dq = g(sc.q, rows*Dh), g(sc.do, rows*Dh), g(sc.dq, rows*Dh)
-	sc.s, sc.dp, sc.tr = g(sc.s, rows*T), g(sc.dp, rows*T), g(sc.tr, rows*T)
+	sc.s, sc.dp = g(sc.s, rows*T), g(sc.dp, rows*T)
+}
+
+// loadKV copies the keys and values of sequence b and kv head g into sc.k, sc.v.
+func (sc *attnScratch) loadKV(qkv []float32, d AttnDims, b, g int) {
+	T, H, KVH, Dh := d.T, d.H, d.KVH, d.Dh
+	Q := d.QKVDim()
+	kOff, vOff := H*Dh+g*Dh, (H+KVH)*Dh+g*Dh
+	for j := 0; j < T; j++ {
+		row := qkv[(b*T+j)*Q:]
+		copy(sc.k[j*Dh:(j+1)*Dh], row[kOff:kOff+Dh])
+		copy(sc.v[j*Dh:(j+1)*Dh], row[vOff:vOff+Dh])
+	}
 }
 
 // attnBackwardTask computes dq, dk and dv of sequence b and kv head g.
@@ -254,11 +217,7 @@ func attnBackwardTask(sc *attnScratch, dqkv, dout []float32, delta []float64, qk
 	group := H / KVH
 	kOff, vOff := H*Dh+g*Dh, (H+KVH)*Dh+g*Dh
 	base := b * T
-	for j := 0; j < T; j++ {
-		row := qkv[(base+j)*Q:]
-		copy(sc.k[j*Dh:(j+1)*Dh], row[kOff:kOff+Dh])
-		copy(sc.v[j*Dh:(j+1)*Dh], row[vOff:vOff+Dh])
-	}
+	sc.loadKV(qkv, d, b, g)
 	clear(sc.dk)
 	clear(sc.dv)
 	for t0 := 0; t0 < T; t0 += tb {
@@ -266,15 +225,10 @@ func attnBackwardTask(sc *attnScratch, dqkv, dout []float32, delta []float64, qk
 		rows := (t1 - t0) * group
 		n := t1 // keys 0 … t1−1
 		qb, dob, dqb := sc.q[:rows*Dh], sc.do[:rows*Dh], sc.dq[:rows*Dh]
-		for t := t0; t < t1; t++ {
-			r := base + t
-			for hh := 0; hh < group; hh++ {
-				h := g*group + hh
-				i := (t-t0)*group + hh
-				copy(qb[i*Dh:(i+1)*Dh], qkv[r*Q+h*Dh:r*Q+(h+1)*Dh])
-				copy(dob[i*Dh:(i+1)*Dh], dout[r*HD+h*Dh:r*HD+(h+1)*Dh])
-			}
-		}
+		blockRows(d, b, g, t0, t1, func(i, r, h int) {
+			copy(qb[i*Dh:(i+1)*Dh], qkv[r*Q+h*Dh:r*Q+(h+1)*Dh])
+			copy(dob[i*Dh:(i+1)*Dh], dout[r*HD+h*Dh:r*HD+(h+1)*Dh])
+		})
 		S, dP := sc.s[:rows*n], sc.dp[:rows*n]
 		kernel.MatMulT(nil, S, qb, rows, F32Mat(sc.k[:n*Dh], n, Dh))
 		kernel.MatMulT(nil, dP, dob, rows, F32Mat(sc.v[:n*Dh], n, Dh))
@@ -294,23 +248,15 @@ func attnBackwardTask(sc *attnScratch, dqkv, dout []float32, delta []float64, qk
 		}
 		// dq = scale·dS·k
 		kernel.MatMulN(nil, dqb, dP, rows, F32Mat(sc.k[:n*Dh], n, Dh), false)
-		for t := t0; t < t1; t++ {
-			r := base + t
-			for hh := 0; hh < group; hh++ {
-				h := g*group + hh
-				i := (t-t0)*group + hh
-				dq := dqkv[r*Q+h*Dh : r*Q+(h+1)*Dh]
-				for c, v := range dqb[i*Dh : (i+1)*Dh] {
-					dq[c] = v * scale
-				}
+		blockRows(d, b, g, t0, t1, func(i, r, h int) {
+			dq := dqkv[r*Q+h*Dh : r*Q+(h+1)*Dh]
+			for c, v := range dqb[i*Dh : (i+1)*Dh] {
+				dq[c] = v * scale
 			}
-		}
+		})
 		// dk += dSᵀ·q, dv += Pᵀ·dout
-		tr := sc.tr[:n*rows]
-		transpose(nil, tr, dP, rows, n)
-		kernel.MatMulN(nil, sc.dk[:n*Dh], tr, n, F32Mat(qb, rows, Dh), true)
-		transpose(nil, tr, S, rows, n)
-		kernel.MatMulN(nil, sc.dv[:n*Dh], tr, n, F32Mat(dob, rows, Dh), true)
+		kernel.MatMulATB(nil, sc.dk[:n*Dh], dP, qb, rows, n, Dh, true)
+		kernel.MatMulATB(nil, sc.dv[:n*Dh], S, dob, rows, n, Dh, true)
 	}
 	for j := 0; j < T; j++ {
 		row := dqkv[(base+j)*Q:]

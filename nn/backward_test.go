@@ -342,7 +342,8 @@ func opCases(t *testing.T) []gradCase {
 			f32: func(in [][]float32) []float32 {
 				out := make([]float32, d.B*d.T*d.H*d.Dh)
 				CausalAttention(pool, out, make([]float64, d.B*d.T*d.H), in[0], d, scale)
-				// The inference kernel must agree with the training forward.
+				// The inference kernel must agree with the training forward (float64
+				// sums key by key there, float32 GEMMs here).
 				Q := d.QKVDim()
 				o2 := make([]float32, d.H*d.Dh)
 				for b := 0; b < d.B; b++ {
@@ -359,7 +360,7 @@ func opCases(t *testing.T) []gradCase {
 							CausalAttentionHead(o2[h*d.Dh:(h+1)*d.Dh], seq[tt*Q+h*d.Dh:tt*Q+(h+1)*d.Dh], keys, vals, d.KVH*d.Dh, g*d.Dh, tt+1, scale)
 						}
 						for i, v := range o2 {
-							if w := out[(b*d.T+tt)*d.H*d.Dh+i]; w != v {
+							if w := out[(b*d.T+tt)*d.H*d.Dh+i]; math.Abs(float64(w-v)) > 4e-6*math.Max(1, math.Abs(float64(v))) {
 								t.Errorf("training attention differs from CausalAttentionHead: %g vs %g", w, v)
 								return out
 							}
@@ -733,9 +734,10 @@ func TestOpGradients(t *testing.T) {
 	}
 }
 
-// TestCausalAttentionMatchesHead: the training forward equals the inference kernel
-// bit for bit over more than one block of keys (T > attnBlock), with a GQA group and
-// an odd head dim, and its lse agrees with the float64 log-sum-exp of the scores.
+// TestCausalAttentionMatchesHead: the training forward agrees with the inference
+// kernel to float32 rounding over several blocks of queries and more than one block
+// of keys of the inference kernel (T > attnBlock), with a GQA group and an odd head
+// dim, and its lse with the float64 log-sum-exp of the scores.
 func TestCausalAttentionMatchesHead(t *testing.T) {
 	pool := parallel.New(2)
 	defer pool.Close()
@@ -763,7 +765,7 @@ func TestCausalAttentionMatchesHead(t *testing.T) {
 				q := qkv[r*Q+h*d.Dh : r*Q+(h+1)*d.Dh]
 				CausalAttentionHead(o, q, keys, vals, KD, g*d.Dh, tt+1, scale)
 				for i, v := range o {
-					if w := out[r*d.H*d.Dh+h*d.Dh+i]; math.Float32bits(w) != math.Float32bits(v) {
+					if w := out[r*d.H*d.Dh+h*d.Dh+i]; math.Abs(float64(w-v)) > 1e-5*math.Max(1, math.Abs(float64(v))) {
 						t.Fatalf("b=%d t=%d h=%d [%d]: training %g, CausalAttentionHead %g", b, tt, h, i, w, v)
 					}
 				}

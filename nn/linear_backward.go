@@ -24,22 +24,3 @@ func MatMulATB(p *parallel.Pool, dst, a, b []float32, T, M, N int, scratch []flo
 	kernel.MatMulATB(p, dst, a, b, T, M, N, true)
 	return scratch
 }
-
-// transpose writes dst [cols, rows] = src [rows, cols]ᵀ in cache-sized tiles.
-func transpose(p *parallel.Pool, dst, src []float32, rows, cols int) {
-	const tile = 32
-	p.For((cols+tile-1)/tile, 1, func(lo, hi int) {
-		for c0 := lo * tile; c0 < min(hi*tile, cols); c0 += tile {
-			c1 := min(c0+tile, cols)
-			for r0 := 0; r0 < rows; r0 += tile {
-				r1 := min(r0+tile, rows)
-				for c := c0; c < c1; c++ {
-					d := dst[c*rows : (c+1)*rows]
-					for r := r0; r < r1; r++ {
-						d[r] = src[r*cols+c]
-					}
-				}
-			}
-		}
-	})
-}

@@ -12,10 +12,11 @@ import (
 
 // Training: mutable float32 parameters, a training forward over a batch [B, T] that
 // keeps the activations, the losses (cross-entropy, load balancing, router z-loss)
-// and the backward pass. The forward computes what Model.Forward computes (same
-// kernels, same order, except the experts' silu: the vectorised kernel.SiLUMulF32
-// here, within a few float32 ulp of nn.SiLU), so eval can bind the same Params to a
-// Model.
+// and the backward pass. The forward computes what Model.Forward computes, with the
+// same kernels in the same order except for attention (blocked float32 GEMMs here,
+// float64 sums key by key in nn.CausalAttentionHead) and the experts' silu (the
+// vectorised kernel.SiLUMulF32 here, nn.SiLU there), which agree to float32 rounding;
+// so eval can bind the same Params to a Model.
 
 // Params holds every parameter of a DBRX model as mutable float32 in state_dict order
 // (Config.ParamShapes). Data[i] is a view into Flat, so an optimizer or an all-reduce
