@@ -281,20 +281,26 @@ type TrainState struct {
 	losses Losses
 	ready  bool
 
-	n      int           // B·T tokens
-	xs     [][]float32   // [L+1][N, D] residual stream entering block l (xs[L]: after the last)
-	layers []layerActs   // [L]
-	meanF  []float64     // [N]
-	rstdF  []float64     // [N]
-	hf     []float32     // [N, D] norm_f output
-	cos    []float32     // [T, Dh/2]
-	sin    []float32     // [T, Dh/2]
-	rowCE  []float64     // [N] per-position cross-entropy
-	logits []float32     // [R, V] one chunk of logits (R rows)
-	probsL [][]float32   // [L] views of layers[l].probs
-	rlogL  [][]float32   // [L] views of layers[l].rlogits
-	topL   [][]int       // [L] views of layers[l].topIdx
-	bw     backwardState // backward scratch
+	n      int         // B·T tokens
+	xs     [][]float32 // [L+1][N, D] residual stream entering block l (xs[L]: after the last)
+	layers []layerActs // [L]
+	meanF  []float64   // [N]
+	rstdF  []float64   // [N]
+	hf     []float32   // [N, D] norm_f output
+	cos    []float32   // [T, Dh/2]
+	sin    []float32   // [T, Dh/2]
+	rowCE  []float64   // [N] per-position cross-entropy
+	// the LM head's rows with a target (head gathers them when some are ignored)
+	headRows []int         // [≤N] their positions
+	hfKept   []float32     // [≤N, D] their norm_f outputs
+	tgKept   []int         // [≤N] their targets
+	ceKept   []float64     // [≤N] their losses
+	headAll  bool          // tests: no gathering, ignored rows go through the head too
+	logits   []float32     // [R, V] one chunk of logits (R rows)
+	probsL   [][]float32   // [L] views of layers[l].probs
+	rlogL    [][]float32   // [L] views of layers[l].rlogits
+	topL     [][]int       // [L] views of layers[l].topIdx
+	bw       backwardState // backward scratch
 }
 
 // layerActs are the activations of one block that the backward pass reads.

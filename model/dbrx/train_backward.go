@@ -23,6 +23,7 @@ type backwardState struct {
 	hh, dg, du    []float32   // [N, F]
 	silu          [][]float32 // [L][N·K, F] silu(gate) of every assignment, in expert order
 	dhf           []float32   // [N, D] gradient entering norm_f
+	dhfKept       []float32   // [≤N, D] dhf of the rows with a target, gathered
 	atb           []float32   // nn.MatMulATB transpose scratch
 	dp            []float32   // [E]
 	dw, wsel      []float32   // [K]
@@ -69,6 +70,8 @@ func (s *TrainState) ensure(c Config, b Batch, opt TrainOptions, headGrad bool) 
 	s.meanF, s.rstdF, s.hf = grow(s.meanF, N), grow(s.rstdF, N), grow(s.hf, N*D)
 	s.cos, s.sin = grow(s.cos, b.T*Dh/2), grow(s.sin, b.T*Dh/2)
 	s.rowCE = grow(s.rowCE, N)
+	s.headRows = grow(s.headRows, N)
+	s.hfKept, s.tgKept, s.ceKept = grow(s.hfKept, N*D), grow(s.tgKept, N), grow(s.ceKept, N)
 	R := headRows(N, V)
 	s.logits = grow(s.logits, R*V)
 	w := &s.bw
@@ -85,7 +88,7 @@ func (s *TrainState) ensure(c Config, b Batch, opt TrainOptions, headGrad bool) 
 // ensureHead sizes the buffers of the LM-head gradient.
 func (s *TrainState) ensureHead(c Config, N int) {
 	w := &s.bw
-	w.dhf = grow(w.dhf, N*c.DModel)
+	w.dhf, w.dhfKept = grow(w.dhf, N*c.DModel), grow(w.dhfKept, N*c.DModel)
 }
 
 // ensureBackward sizes the backward-only buffers.

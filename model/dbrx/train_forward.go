@@ -290,28 +290,70 @@ func (s *TrainState) AddExpertCounts(dst []int64) int {
 // row's loss into s.rowCE. With gLM it also takes the gradient of ceScale·Σ CE:
 // s.bw.dhf [N, D] = dlogits·W and gLM [V, D] += dlogitsᵀ·hf, the latter with
 // kernel.MatMulATB straight from the chunk of dlogits (no transposes, no scratch).
+// Only rows with a target go through the head: when some are IgnoreIndex (the last
+// position of every sequence, the prompt of a fine-tuning example) the others are
+// gathered first, and the ignored rows get loss 0 and gradient 0.
 //
 //	lm [V, D]; targets [N]
 func (s *TrainState) head(lm []float32, targets []int, N, D, V int, ceScale float32, gLM []float32) error {
 	pool := s.Pool
-	R := headRows(N, V)
-	W := nn.F32Mat(lm, V, D)
 	grad := gLM != nil
 	w := &s.bw
-	for r0 := 0; r0 < N; r0 += R {
-		r1 := min(r0+R, N)
+	keep := s.headRows[:0]
+	for r, t := range targets {
+		if t != IgnoreIndex {
+			keep = append(keep, r)
+		}
+	}
+	s.headRows = keep
+	nk := len(keep)
+	if s.headAll {
+		nk = N // test: every row through the head, ignored ones included
+	}
+	hfK, tgK, ceK, dhfK := s.hf[:N*D], targets, s.rowCE[:N], w.dhf // dhf: [N, D] with gLM
+	if nk < N {
+		hfK, tgK, ceK, dhfK = s.hfKept[:nk*D], s.tgKept[:nk], s.ceKept[:nk], w.dhfKept
+		pool.For(nk, 64, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				r := keep[i]
+				copy(hfK[i*D:(i+1)*D], s.hf[r*D:(r+1)*D])
+				tgK[i] = targets[r]
+			}
+		})
+	}
+	R := headRows(nk, V)
+	s.logits = grow(s.logits, R*V) // R can exceed headRows(N, V) (N = 669, nk = 668)
+	W := nn.F32Mat(lm, V, D)
+	for r0 := 0; r0 < nk; r0 += R {
+		r1 := min(r0+R, nk)
 		n := r1 - r0
 		lg := s.logits[:n*V]
-		hf := s.hf[r0*D : r1*D]
+		hf := hfK[r0*D : r1*D]
 		kernel.MatMulT(pool, lg, hf, n, W)
-		if err := nn.CrossEntropy(pool, s.rowCE[r0:r1], lg, targets[r0:r1], V, ceScale, grad); err != nil {
+		if err := nn.CrossEntropy(pool, ceK[r0:r1], lg, tgK[r0:r1], V, ceScale, grad); err != nil {
 			return err
 		}
 		if !grad {
 			continue
 		}
-		kernel.MatMulN(pool, w.dhf[r0*D:r1*D], lg, n, W, false)
+		kernel.MatMulN(pool, dhfK[r0*D:r1*D], lg, n, W, false)
 		kernel.MatMulATB(pool, gLM, lg, hf, n, V, D, true)
+	}
+	if nk < N {
+		clear(s.rowCE[:N])
+		for i, r := range keep {
+			s.rowCE[r] = ceK[i]
+		}
+		if grad {
+			dhf := w.dhf[:N*D]
+			clear(dhf)
+			pool.For(nk, 64, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					r := keep[i]
+					copy(dhf[r*D:(r+1)*D], dhfK[i*D:(i+1)*D])
+				}
+			})
+		}
 	}
 	return nil
 }

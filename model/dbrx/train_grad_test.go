@@ -390,6 +390,45 @@ func TestTrainGradScaleAccumulates(t *testing.T) {
 	}
 }
 
+// TestTrainHeadSkipsIgnored: gathering the rows with a target before the LM head
+// (ignored rows inside and at the ends) gives the losses and gradients of running
+// every row through it.
+func TestTrainHeadSkipsIgnored(t *testing.T) {
+	c := tinyConfig()
+	p := tinyParams(t, c, 6)
+	b := randBatch(rand.New(rand.NewPCG(3, 4)), c.VocabSize, 2, 9)
+	for _, i := range []int{0, 4, 5, 11} {
+		b.Targets[i] = IgnoreIndex
+	}
+	pool := parallel.New(2)
+	defer pool.Close()
+	var ls [2]Losses
+	var gs [2]*Params
+	for k := range gs {
+		st := NewTrainState(pool)
+		st.headAll = k == 1
+		gs[k], _ = NewParams(c)
+		var err error
+		if ls[k], err = st.LossAndGrad(p, b, TrainOptions{}, gs[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ls[0].Tokens != 12 || math.Abs(ls[0].CE-ls[1].CE) > 1e-6*ls[1].CE {
+		t.Errorf("gathered CE %v over %d tokens, every row %v over %d", ls[0].CE, ls[0].Tokens, ls[1].CE, ls[1].Tokens)
+	}
+	for i, name := range gs[0].Names {
+		a, w := gs[0].Data[i], gs[1].Data[i]
+		var mx, d float64
+		for j := range w {
+			mx = math.Max(mx, math.Abs(float64(w[j])))
+			d = math.Max(d, math.Abs(float64(a[j]-w[j])))
+		}
+		if mx == 0 || d > 1e-5*mx {
+			t.Errorf("%s: max |Δg| %.3g, max |g| %.3g", name, d, mx)
+		}
+	}
+}
+
 func TestTrainBadInput(t *testing.T) {
 	c := tinyConfig()
 	p := tinyParams(t, c, 5)
