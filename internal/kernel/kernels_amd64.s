@@ -7755,165 +7755,6 @@ mvRF32_4x8_done:
 	VZEROUPPER
 	RET
 
-// func packTF32(dst *float32, w *byte, ldw int, kc int)
-// Requires: AVX
-TEXT ·packTF32(SB), NOSPLIT, $0-32
-	MOVQ dst+0(FP), AX
-	MOVQ w+8(FP), CX
-	MOVQ ldw+16(FP), DX
-	MOVQ kc+24(FP), BX
-	SHRQ $0x03, BX
-	SHLQ $0x02, DX
-	LEAQ (DX)(DX*2), SI
-	LEAQ (CX)(DX*4), DI
-	LEAQ (DI)(DX*4), R8
-	LEAQ (R8)(DX*4), R9
-
-packTF32_loop:
-	TESTQ      BX, BX
-	JZ         packTF32_done
-	VMOVUPS    (CX), Y0
-	VMOVUPS    (CX)(DX*1), Y1
-	VMOVUPS    (CX)(DX*2), Y2
-	VMOVUPS    (CX)(SI*1), Y3
-	VMOVUPS    (DI), Y4
-	VMOVUPS    (DI)(DX*1), Y5
-	VMOVUPS    (DI)(DX*2), Y6
-	VMOVUPS    (DI)(SI*1), Y7
-	VUNPCKLPS  Y1, Y0, Y8
-	VUNPCKHPS  Y1, Y0, Y0
-	VUNPCKLPS  Y3, Y2, Y1
-	VUNPCKHPS  Y3, Y2, Y2
-	VUNPCKLPS  Y5, Y4, Y3
-	VUNPCKHPS  Y5, Y4, Y4
-	VUNPCKLPS  Y7, Y6, Y5
-	VUNPCKHPS  Y7, Y6, Y6
-	VSHUFPS    $0x44, Y1, Y8, Y7
-	VSHUFPS    $0xee, Y1, Y8, Y1
-	VSHUFPS    $0x44, Y2, Y0, Y8
-	VSHUFPS    $0xee, Y2, Y0, Y0
-	VSHUFPS    $0x44, Y5, Y3, Y2
-	VSHUFPS    $0xee, Y5, Y3, Y3
-	VSHUFPS    $0x44, Y6, Y4, Y5
-	VSHUFPS    $0xee, Y6, Y4, Y4
-	VPERM2F128 $0x20, Y2, Y7, Y6
-	VPERM2F128 $0x31, Y2, Y7, Y2
-	VPERM2F128 $0x20, Y3, Y1, Y7
-	VPERM2F128 $0x31, Y3, Y1, Y1
-	VPERM2F128 $0x20, Y5, Y8, Y3
-	VPERM2F128 $0x31, Y5, Y8, Y5
-	VPERM2F128 $0x20, Y4, Y0, Y8
-	VPERM2F128 $0x31, Y4, Y0, Y0
-	VMOVUPS    Y6, (AX)
-	VMOVUPS    Y7, 64(AX)
-	VMOVUPS    Y3, 128(AX)
-	VMOVUPS    Y8, 192(AX)
-	VMOVUPS    Y2, 256(AX)
-	VMOVUPS    Y1, 320(AX)
-	VMOVUPS    Y5, 384(AX)
-	VMOVUPS    Y0, 448(AX)
-	VMOVUPS    (R8), Y0
-	VMOVUPS    (R8)(DX*1), Y1
-	VMOVUPS    (R8)(DX*2), Y2
-	VMOVUPS    (R8)(SI*1), Y3
-	VMOVUPS    (R9), Y4
-	VMOVUPS    (R9)(DX*1), Y5
-	VMOVUPS    (R9)(DX*2), Y6
-	VMOVUPS    (R9)(SI*1), Y7
-	VUNPCKLPS  Y1, Y0, Y8
-	VUNPCKHPS  Y1, Y0, Y0
-	VUNPCKLPS  Y3, Y2, Y1
-	VUNPCKHPS  Y3, Y2, Y2
-	VUNPCKLPS  Y5, Y4, Y3
-	VUNPCKHPS  Y5, Y4, Y4
-	VUNPCKLPS  Y7, Y6, Y5
-	VUNPCKHPS  Y7, Y6, Y6
-	VSHUFPS    $0x44, Y1, Y8, Y7
-	VSHUFPS    $0xee, Y1, Y8, Y1
-	VSHUFPS    $0x44, Y2, Y0, Y8
-	VSHUFPS    $0xee, Y2, Y0, Y0
-	VSHUFPS    $0x44, Y5, Y3, Y2
-	VSHUFPS    $0xee, Y5, Y3, Y3
-	VSHUFPS    $0x44, Y6, Y4, Y5
-	VSHUFPS    $0xee, Y6, Y4, Y4
-	VPERM2F128 $0x20, Y2, Y7, Y6
-	VPERM2F128 $0x31, Y2, Y7, Y2
-	VPERM2F128 $0x20, Y3, Y1, Y7
-	VPERM2F128 $0x31, Y3, Y1, Y1
-	VPERM2F128 $0x20, Y5, Y8, Y3
-	VPERM2F128 $0x31, Y5, Y8, Y5
-	VPERM2F128 $0x20, Y4, Y0, Y8
-	VPERM2F128 $0x31, Y4, Y0, Y0
-	VMOVUPS    Y6, 32(AX)
-	VMOVUPS    Y7, 96(AX)
-	VMOVUPS    Y3, 160(AX)
-	VMOVUPS    Y8, 224(AX)
-	VMOVUPS    Y2, 288(AX)
-	VMOVUPS    Y1, 352(AX)
-	VMOVUPS    Y5, 416(AX)
-	VMOVUPS    Y0, 480(AX)
-	ADDQ       $0x20, CX
-	ADDQ       $0x20, DI
-	ADDQ       $0x20, R8
-	ADDQ       $0x20, R9
-	ADDQ       $0x00000200, AX
-	DECQ       BX
-	JMP        packTF32_loop
-
-packTF32_done:
-	VZEROUPPER
-	RET
-
-// func packNRowsF32(dst *float32, w *byte, ldw int, kc int, panels int)
-// Requires: AVX, MMX+
-TEXT ·packNRowsF32(SB), NOSPLIT, $0-40
-	MOVQ  dst+0(FP), AX
-	MOVQ  w+8(FP), CX
-	MOVQ  ldw+16(FP), DX
-	MOVQ  kc+24(FP), BX
-	MOVQ  panels+32(FP), SI
-	SHLQ  $0x02, DX
-	MOVQ  BX, DI
-	SHLQ  $0x06, DI
-	MOVQ  SI, R8
-	INCQ  R8
-	TESTQ SI, SI
-	JZ    packNRowsF32_done
-
-packNRowsF32_row:
-	TESTQ  BX, BX
-	JZ     packNRowsF32_done
-	MOVQ   R8, R9
-	IMUL3Q $0x00000010, DX, R10
-	ADDQ   CX, R10
-
-packNRowsF32_pf:
-	PREFETCHT0 (R10)
-	ADDQ       $0x40, R10
-	DECQ       R9
-	JNZ        packNRowsF32_pf
-	MOVQ       CX, R9
-	MOVQ       AX, R10
-	MOVQ       SI, R11
-
-packNRowsF32_col:
-	VMOVUPS (R9), Y0
-	VMOVUPS 32(R9), Y1
-	VMOVUPS Y0, (R10)
-	VMOVUPS Y1, 32(R10)
-	ADDQ    $0x40, R9
-	ADDQ    DI, R10
-	DECQ    R11
-	JNZ     packNRowsF32_col
-	ADDQ    DX, CX
-	ADDQ    $0x40, AX
-	DECQ    BX
-	JMP     packNRowsF32_row
-
-packNRowsF32_done:
-	VZEROUPPER
-	RET
-
 // func mvTBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 // Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·mvTBF16_1x1(SB), NOSPLIT, $0-56
@@ -21281,185 +21122,6 @@ mvRBF16_4x8_done:
 	VZEROUPPER
 	RET
 
-// func packTBF16(dst *float32, w *byte, ldw int, kc int)
-// Requires: AVX, AVX2
-TEXT ·packTBF16(SB), NOSPLIT, $0-32
-	MOVQ dst+0(FP), AX
-	MOVQ w+8(FP), CX
-	MOVQ ldw+16(FP), DX
-	MOVQ kc+24(FP), BX
-	SHRQ $0x03, BX
-	SHLQ $0x01, DX
-	LEAQ (DX)(DX*2), SI
-	LEAQ (CX)(DX*4), DI
-	LEAQ (DI)(DX*4), R8
-	LEAQ (R8)(DX*4), R9
-
-packTBF16_loop:
-	TESTQ      BX, BX
-	JZ         packTBF16_done
-	VPMOVZXWD  (CX), Y0
-	VPSLLD     $0x10, Y0, Y0
-	VPMOVZXWD  (CX)(DX*1), Y1
-	VPSLLD     $0x10, Y1, Y1
-	VPMOVZXWD  (CX)(DX*2), Y2
-	VPSLLD     $0x10, Y2, Y2
-	VPMOVZXWD  (CX)(SI*1), Y3
-	VPSLLD     $0x10, Y3, Y3
-	VPMOVZXWD  (DI), Y4
-	VPSLLD     $0x10, Y4, Y4
-	VPMOVZXWD  (DI)(DX*1), Y5
-	VPSLLD     $0x10, Y5, Y5
-	VPMOVZXWD  (DI)(DX*2), Y6
-	VPSLLD     $0x10, Y6, Y6
-	VPMOVZXWD  (DI)(SI*1), Y7
-	VPSLLD     $0x10, Y7, Y7
-	VUNPCKLPS  Y1, Y0, Y8
-	VUNPCKHPS  Y1, Y0, Y0
-	VUNPCKLPS  Y3, Y2, Y1
-	VUNPCKHPS  Y3, Y2, Y2
-	VUNPCKLPS  Y5, Y4, Y3
-	VUNPCKHPS  Y5, Y4, Y4
-	VUNPCKLPS  Y7, Y6, Y5
-	VUNPCKHPS  Y7, Y6, Y6
-	VSHUFPS    $0x44, Y1, Y8, Y7
-	VSHUFPS    $0xee, Y1, Y8, Y1
-	VSHUFPS    $0x44, Y2, Y0, Y8
-	VSHUFPS    $0xee, Y2, Y0, Y0
-	VSHUFPS    $0x44, Y5, Y3, Y2
-	VSHUFPS    $0xee, Y5, Y3, Y3
-	VSHUFPS    $0x44, Y6, Y4, Y5
-	VSHUFPS    $0xee, Y6, Y4, Y4
-	VPERM2F128 $0x20, Y2, Y7, Y6
-	VPERM2F128 $0x31, Y2, Y7, Y2
-	VPERM2F128 $0x20, Y3, Y1, Y7
-	VPERM2F128 $0x31, Y3, Y1, Y1
-	VPERM2F128 $0x20, Y5, Y8, Y3
-	VPERM2F128 $0x31, Y5, Y8, Y5
-	VPERM2F128 $0x20, Y4, Y0, Y8
-	VPERM2F128 $0x31, Y4, Y0, Y0
-	VMOVUPS    Y6, (AX)
-	VMOVUPS    Y7, 64(AX)
-	VMOVUPS    Y3, 128(AX)
-	VMOVUPS    Y8, 192(AX)
-	VMOVUPS    Y2, 256(AX)
-	VMOVUPS    Y1, 320(AX)
-	VMOVUPS    Y5, 384(AX)
-	VMOVUPS    Y0, 448(AX)
-	VPMOVZXWD  (R8), Y0
-	VPSLLD     $0x10, Y0, Y0
-	VPMOVZXWD  (R8)(DX*1), Y1
-	VPSLLD     $0x10, Y1, Y1
-	VPMOVZXWD  (R8)(DX*2), Y2
-	VPSLLD     $0x10, Y2, Y2
-	VPMOVZXWD  (R8)(SI*1), Y3
-	VPSLLD     $0x10, Y3, Y3
-	VPMOVZXWD  (R9), Y4
-	VPSLLD     $0x10, Y4, Y4
-	VPMOVZXWD  (R9)(DX*1), Y5
-	VPSLLD     $0x10, Y5, Y5
-	VPMOVZXWD  (R9)(DX*2), Y6
-	VPSLLD     $0x10, Y6, Y6
-	VPMOVZXWD  (R9)(SI*1), Y7
-	VPSLLD     $0x10, Y7, Y7
-	VUNPCKLPS  Y1, Y0, Y8
-	VUNPCKHPS  Y1, Y0, Y0
-	VUNPCKLPS  Y3, Y2, Y1
-	VUNPCKHPS  Y3, Y2, Y2
-	VUNPCKLPS  Y5, Y4, Y3
-	VUNPCKHPS  Y5, Y4, Y4
-	VUNPCKLPS  Y7, Y6, Y5
-	VUNPCKHPS  Y7, Y6, Y6
-	VSHUFPS    $0x44, Y1, Y8, Y7
-	VSHUFPS    $0xee, Y1, Y8, Y1
-	VSHUFPS    $0x44, Y2, Y0, Y8
-	VSHUFPS    $0xee, Y2, Y0, Y0
-	VSHUFPS    $0x44, Y5, Y3, Y2
-	VSHUFPS    $0xee, Y5, Y3, Y3
-	VSHUFPS    $0x44, Y6, Y4, Y5
-	VSHUFPS    $0xee, Y6, Y4, Y4
-	VPERM2F128 $0x20, Y2, Y7, Y6
-	VPERM2F128 $0x31, Y2, Y7, Y2
-	VPERM2F128 $0x20, Y3, Y1, Y7
-	VPERM2F128 $0x31, Y3, Y1, Y1
-	VPERM2F128 $0x20, Y5, Y8, Y3
-	VPERM2F128 $0x31, Y5, Y8, Y5
-	VPERM2F128 $0x20, Y4, Y0, Y8
-	VPERM2F128 $0x31, Y4, Y0, Y0
-	VMOVUPS    Y6, 32(AX)
-	VMOVUPS    Y7, 96(AX)
-	VMOVUPS    Y3, 160(AX)
-	VMOVUPS    Y8, 224(AX)
-	VMOVUPS    Y2, 288(AX)
-	VMOVUPS    Y1, 352(AX)
-	VMOVUPS    Y5, 416(AX)
-	VMOVUPS    Y0, 480(AX)
-	ADDQ       $0x10, CX
-	ADDQ       $0x10, DI
-	ADDQ       $0x10, R8
-	ADDQ       $0x10, R9
-	ADDQ       $0x00000200, AX
-	DECQ       BX
-	JMP        packTBF16_loop
-
-packTBF16_done:
-	VZEROUPPER
-	RET
-
-// func packNRowsBF16(dst *float32, w *byte, ldw int, kc int, panels int)
-// Requires: AVX, AVX2, MMX+
-TEXT ·packNRowsBF16(SB), NOSPLIT, $0-40
-	MOVQ  dst+0(FP), AX
-	MOVQ  w+8(FP), CX
-	MOVQ  ldw+16(FP), DX
-	MOVQ  kc+24(FP), BX
-	MOVQ  panels+32(FP), SI
-	SHLQ  $0x01, DX
-	MOVQ  BX, DI
-	SHLQ  $0x06, DI
-	MOVQ  SI, R8
-	INCQ  R8
-	SHRQ  $0x01, R8
-	INCQ  R8
-	TESTQ SI, SI
-	JZ    packNRowsBF16_done
-
-packNRowsBF16_row:
-	TESTQ  BX, BX
-	JZ     packNRowsBF16_done
-	MOVQ   R8, R9
-	IMUL3Q $0x00000010, DX, R10
-	ADDQ   CX, R10
-
-packNRowsBF16_pf:
-	PREFETCHT0 (R10)
-	ADDQ       $0x40, R10
-	DECQ       R9
-	JNZ        packNRowsBF16_pf
-	MOVQ       CX, R9
-	MOVQ       AX, R10
-	MOVQ       SI, R11
-
-packNRowsBF16_col:
-	VPMOVZXWD (R9), Y0
-	VPSLLD    $0x10, Y0, Y0
-	VPMOVZXWD 16(R9), Y1
-	VPSLLD    $0x10, Y1, Y1
-	VMOVUPS   Y0, (R10)
-	VMOVUPS   Y1, 32(R10)
-	ADDQ      $0x20, R9
-	ADDQ      DI, R10
-	DECQ      R11
-	JNZ       packNRowsBF16_col
-	ADDQ      DX, CX
-	ADDQ      $0x40, AX
-	DECQ      BX
-	JMP       packNRowsBF16_row
-
-packNRowsBF16_done:
-	VZEROUPPER
-	RET
-
 // func mvTF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 // Requires: AVX, F16C, FMA3, MMX+
 TEXT ·mvTF16_1x1(SB), NOSPLIT, $0-56
@@ -33337,6 +32999,344 @@ mvRF16_4x8_set_8:
 	VMOVUPS      Y3, (R12)
 
 mvRF16_4x8_done:
+	VZEROUPPER
+	RET
+
+// func packTF32(dst *float32, w *byte, ldw int, kc int)
+// Requires: AVX
+TEXT ·packTF32(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ ldw+16(FP), DX
+	MOVQ kc+24(FP), BX
+	SHRQ $0x03, BX
+	SHLQ $0x02, DX
+	LEAQ (DX)(DX*2), SI
+	LEAQ (CX)(DX*4), DI
+	LEAQ (DI)(DX*4), R8
+	LEAQ (R8)(DX*4), R9
+
+packTF32_loop:
+	TESTQ      BX, BX
+	JZ         packTF32_done
+	VMOVUPS    (CX), Y0
+	VMOVUPS    (CX)(DX*1), Y1
+	VMOVUPS    (CX)(DX*2), Y2
+	VMOVUPS    (CX)(SI*1), Y3
+	VMOVUPS    (DI), Y4
+	VMOVUPS    (DI)(DX*1), Y5
+	VMOVUPS    (DI)(DX*2), Y6
+	VMOVUPS    (DI)(SI*1), Y7
+	VUNPCKLPS  Y1, Y0, Y8
+	VUNPCKHPS  Y1, Y0, Y0
+	VUNPCKLPS  Y3, Y2, Y1
+	VUNPCKHPS  Y3, Y2, Y2
+	VUNPCKLPS  Y5, Y4, Y3
+	VUNPCKHPS  Y5, Y4, Y4
+	VUNPCKLPS  Y7, Y6, Y5
+	VUNPCKHPS  Y7, Y6, Y6
+	VSHUFPS    $0x44, Y1, Y8, Y7
+	VSHUFPS    $0xee, Y1, Y8, Y1
+	VSHUFPS    $0x44, Y2, Y0, Y8
+	VSHUFPS    $0xee, Y2, Y0, Y0
+	VSHUFPS    $0x44, Y5, Y3, Y2
+	VSHUFPS    $0xee, Y5, Y3, Y3
+	VSHUFPS    $0x44, Y6, Y4, Y5
+	VSHUFPS    $0xee, Y6, Y4, Y4
+	VPERM2F128 $0x20, Y2, Y7, Y6
+	VPERM2F128 $0x31, Y2, Y7, Y2
+	VPERM2F128 $0x20, Y3, Y1, Y7
+	VPERM2F128 $0x31, Y3, Y1, Y1
+	VPERM2F128 $0x20, Y5, Y8, Y3
+	VPERM2F128 $0x31, Y5, Y8, Y5
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x31, Y4, Y0, Y0
+	VMOVUPS    Y6, (AX)
+	VMOVUPS    Y7, 64(AX)
+	VMOVUPS    Y3, 128(AX)
+	VMOVUPS    Y8, 192(AX)
+	VMOVUPS    Y2, 256(AX)
+	VMOVUPS    Y1, 320(AX)
+	VMOVUPS    Y5, 384(AX)
+	VMOVUPS    Y0, 448(AX)
+	VMOVUPS    (R8), Y0
+	VMOVUPS    (R8)(DX*1), Y1
+	VMOVUPS    (R8)(DX*2), Y2
+	VMOVUPS    (R8)(SI*1), Y3
+	VMOVUPS    (R9), Y4
+	VMOVUPS    (R9)(DX*1), Y5
+	VMOVUPS    (R9)(DX*2), Y6
+	VMOVUPS    (R9)(SI*1), Y7
+	VUNPCKLPS  Y1, Y0, Y8
+	VUNPCKHPS  Y1, Y0, Y0
+	VUNPCKLPS  Y3, Y2, Y1
+	VUNPCKHPS  Y3, Y2, Y2
+	VUNPCKLPS  Y5, Y4, Y3
+	VUNPCKHPS  Y5, Y4, Y4
+	VUNPCKLPS  Y7, Y6, Y5
+	VUNPCKHPS  Y7, Y6, Y6
+	VSHUFPS    $0x44, Y1, Y8, Y7
+	VSHUFPS    $0xee, Y1, Y8, Y1
+	VSHUFPS    $0x44, Y2, Y0, Y8
+	VSHUFPS    $0xee, Y2, Y0, Y0
+	VSHUFPS    $0x44, Y5, Y3, Y2
+	VSHUFPS    $0xee, Y5, Y3, Y3
+	VSHUFPS    $0x44, Y6, Y4, Y5
+	VSHUFPS    $0xee, Y6, Y4, Y4
+	VPERM2F128 $0x20, Y2, Y7, Y6
+	VPERM2F128 $0x31, Y2, Y7, Y2
+	VPERM2F128 $0x20, Y3, Y1, Y7
+	VPERM2F128 $0x31, Y3, Y1, Y1
+	VPERM2F128 $0x20, Y5, Y8, Y3
+	VPERM2F128 $0x31, Y5, Y8, Y5
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x31, Y4, Y0, Y0
+	VMOVUPS    Y6, 32(AX)
+	VMOVUPS    Y7, 96(AX)
+	VMOVUPS    Y3, 160(AX)
+	VMOVUPS    Y8, 224(AX)
+	VMOVUPS    Y2, 288(AX)
+	VMOVUPS    Y1, 352(AX)
+	VMOVUPS    Y5, 416(AX)
+	VMOVUPS    Y0, 480(AX)
+	ADDQ       $0x20, CX
+	ADDQ       $0x20, DI
+	ADDQ       $0x20, R8
+	ADDQ       $0x20, R9
+	ADDQ       $0x00000200, AX
+	DECQ       BX
+	JMP        packTF32_loop
+
+packTF32_done:
+	VZEROUPPER
+	RET
+
+// func packNRowsF32(dst *float32, w *byte, ldw int, kc int, panels int)
+// Requires: AVX, MMX+
+TEXT ·packNRowsF32(SB), NOSPLIT, $0-40
+	MOVQ  dst+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	MOVQ  kc+24(FP), BX
+	MOVQ  panels+32(FP), SI
+	SHLQ  $0x02, DX
+	MOVQ  BX, DI
+	SHLQ  $0x06, DI
+	MOVQ  SI, R8
+	INCQ  R8
+	TESTQ SI, SI
+	JZ    packNRowsF32_done
+
+packNRowsF32_row:
+	TESTQ  BX, BX
+	JZ     packNRowsF32_done
+	MOVQ   R8, R9
+	IMUL3Q $0x00000010, DX, R10
+	ADDQ   CX, R10
+
+packNRowsF32_pf:
+	PREFETCHT0 (R10)
+	ADDQ       $0x40, R10
+	DECQ       R9
+	JNZ        packNRowsF32_pf
+	MOVQ       CX, R9
+	MOVQ       AX, R10
+	MOVQ       SI, R11
+
+packNRowsF32_col:
+	VMOVUPS (R9), Y0
+	VMOVUPS 32(R9), Y1
+	VMOVUPS Y0, (R10)
+	VMOVUPS Y1, 32(R10)
+	ADDQ    $0x40, R9
+	ADDQ    DI, R10
+	DECQ    R11
+	JNZ     packNRowsF32_col
+	ADDQ    DX, CX
+	ADDQ    $0x40, AX
+	DECQ    BX
+	JMP     packNRowsF32_row
+
+packNRowsF32_done:
+	VZEROUPPER
+	RET
+
+// func packTBF16(dst *float32, w *byte, ldw int, kc int)
+// Requires: AVX, AVX2
+TEXT ·packTBF16(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ w+8(FP), CX
+	MOVQ ldw+16(FP), DX
+	MOVQ kc+24(FP), BX
+	SHRQ $0x03, BX
+	SHLQ $0x01, DX
+	LEAQ (DX)(DX*2), SI
+	LEAQ (CX)(DX*4), DI
+	LEAQ (DI)(DX*4), R8
+	LEAQ (R8)(DX*4), R9
+
+packTBF16_loop:
+	TESTQ      BX, BX
+	JZ         packTBF16_done
+	VPMOVZXWD  (CX), Y0
+	VPSLLD     $0x10, Y0, Y0
+	VPMOVZXWD  (CX)(DX*1), Y1
+	VPSLLD     $0x10, Y1, Y1
+	VPMOVZXWD  (CX)(DX*2), Y2
+	VPSLLD     $0x10, Y2, Y2
+	VPMOVZXWD  (CX)(SI*1), Y3
+	VPSLLD     $0x10, Y3, Y3
+	VPMOVZXWD  (DI), Y4
+	VPSLLD     $0x10, Y4, Y4
+	VPMOVZXWD  (DI)(DX*1), Y5
+	VPSLLD     $0x10, Y5, Y5
+	VPMOVZXWD  (DI)(DX*2), Y6
+	VPSLLD     $0x10, Y6, Y6
+	VPMOVZXWD  (DI)(SI*1), Y7
+	VPSLLD     $0x10, Y7, Y7
+	VUNPCKLPS  Y1, Y0, Y8
+	VUNPCKHPS  Y1, Y0, Y0
+	VUNPCKLPS  Y3, Y2, Y1
+	VUNPCKHPS  Y3, Y2, Y2
+	VUNPCKLPS  Y5, Y4, Y3
+	VUNPCKHPS  Y5, Y4, Y4
+	VUNPCKLPS  Y7, Y6, Y5
+	VUNPCKHPS  Y7, Y6, Y6
+	VSHUFPS    $0x44, Y1, Y8, Y7
+	VSHUFPS    $0xee, Y1, Y8, Y1
+	VSHUFPS    $0x44, Y2, Y0, Y8
+	VSHUFPS    $0xee, Y2, Y0, Y0
+	VSHUFPS    $0x44, Y5, Y3, Y2
+	VSHUFPS    $0xee, Y5, Y3, Y3
+	VSHUFPS    $0x44, Y6, Y4, Y5
+	VSHUFPS    $0xee, Y6, Y4, Y4
+	VPERM2F128 $0x20, Y2, Y7, Y6
+	VPERM2F128 $0x31, Y2, Y7, Y2
+	VPERM2F128 $0x20, Y3, Y1, Y7
+	VPERM2F128 $0x31, Y3, Y1, Y1
+	VPERM2F128 $0x20, Y5, Y8, Y3
+	VPERM2F128 $0x31, Y5, Y8, Y5
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x31, Y4, Y0, Y0
+	VMOVUPS    Y6, (AX)
+	VMOVUPS    Y7, 64(AX)
+	VMOVUPS    Y3, 128(AX)
+	VMOVUPS    Y8, 192(AX)
+	VMOVUPS    Y2, 256(AX)
+	VMOVUPS    Y1, 320(AX)
+	VMOVUPS    Y5, 384(AX)
+	VMOVUPS    Y0, 448(AX)
+	VPMOVZXWD  (R8), Y0
+	VPSLLD     $0x10, Y0, Y0
+	VPMOVZXWD  (R8)(DX*1), Y1
+	VPSLLD     $0x10, Y1, Y1
+	VPMOVZXWD  (R8)(DX*2), Y2
+	VPSLLD     $0x10, Y2, Y2
+	VPMOVZXWD  (R8)(SI*1), Y3
+	VPSLLD     $0x10, Y3, Y3
+	VPMOVZXWD  (R9), Y4
+	VPSLLD     $0x10, Y4, Y4
+	VPMOVZXWD  (R9)(DX*1), Y5
+	VPSLLD     $0x10, Y5, Y5
+	VPMOVZXWD  (R9)(DX*2), Y6
+	VPSLLD     $0x10, Y6, Y6
+	VPMOVZXWD  (R9)(SI*1), Y7
+	VPSLLD     $0x10, Y7, Y7
+	VUNPCKLPS  Y1, Y0, Y8
+	VUNPCKHPS  Y1, Y0, Y0
+	VUNPCKLPS  Y3, Y2, Y1
+	VUNPCKHPS  Y3, Y2, Y2
+	VUNPCKLPS  Y5, Y4, Y3
+	VUNPCKHPS  Y5, Y4, Y4
+	VUNPCKLPS  Y7, Y6, Y5
+	VUNPCKHPS  Y7, Y6, Y6
+	VSHUFPS    $0x44, Y1, Y8, Y7
+	VSHUFPS    $0xee, Y1, Y8, Y1
+	VSHUFPS    $0x44, Y2, Y0, Y8
+	VSHUFPS    $0xee, Y2, Y0, Y0
+	VSHUFPS    $0x44, Y5, Y3, Y2
+	VSHUFPS    $0xee, Y5, Y3, Y3
+	VSHUFPS    $0x44, Y6, Y4, Y5
+	VSHUFPS    $0xee, Y6, Y4, Y4
+	VPERM2F128 $0x20, Y2, Y7, Y6
+	VPERM2F128 $0x31, Y2, Y7, Y2
+	VPERM2F128 $0x20, Y3, Y1, Y7
+	VPERM2F128 $0x31, Y3, Y1, Y1
+	VPERM2F128 $0x20, Y5, Y8, Y3
+	VPERM2F128 $0x31, Y5, Y8, Y5
+	VPERM2F128 $0x20, Y4, Y0, Y8
+	VPERM2F128 $0x31, Y4, Y0, Y0
+	VMOVUPS    Y6, 32(AX)
+	VMOVUPS    Y7, 96(AX)
+	VMOVUPS    Y3, 160(AX)
+	VMOVUPS    Y8, 224(AX)
+	VMOVUPS    Y2, 288(AX)
+	VMOVUPS    Y1, 352(AX)
+	VMOVUPS    Y5, 416(AX)
+	VMOVUPS    Y0, 480(AX)
+	ADDQ       $0x10, CX
+	ADDQ       $0x10, DI
+	ADDQ       $0x10, R8
+	ADDQ       $0x10, R9
+	ADDQ       $0x00000200, AX
+	DECQ       BX
+	JMP        packTBF16_loop
+
+packTBF16_done:
+	VZEROUPPER
+	RET
+
+// func packNRowsBF16(dst *float32, w *byte, ldw int, kc int, panels int)
+// Requires: AVX, AVX2, MMX+
+TEXT ·packNRowsBF16(SB), NOSPLIT, $0-40
+	MOVQ  dst+0(FP), AX
+	MOVQ  w+8(FP), CX
+	MOVQ  ldw+16(FP), DX
+	MOVQ  kc+24(FP), BX
+	MOVQ  panels+32(FP), SI
+	SHLQ  $0x01, DX
+	MOVQ  BX, DI
+	SHLQ  $0x06, DI
+	MOVQ  SI, R8
+	INCQ  R8
+	SHRQ  $0x01, R8
+	INCQ  R8
+	TESTQ SI, SI
+	JZ    packNRowsBF16_done
+
+packNRowsBF16_row:
+	TESTQ  BX, BX
+	JZ     packNRowsBF16_done
+	MOVQ   R8, R9
+	IMUL3Q $0x00000010, DX, R10
+	ADDQ   CX, R10
+
+packNRowsBF16_pf:
+	PREFETCHT0 (R10)
+	ADDQ       $0x40, R10
+	DECQ       R9
+	JNZ        packNRowsBF16_pf
+	MOVQ       CX, R9
+	MOVQ       AX, R10
+	MOVQ       SI, R11
+
+packNRowsBF16_col:
+	VPMOVZXWD (R9), Y0
+	VPSLLD    $0x10, Y0, Y0
+	VPMOVZXWD 16(R9), Y1
+	VPSLLD    $0x10, Y1, Y1
+	VMOVUPS   Y0, (R10)
+	VMOVUPS   Y1, 32(R10)
+	ADDQ      $0x20, R9
+	ADDQ      DI, R10
+	DECQ      R11
+	JNZ       packNRowsBF16_col
+	ADDQ      DX, CX
+	ADDQ      $0x40, AX
+	DECQ      BX
+	JMP       packNRowsBF16_row
+
+packNRowsBF16_done:
 	VZEROUPPER
 	RET
 

@@ -793,28 +793,6 @@ func mvRF32_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //go:noescape
 func mvRF32_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// packTF32 transposes and widens 16 weight rows × kc&^7 columns into a panel:
-//
-//	for i := 0; i < kc&^7; i++ {
-//		for j := 0; j < 16; j++ {
-//			dst[i*16+j] = w[j*ldw+i]
-//		}
-//	}
-//
-//go:noescape
-func packTF32(dst *float32, w *byte, ldw int, kc int)
-
-// packNRowsF32 widens kc weight rows × 16·panels columns into panels of [kc][16]:
-//
-//	for i := 0; i < kc; i++ {
-//		for j := 0; j < 16*panels; j++ {
-//			dst[(j/16)*16*kc+i*16+j%16] = w[i*ldw+j]
-//		}
-//	}
-//
-//go:noescape
-func packNRowsF32(dst *float32, w *byte, ldw int, kc int, panels int)
-
 // mvTBF16_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
@@ -1373,28 +1351,6 @@ func mvRBF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //go:noescape
 func mvRBF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
 
-// packTBF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
-//
-//	for i := 0; i < kc&^7; i++ {
-//		for j := 0; j < 16; j++ {
-//			dst[i*16+j] = bf16(w[j*ldw+i])
-//		}
-//	}
-//
-//go:noescape
-func packTBF16(dst *float32, w *byte, ldw int, kc int)
-
-// packNRowsBF16 widens kc weight rows × 16·panels columns into panels of [kc][16]:
-//
-//	for i := 0; i < kc; i++ {
-//		for j := 0; j < 16*panels; j++ {
-//			dst[(j/16)*16*kc+i*16+j%16] = bf16(w[i*ldw+j])
-//		}
-//	}
-//
-//go:noescape
-func packNRowsBF16(dst *float32, w *byte, ldw int, kc int, panels int)
-
 // mvTF16_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 1; t++ {
@@ -1952,6 +1908,50 @@ func mvRF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //go:noescape
 func mvRF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+
+// packTF32 transposes and widens 16 weight rows × kc&^7 columns into a panel:
+//
+//	for i := 0; i < kc&^7; i++ {
+//		for j := 0; j < 16; j++ {
+//			dst[i*16+j] = w[j*ldw+i]
+//		}
+//	}
+//
+//go:noescape
+func packTF32(dst *float32, w *byte, ldw int, kc int)
+
+// packNRowsF32 widens kc weight rows × 16·panels columns into panels of [kc][16]:
+//
+//	for i := 0; i < kc; i++ {
+//		for j := 0; j < 16*panels; j++ {
+//			dst[(j/16)*16*kc+i*16+j%16] = w[i*ldw+j]
+//		}
+//	}
+//
+//go:noescape
+func packNRowsF32(dst *float32, w *byte, ldw int, kc int, panels int)
+
+// packTBF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
+//
+//	for i := 0; i < kc&^7; i++ {
+//		for j := 0; j < 16; j++ {
+//			dst[i*16+j] = bf16(w[j*ldw+i])
+//		}
+//	}
+//
+//go:noescape
+func packTBF16(dst *float32, w *byte, ldw int, kc int)
+
+// packNRowsBF16 widens kc weight rows × 16·panels columns into panels of [kc][16]:
+//
+//	for i := 0; i < kc; i++ {
+//		for j := 0; j < 16*panels; j++ {
+//			dst[(j/16)*16*kc+i*16+j%16] = bf16(w[i*ldw+j])
+//		}
+//	}
+//
+//go:noescape
+func packNRowsBF16(dst *float32, w *byte, ldw int, kc int, panels int)
 
 // packTF16 transposes and widens 16 weight rows × kc&^7 columns into a panel:
 //
