@@ -479,33 +479,44 @@ func (t *mmTask) piece(ws *gemmScratch, w, piece, next int) {
 }
 
 // sweep runs the micro-kernel over the B block in ws (columns [jc, jc+nc)) and the
-// A block ap (rows [ic, ic+mc)), each call prefetching for the cursors in turn.
+// A block ap (rows [ic, ic+mc)): one gemmCol call per 16-column panel for the
+// whole 6-row panels, the gemm[mr] kernels for the edges. Each call prefetches for
+// the cursors in turn.
 func (t *mmTask) sweep(ws *gemmScratch, c []float32, acc, jc, nc, ic, mc, kc int, ap []float32, curA, curB *pfCursor) {
 	N := t.g.N
-	gemm := &t.k.gemm
+	k := t.k
 	call := 0
+	take := func(calls int) (uintptr, int, int) {
+		first, second := curA, curB
+		if call&1 != 0 {
+			first, second = curB, curA
+		}
+		call++
+		if pf, pfs, pfn := first.take(calls * first.quota); pfn > 0 {
+			return pf, pfs, pfn
+		}
+		return second.take(calls * second.quota)
+	}
+	full := mc / gemmMR
 	for jr := 0; jr < nc; jr += gemmNR {
 		nr := min(gemmNR, nc-jr)
 		bp := &ws.b[jr*kc]
-		for i := 0; i < mc; i += gemmMR {
+		i0 := 0
+		if nr == gemmNR && full > 0 {
+			pf, pfs, pfn := take(full)
+			k.gemmCol(&ap[0], bp, kc, &c[ic*N+jc+jr], N, full, acc, pf, pfs, pfn)
+			i0 = full * gemmMR
+		}
+		for i := i0; i < mc; i += gemmMR {
 			mr := min(gemmMR, mc-i)
 			r0 := ic + i
-			var pf uintptr
-			var pfs, pfn int
-			if call&1 == 0 {
-				if pf, pfs, pfn = curA.take(); pfn == 0 {
-					pf, pfs, pfn = curB.take()
-				}
-			} else if pf, pfs, pfn = curB.take(); pfn == 0 {
-				pf, pfs, pfn = curA.take()
-			}
-			call++
+			pf, pfs, pfn := take(1)
 			a := &ap[i*kc]
 			if nr == gemmNR {
-				gemm[mr](a, bp, kc, &c[r0*N+jc+jr], N, acc, pf, pfs, pfn)
+				k.gemm[mr](a, bp, kc, &c[r0*N+jc+jr], N, acc, pf, pfs, pfn)
 				continue
 			}
-			gemm[mr](a, bp, kc, &ws.ctmp[0], gemmNR, 0, pf, pfs, pfn)
+			k.gemm[mr](a, bp, kc, &ws.ctmp[0], gemmNR, 0, pf, pfs, pfn)
 			for r := 0; r < mr; r++ {
 				row := c[(r0+r)*N+jc+jr : (r0+r)*N+jc+jr+nr]
 				tmp := ws.ctmp[r*gemmNR : r*gemmNR+nr]
@@ -593,8 +604,9 @@ func (c *pfCursor) set(base unsafe.Pointer, rows, seg, stride, calls int) {
 	c.quota = ceilDiv(2*rows*cols, max(calls, 1)) + 1
 }
 
-// take returns the next lines to prefetch: n lines at p, p+s, … (n = 0: done).
-func (c *pfCursor) take() (p uintptr, s, n int) {
+// take returns the next lines to prefetch, at most want: n lines at p, p+s, …
+// (n = 0: done).
+func (c *pfCursor) take(want int) (p uintptr, s, n int) {
 	if c.row >= c.rows {
 		if c.rows == 0 || c.off >= c.seg-1 {
 			return 0, 0, 0
@@ -602,7 +614,7 @@ func (c *pfCursor) take() (p uintptr, s, n int) {
 		c.off = min(c.off+64, c.seg-1)
 		c.row = 0
 	}
-	n = min(c.quota, c.rows-c.row)
+	n = min(want, c.rows-c.row)
 	p = c.base + uintptr(c.off+c.row*c.stride)
 	c.row += n
 	return p, c.stride, n

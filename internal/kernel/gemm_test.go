@@ -250,3 +250,33 @@ func TestLowLevelPackBlocks(t *testing.T) {
 		compareF32(t, fmt.Sprintf("packAR kc=%d", kc), got, want, func(int) float64 { return 0 })
 	}
 }
+
+// TestLowLevelGemmCol checks the column micro-kernel (gemm[6] over consecutive
+// activation panels) against its twin at odd depths, panel counts and strides, on
+// a misaligned C with guard bands.
+func TestLowLevelGemmCol(t *testing.T) {
+	a, g := needSIMD(t), goKernels()
+	for _, kc := range []int{0, 1, 3, 4, 5, 17, 256} {
+		for _, panels := range []int{0, 1, 2, 7} {
+			for _, acc := range []int{0, 1} {
+				r := newRand(uint64(kc*100 + panels*10 + acc))
+				ap, bp := randF32(r, 6*kc*panels+1), randF32(r, 16*kc+1)
+				if kc == 17 && panels > 0 {
+					ap[7], bp[20] = float32(math.NaN()), float32(math.Inf(-1))
+				}
+				const ldc = 16 + 5
+				n := 6*panels*ldc + 2
+				got, check := guarded(t, n)
+				init := randF32(r, n)
+				copy(got, init)
+				want := append([]float32(nil), init...)
+				pf := uintptr(unsafe.Pointer(&bp[0]))
+				a.gemmCol(&ap[0], &bp[0], kc, &got[1], ldc, panels, acc, pf, 64, 3)
+				g.gemmCol(&ap[0], &bp[0], kc, &want[1], ldc, panels, acc, pf, 64, 3)
+				check()
+				compareF32(t, fmt.Sprintf("gemmCol kc=%d panels=%d acc=%d", kc, panels, acc), got, want,
+					func(int) float64 { return 2*float64(kc+2)*0x1p-24*float64(kc) + 0x1p-23 })
+			}
+		}
+	}
+}

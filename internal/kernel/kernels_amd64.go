@@ -68,6 +68,7 @@ func avx2Kernels() *kernels {
 				{mvRF16_4x1, mvRF16_4x2, mvRF16_4x3, mvRF16_4x4, mvRF16_4x5, mvRF16_4x6, mvRF16_4x7, mvRF16_4x8}},
 		},
 		gemm:      [7]gemmFunc{nil, gemm1x16, gemm2x16, gemm3x16, gemm4x16, gemm5x16, gemm6x16},
+		gemmCol:   gemmPanels6x16,
 		packT:     [3]packFunc{packTF32, packTBF16, packTF16},
 		packNRows: [3]packRowsFunc{packNRowsF32, packNRowsBF16, packNRowsF16},
 		packAR:    packAR,

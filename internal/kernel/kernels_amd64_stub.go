@@ -2107,6 +2107,30 @@ func gemm5x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf u
 //go:noescape
 func gemm6x16(a *float32, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
 
+// gemmPanels6x16 runs the 6×16 micro-kernel over panels consecutive activation panels
+// a [panels][kc][6] and one weight panel b [kc][16], into rows 6q…6q+5 of c:
+//
+//	for q := 0; q < panels; q++ {
+//		for i := 0; i < 6; i++ {
+//			for j := 0; j < 16; j++ {
+//				var s float32
+//				for p := 0; p < kc; p++ {
+//					s += a[q*6*kc+p*6+i] * b[p*16+j]
+//				}
+//				if acc != 0 {
+//					s += c[(6*q+i)*ldc+j]
+//				}
+//				c[(6*q+i)*ldc+j] = s
+//			}
+//		}
+//	}
+//
+// Along the way it prefetches min(pfn, panels·(kc/4)) cache lines at pf, pf+pfs, …
+// (one per 4 steps of k): the source of a block the driver packs next.
+//
+//go:noescape
+func gemmPanels6x16(a *float32, b *float32, kc int, c *float32, ldc int, panels int, acc int, pf uintptr, pfs int, pfn int)
+
 // packAR packs 6 rows × kc&^7 columns of a (row stride lda) into a panel:
 //
 //	for p := 0; p < kc&^7; p++ {

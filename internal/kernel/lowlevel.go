@@ -21,6 +21,10 @@ type (
 	// it prefetches min(pfn, kc/4) lines at pf, pf+pfs, … (a hint with no effect on
 	// the result).
 	gemmFunc func(a, b *float32, kc int, c *float32, ldc int, acc int, pf uintptr, pfs int, pfn int)
+	// gemmPanelsFunc: the 6×16 micro-kernel over panels consecutive activation
+	// panels a [panels][kc][6] and one weight panel, into rows 6q… of c; it
+	// prefetches min(pfn, panels·(kc/4)) lines at pf, pf+pfs, ….
+	gemmPanelsFunc func(a, b *float32, kc int, c *float32, ldc int, panels int, acc int, pf uintptr, pfs int, pfn int)
 	// packFunc packs 16 weight rows (kc&^7 columns) into a [kc][16] panel.
 	packFunc func(dst *float32, w *byte, ldw int, kc int)
 	// packAFunc packs 6 activation rows (kc&^7 columns) into a [kc][6] panel.
@@ -38,6 +42,8 @@ type kernels struct {
 	mvT  [3][5][]mvTFunc // [dtype][T][R-1]
 	mvR  [3][5][]mvRFunc // [dtype][T][kr-1]
 	gemm [7]gemmFunc     // [mr], mr in 1..6
+	// gemmCol loops gemm[6] over a column of activation panels
+	gemmCol gemmPanelsFunc
 	// packT/packNRows per dtype: B of x·wᵀ, and of x·w and aᵀ·b
 	packT     [3]packFunc
 	packNRows [3]packRowsFunc
@@ -140,6 +146,13 @@ func gemmGo(mr int) gemmFunc {
 	}
 }
 
+func gemmPanelsGo(a, b *float32, kc int, c *float32, ldc int, panels int, acc int, pf uintptr, pfs int, pfn int) {
+	g := gemmGo(6)
+	for q := 0; q < panels; q++ {
+		g(f32At(a, q*6*kc), b, kc, f32At(c, 6*q*ldc), ldc, acc, pf, pfs, pfn)
+	}
+}
+
 func packTGo(d int) packFunc {
 	return func(dst *float32, w *byte, ldw int, kc int) {
 		for i := 0; i < kc&^7; i++ {
@@ -193,6 +206,7 @@ func goKernels() *kernels {
 	for mr := 1; mr <= 6; mr++ {
 		k.gemm[mr] = gemmGo(mr)
 	}
+	k.gemmCol = gemmPanelsGo
 	k.packAR, k.packACB = packARGo, packACBGo
 	n8 := func(n int) int { return n &^ 7 }
 	k.dot = func(a, b *float32, n int) float32 {

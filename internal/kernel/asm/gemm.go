@@ -20,6 +20,7 @@ func genGemmAll() {
 	for mr := 1; mr <= 6; mr++ {
 		genGemm(mr)
 	}
+	genGemmPanels()
 	genPackA()
 }
 
@@ -410,4 +411,151 @@ func genPackA() {
 		Label("packACB_done")
 		RET()
 	}
+}
+
+// genGemmPanels emits gemmPanels6x16, the 6×16 micro-kernel looped over a column
+// of activation panels: the driver's inner loop in one call, the weight panel
+// staying in L1 while consecutive activation panels stream from L2 and the C tile
+// of the next panel is fetched while the current one computes.
+func genGemmPanels() {
+	const mr = 6
+	name := "gemmPanels6x16"
+	text(name, NOSPLIT, "func(a, b *float32, kc int, c *float32, ldc int, panels int, acc int, pf uintptr, pfs int, pfn int)")
+	Doc(name+" runs the 6×16 micro-kernel over panels consecutive activation panels",
+		"a [panels][kc][6] and one weight panel b [kc][16], into rows 6q…6q+5 of c:",
+		"",
+		"\tfor q := 0; q < panels; q++ {",
+		"\t\tfor i := 0; i < 6; i++ {",
+		"\t\t\tfor j := 0; j < 16; j++ {",
+		"\t\t\t\tvar s float32",
+		"\t\t\t\tfor p := 0; p < kc; p++ {",
+		"\t\t\t\t\ts += a[q*6*kc+p*6+i] * b[p*16+j]",
+		"\t\t\t\t}",
+		"\t\t\t\tif acc != 0 {",
+		"\t\t\t\t\ts += c[(6*q+i)*ldc+j]",
+		"\t\t\t\t}",
+		"\t\t\t\tc[(6*q+i)*ldc+j] = s",
+		"\t\t\t}",
+		"\t\t}",
+		"\t}",
+		"",
+		"Along the way it prefetches min(pfn, panels·(kc/4)) cache lines at pf, pf+pfs, …",
+		"(one per 4 steps of k): the source of a block the driver packs next.")
+	a, b := loadPtr("a"), loadPtr("b")
+	c := loadPtr("c")
+	ldc := Load(Param("ldc"), GP64())
+	SHLQ(U8(2), ldc)
+	panels := Load(Param("panels"), GP64())
+	pf, pfs, pfn := Load(Param("pf"), GP64()), Load(Param("pfs"), GP64()), Load(Param("pfn"), GP64())
+	done := name + "_done"
+	TESTQ(panels, panels)
+	JLE(LabelRef(done))
+	// The first C tile; later ones are fetched one panel ahead.
+	p := GP64()
+	MOVQ(c, p)
+	for i := 0; i < mr; i++ {
+		PREFETCHT0(Mem{Base: p})
+		PREFETCHT0(Mem{Base: p, Disp: 60})
+		ADDQ(ldc, p)
+	}
+	// p now points at the next panel's C tile.
+	acc := make([][2]VecVirtual, mr)
+	for i := range acc {
+		acc[i] = [2]VecVirtual{YMM(), YMM()}
+	}
+	step := func(bp Register, u int) {
+		b0, b1 := YMM(), YMM()
+		VMOVUPS(Mem{Base: bp, Disp: 64 * u}, b0)
+		VMOVUPS(Mem{Base: bp, Disp: 64*u + 32}, b1)
+		for i := 0; i < mr; i++ {
+			av := YMM()
+			VBROADCASTSS(Mem{Base: a, Disp: 24*u + 4*i}, av)
+			VFMADD231PS(b0, av, acc[i][0])
+			VFMADD231PS(b1, av, acc[i][1])
+		}
+	}
+	Label(name + "_panel")
+	for i := range acc {
+		for j := 0; j < 2; j++ {
+			VXORPS(acc[i][j], acc[i][j], acc[i][j])
+		}
+	}
+	// Fetch the next panel's C tile (harmless past the last panel: a hint).
+	{
+		q := GP64()
+		MOVQ(p, q)
+		for i := 0; i < mr; i++ {
+			PREFETCHT0(Mem{Base: q})
+			PREFETCHT0(Mem{Base: q, Disp: 60})
+			if i+1 < mr {
+				ADDQ(ldc, q)
+			}
+		}
+	}
+	bp := GP64()
+	MOVQ(b, bp)
+	k4 := Load(Param("kc"), GP64())
+	SHRQ(U8(2), k4)
+	loop4, tail := name+"_loop4", name+"_tail"
+	Label(loop4)
+	TESTQ(k4, k4)
+	JZ(LabelRef(tail))
+	for u := 0; u < 4; u++ {
+		step(bp, u)
+		if u == 1 {
+			skip := name + "_nopf"
+			TESTQ(pfn, pfn)
+			JLE(LabelRef(skip))
+			PREFETCHT0(Mem{Base: pf})
+			ADDQ(pfs, pf)
+			DECQ(pfn)
+			Label(skip)
+		}
+	}
+	ADDQ(U8(96), a)
+	ADDQ(U32(256), bp)
+	DECQ(k4)
+	JMP(LabelRef(loop4))
+	Label(tail)
+	k1 := Load(Param("kc"), GP64())
+	ANDQ(U8(3), k1)
+	loop1, store := name+"_loop1", name+"_store"
+	Label(loop1)
+	TESTQ(k1, k1)
+	JZ(LabelRef(store))
+	step(bp, 0)
+	ADDQ(U8(24), a)
+	ADDQ(U8(64), bp)
+	DECQ(k1)
+	JMP(LabelRef(loop1))
+	Label(store)
+	flag := Load(Param("acc"), GP64())
+	plain := name + "_plain"
+	TESTQ(flag, flag)
+	JZ(LabelRef(plain))
+	{
+		q := GP64()
+		MOVQ(c, q)
+		for i := 0; i < mr; i++ {
+			VADDPS(Mem{Base: q}, acc[i][0], acc[i][0])
+			VADDPS(Mem{Base: q, Disp: 32}, acc[i][1], acc[i][1])
+			if i+1 < mr {
+				ADDQ(ldc, q)
+			}
+		}
+	}
+	Label(plain)
+	for i := 0; i < mr; i++ {
+		VMOVUPS(acc[i][0], Mem{Base: c})
+		VMOVUPS(acc[i][1], Mem{Base: c, Disp: 32})
+		ADDQ(ldc, c)
+	}
+	for i := 0; i < mr; i++ {
+		ADDQ(ldc, p)
+	}
+	DECQ(panels)
+	JNZ(LabelRef(name + "_panel"))
+	Label(done)
+	VZEROUPPER()
+	RET()
 }
