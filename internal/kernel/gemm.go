@@ -48,6 +48,7 @@ const (
 // shapes).
 var (
 	aGlobalMax = 1 << 22 // an A of at most this many floats is packed once, up front
+	bGlobalMax = 1 << 20 // so is a B of at most this many floats when row pieces share it
 	pfMinBytes = 4 << 20 // operands at least this large are prefetched block by block
 )
 
@@ -84,6 +85,9 @@ type gemmState struct {
 	aGlobal bool
 	tp      int       // M rounded up to gemmMR
 	apack   []float32 // A packed up front: [K/kc][tp/6][kc][6]
+	bGlobal bool
+	np      int       // N rounded up to gemmNR
+	bpack   []float32 // B packed up front: [K/kc][np/16][kc][16]
 	pfA     bool
 	pfB     bool
 	seq     uint64
@@ -167,13 +171,21 @@ func (t *mmTask) runGemm(p *parallel.Pool, g gemmOp) {
 	}
 	W := p.Workers()
 	t.plan(W)
+	t.tp, t.np = roundUp(g.M, gemmMR), roundUp(g.N, gemmNR)
 	if t.aGlobal {
-		t.tp = roundUp(g.M, gemmMR)
 		if need := t.tp * g.K; cap(t.apack) < need {
 			t.apack = make([]float32, need)
 		}
 		t.apack = t.apack[:t.tp*g.K]
-		p.For(t.tp/gemmMR, 1, t.fnPackA)
+	}
+	if t.bGlobal {
+		if need := t.np * g.K; cap(t.bpack) < need {
+			t.bpack = make([]float32, need)
+		}
+		t.bpack = t.bpack[:t.np*g.K]
+	}
+	if n := t.globalPanels(); n > 0 {
+		p.For(n, 1, t.fnPackA)
 	}
 	t.workers = W
 	if cap(t.used) < W {
@@ -235,7 +247,10 @@ func (t *mmTask) plan(W int) {
 	for _, pw := range [...]int{4 * gemmMC, 2 * gemmMC, gemmMC} {
 		pm := ceilDiv(M, pw)
 		packB := kn * float64(pm)
-		if N <= gemmNC && K <= t.kc { // one B block: each worker packs it once
+		switch {
+		case K*N <= bGlobalMax: // packed once, up front
+			packB = kn
+		case N <= gemmNC && K <= t.kc: // one B block: each worker packs it once
 			packB = kn * float64(min(pm, W))
 		}
 		consider(splitM, pw, pm, mk+packB)
@@ -247,6 +262,7 @@ func (t *mmTask) plan(W int) {
 		consider(splitK, t.kc, kBlocks, mk+kn+2*float64(M)*float64(N)*float64(W-1))
 	}
 
+	t.bGlobal = t.split == splitM && t.pieces > 1 && K*N <= bGlobalMax
 	rows := M
 	if t.split == splitM {
 		rows = t.pieceW
@@ -254,12 +270,39 @@ func (t *mmTask) plan(W int) {
 	t.mc = roundUp(ceilDiv(rows, ceilDiv(rows, gemmMC)), gemmMR)
 }
 
-// packAGlobal packs A panels [lo, hi) (6 rows each) for every reduction block.
+// globalPanels is the number of panels packed up front: the A panels (6 rows)
+// when aGlobal, then the B panels (16 columns) when bGlobal, all of K each.
+func (t *mmTask) globalPanels() int {
+	n := 0
+	if t.aGlobal {
+		n += t.tp / gemmMR
+	}
+	if t.bGlobal {
+		n += t.np / gemmNR
+	}
+	return n
+}
+
+// packAGlobal packs global panels [lo, hi) (see globalPanels) for every reduction
+// block.
 func (t *mmTask) packAGlobal(lo, hi int) {
 	K := t.g.K
-	for pc := 0; pc < K; pc += t.kc {
-		kc := min(t.kc, K-pc)
-		t.packABlock(t.apack[pc*t.tp+lo*gemmMR*kc:], lo*gemmMR, (hi-lo)*gemmMR, pc, kc)
+	if t.aGlobal {
+		ap := t.tp / gemmMR
+		if a0, a1 := lo, min(hi, ap); a0 < a1 {
+			for pc := 0; pc < K; pc += t.kc {
+				kc := min(t.kc, K-pc)
+				t.packABlock(t.apack[pc*t.tp+a0*gemmMR*kc:], a0*gemmMR, (a1-a0)*gemmMR, pc, kc)
+			}
+		}
+		lo, hi = max(lo-ap, 0), hi-ap
+	}
+	if t.bGlobal && lo < hi {
+		j0, j1 := lo*gemmNR, min(hi*gemmNR, t.g.N)
+		for pc := 0; pc < K; pc += t.kc {
+			kc := min(t.kc, K-pc)
+			t.packB(t.bpack[pc*t.np+j0*kc:], j0, j1-j0, pc, kc)
+		}
 	}
 }
 
@@ -440,8 +483,10 @@ func (t *mmTask) piece(ws *gemmScratch, w, piece, next int) {
 		s.nc = min(gemmNC, n1-s.jc)
 		for s.pc = k0; s.pc < k1; s.pc += t.kc {
 			s.kc = min(t.kc, k1-s.pc)
-			key := bKey{t.seq, s.jc, s.pc, s.nc, s.kc}
-			if ws.key != key {
+			bb := ws.b
+			if t.bGlobal {
+				bb = t.bpack[s.pc*t.np+s.jc*s.kc:]
+			} else if key := (bKey{t.seq, s.jc, s.pc, s.nc, s.kc}); ws.key != key {
 				t.packB(ws.b, s.jc, s.nc, s.pc, s.kc)
 				ws.key = key
 			}
@@ -452,7 +497,7 @@ func (t *mmTask) piece(ws *gemmScratch, w, piece, next int) {
 			ns, more := t.nextStep(s, piece, next)
 			var curB, curA pfCursor
 			jPanels := ceilDiv(s.nc, gemmNR)
-			if t.pfB && more && (ns.jc != s.jc || ns.pc != s.pc || ns.nc != s.nc || ns.kc != s.kc) {
+			if t.pfB && !t.bGlobal && more && (ns.jc != s.jc || ns.pc != s.pc || ns.nc != s.nc || ns.kc != s.kc) {
 				t.bRegion(&curB, ns.jc, ns.nc, ns.pc, ns.kc, jPanels*ceilDiv(s.m1-s.m0, gemmMR))
 			}
 			for ic := s.m0; ic < s.m1; ic += t.mc {
@@ -472,17 +517,17 @@ func (t *mmTask) piece(ws *gemmScratch, w, piece, next int) {
 						t.aRegion(&curA, ns.m0, min(t.mc, ns.m1-ns.m0), ns.pc, ns.kc, calls)
 					}
 				}
-				t.sweep(ws, c, acc, s.jc, s.nc, ic, mc, s.kc, ap, &curA, &curB)
+				t.sweep(ws, bb, c, acc, s.jc, s.nc, ic, mc, s.kc, ap, &curA, &curB)
 			}
 		}
 	}
 }
 
-// sweep runs the micro-kernel over the B block in ws (columns [jc, jc+nc)) and the
+// sweep runs the micro-kernel over the B block bb (columns [jc, jc+nc)) and the
 // A block ap (rows [ic, ic+mc)): one gemmCol call per 16-column panel for the
 // whole 6-row panels, the gemm[mr] kernels for the edges. Each call prefetches for
 // the cursors in turn.
-func (t *mmTask) sweep(ws *gemmScratch, c []float32, acc, jc, nc, ic, mc, kc int, ap []float32, curA, curB *pfCursor) {
+func (t *mmTask) sweep(ws *gemmScratch, bb, c []float32, acc, jc, nc, ic, mc, kc int, ap []float32, curA, curB *pfCursor) {
 	N := t.g.N
 	k := t.k
 	call := 0
@@ -500,7 +545,7 @@ func (t *mmTask) sweep(ws *gemmScratch, c []float32, acc, jc, nc, ic, mc, kc int
 	full := mc / gemmMR
 	for jr := 0; jr < nc; jr += gemmNR {
 		nr := min(gemmNR, nc-jr)
-		bp := &ws.b[jr*kc]
+		bp := &bb[jr*kc]
 		i0 := 0
 		if nr == gemmNR && full > 0 {
 			pf, pfs, pfn := take(full)

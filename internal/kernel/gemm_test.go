@@ -125,7 +125,7 @@ func planOf(M, N, K, W int) (split int, aGlobal bool) {
 }
 
 // TestGemmPaths runs the three products through every plan of the blocked GEMM:
-// the N, M and K splits, A packed up front or per block, with and without the
+// the N, M and K splits, A and B packed up front or per block, with and without the
 // prefetch cursors (thresholds lowered so that small shapes reach them), for 1 to 3
 // workers and the nil pool.
 func TestGemmPaths(t *testing.T) {
@@ -147,10 +147,10 @@ func TestGemmPaths(t *testing.T) {
 			t.Fatalf("no test shape is planned with split %d", sp)
 		}
 	}
-	saveA, savePF := aGlobalMax, pfMinBytes
-	defer func() { aGlobalMax, pfMinBytes = saveA, savePF }()
-	for _, th := range [][2]int{{saveA, savePF}, {0, 0}} {
-		aGlobalMax, pfMinBytes = th[0], th[1]
+	saveA, saveB, savePF := aGlobalMax, bGlobalMax, pfMinBytes
+	defer func() { aGlobalMax, bGlobalMax, pfMinBytes = saveA, saveB, savePF }()
+	for _, th := range [][3]int{{saveA, saveB, savePF}, {0, 0, 0}} {
+		aGlobalMax, bGlobalMax, pfMinBytes = th[0], th[1], th[2]
 		for _, workers := range []int{0, 1, 2, 3} {
 			var p *parallel.Pool
 			if workers > 0 {
