@@ -221,45 +221,55 @@ func (t *mmTask) plan(W int) {
 	t.pfB = t.es*K*N >= pfMinBytes
 
 	// Estimated time in cycles: the micro-kernel's 16 MACs per cycle on the
-	// busiest worker (pieces are claimed one at a time), plus about a cycle per
-	// packed element and a quarter per element of packed A re-read from L3, shared
-	// by the workers.
+	// busiest worker (pieces are claimed one at a time, so it takes ceil(pieces/W)
+	// of them), plus about a cycle per packed element and a quarter per element of
+	// packed A or B re-read from L3, shared by the workers. With several workers a
+	// quarter of a piece is added for the one that starts or runs late (a shared
+	// machine), so that cheap small pieces win over few large ones.
 	macs := float64(M) * float64(N) * float64(K) / 16
 	best := math.Inf(1)
-	consider := func(split, pieceW, pieces int, work float64) {
-		c := macs*float64(ceilDiv(pieces, W))/float64(pieces) + work/float64(W)
+	consider := func(split, pieceW, pieces, length int, work float64) {
+		busiest := float64(min(ceilDiv(pieces, W)*pieceW, length)) / float64(length)
+		c := macs*busiest + work/float64(W)
+		if W > 1 {
+			c += macs * float64(pieceW) / float64(length) / 4
+		}
 		if c < best {
 			best, t.split, t.pieceW, t.pieces = c, split, pieceW, pieces
 		}
 	}
+	// Piece lengths: whole blocks, and W·q equal pieces.
+	widths := func(total, unit, block int) [7]int {
+		ws := [7]int{block, block / 2, block / 4}
+		for i := 0; i < 4; i++ {
+			ws[3+i] = roundUp(ceilDiv(total, W<<i), unit)
+		}
+		return ws
+	}
 	mk, kn := float64(M)*float64(K), float64(K)*float64(N)
-	for _, pw := range [...]int{gemmNC, gemmNC / 2, gemmNC / 4} {
+	for _, pw := range widths(N, gemmNR, gemmNC) {
+		pw = min(pw, roundUp(N, gemmNR))
 		pn := ceilDiv(N, pw)
 		work := mk + kn + mk*float64(pn)/4 // A packed once, streamed per piece
 		if !t.aGlobal {
 			work = mk*float64(pn) + kn // A packed per piece
 		}
-		consider(splitN, pw, pn, work)
-		if pw >= N {
-			break
-		}
+		consider(splitN, pw, pn, N, work)
 	}
-	for _, pw := range [...]int{4 * gemmMC, 2 * gemmMC, gemmMC} {
+	for _, pw := range widths(M, gemmMR, 4*gemmMC) {
+		pw = min(pw, roundUp(M, gemmMR))
 		pm := ceilDiv(M, pw)
 		packB := kn * float64(pm)
 		switch {
-		case K*N <= bGlobalMax: // packed once, up front
-			packB = kn
+		case K*N <= bGlobalMax: // packed once, up front, streamed per piece
+			packB = kn + kn*float64(pm)/4
 		case N <= gemmNC && K <= t.kc: // one B block: each worker packs it once
 			packB = kn * float64(min(pm, W))
 		}
-		consider(splitM, pw, pm, mk+packB)
-		if pw >= M {
-			break
-		}
+		consider(splitM, pw, pm, M, mk+packB)
 	}
 	if kBlocks >= 2 && (W == 1 || M*N <= 1<<20) {
-		consider(splitK, t.kc, kBlocks, mk+kn+2*float64(M)*float64(N)*float64(W-1))
+		consider(splitK, t.kc, kBlocks, K, mk+kn+2*float64(M)*float64(N)*float64(W-1))
 	}
 
 	t.bGlobal = t.split == splitM && t.pieces > 1 && K*N <= bGlobalMax
