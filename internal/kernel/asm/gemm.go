@@ -502,6 +502,10 @@ func genGemmPanels() {
 	JZ(LabelRef(tail))
 	for u := 0; u < 4; u++ {
 		step(bp, u)
+		if u == 3 && gemmColPFA > 0 {
+			PREFETCHT0(Mem{Base: a, Disp: gemmColPFA})
+			PREFETCHT0(Mem{Base: a, Disp: gemmColPFA + 64})
+		}
 		if u == 1 {
 			skip := name + "_nopf"
 			TESTQ(pfn, pfn)
@@ -559,3 +563,7 @@ func genGemmPanels() {
 	VZEROUPPER()
 	RET()
 }
+
+// gemmColPFA is how far ahead (bytes) gemmPanels6x16 prefetches the activation
+// panels it streams from L2.
+const gemmColPFA = 384
