@@ -234,22 +234,34 @@ func genGemm(mr int) {
 			}
 		}
 	}
-	acc := make([][2]VecVirtual, mr)
-	for i := range acc {
-		for j := 0; j < 2; j++ {
-			acc[i][j] = YMM()
-			VXORPS(acc[i][j], acc[i][j], acc[i][j])
+	// With fewer than 8 accumulators the FMA latency (4 cycles, 2 pipes) would
+	// bound the loop: short tiles keep a second set for odd steps of k, added in
+	// at the end.
+	sets := 1
+	if 2*mr < 8 {
+		sets = 2
+	}
+	accs := make([][][2]VecVirtual, sets)
+	for s := range accs {
+		accs[s] = make([][2]VecVirtual, mr)
+		for i := range accs[s] {
+			for j := 0; j < 2; j++ {
+				accs[s][i][j] = YMM()
+				VXORPS(accs[s][i][j], accs[s][i][j], accs[s][i][j])
+			}
 		}
 	}
+	acc := accs[0]
 	step := func(u int) {
 		b0, b1 := YMM(), YMM()
 		VMOVUPS(Mem{Base: b, Disp: 64 * u}, b0)
 		VMOVUPS(Mem{Base: b, Disp: 64*u + 32}, b1)
+		set := accs[u%sets]
 		for i := 0; i < mr; i++ {
 			av := YMM()
 			VBROADCASTSS(Mem{Base: a, Disp: 24*u + 4*i}, av)
-			VFMADD231PS(b0, av, acc[i][0])
-			VFMADD231PS(b1, av, acc[i][1])
+			VFMADD231PS(b0, av, set[i][0])
+			VFMADD231PS(b1, av, set[i][1])
 		}
 	}
 	k4 := GP64()
@@ -286,6 +298,13 @@ func genGemm(mr int) {
 	DECQ(kc)
 	JMP(LabelRef(loop1))
 	Label(done)
+	for s := 1; s < sets; s++ {
+		for i := 0; i < mr; i++ {
+			for j := 0; j < 2; j++ {
+				VADDPS(accs[s][i][j], acc[i][j], acc[i][j])
+			}
+		}
+	}
 	flag := Load(Param("acc"), GP64())
 	store := name + "_store"
 	TESTQ(flag, flag)
