@@ -59,3 +59,21 @@ func CausalAttentionHead(out, q []float32, keys, values []float32, stride, off, 
 		out[i] = float32(acc[i] * inv)
 	}
 }
+
+// accumulate does acc[i] += p·v[i] in float64, each product and sum rounded as the
+// plain loop rounds them (unrolled by four; the conversions rule out a fused
+// multiply-add).
+func accumulate(acc []float64, p float64, v []float32) {
+	v = v[:len(acc)]
+	i := 0
+	for ; i+4 <= len(acc); i += 4 {
+		a, w := acc[i:i+4:i+4], v[i:i+4:i+4]
+		a[0] += float64(p * float64(w[0]))
+		a[1] += float64(p * float64(w[1]))
+		a[2] += float64(p * float64(w[2]))
+		a[3] += float64(p * float64(w[3]))
+	}
+	for ; i < len(acc); i++ {
+		acc[i] += float64(p * float64(v[i]))
+	}
+}
