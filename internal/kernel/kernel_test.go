@@ -373,3 +373,77 @@ func TestCPUFeatures(t *testing.T) {
 	}
 	t.Logf("kernels: %s", name)
 }
+
+// TestMatMulBatch runs sets of products through one MatMulBatch and compares each
+// with its twin: banded x·wᵀ and x·w (cut between workers at every kind of
+// boundary), quantized, and the products that run alone (T > 16, x·w with N%8 != 0,
+// quantized T > 4), on 1-3 workers and the nil pool.
+func TestMatMulBatch(t *testing.T) {
+	type spec struct {
+		T, N, K int
+		trans   bool
+		dt      tensor.DType
+	}
+	sets := [][]spec{
+		{{1, 200, 96, true, tensor.BF16}, {1, 200, 96, true, tensor.BF16}, {1, 200, 96, true, tensor.BF16}, {1, 200, 96, true, tensor.BF16}},
+		{{1, 96, 200, false, tensor.BF16}, {1, 96, 200, false, tensor.BF16}, {1, 96, 200, false, tensor.BF16}},
+		{{3, 77, 300, true, tensor.F32}, {2, 64, 301, false, tensor.BF16}, {0, 10, 10, true, tensor.BF16}, {5, 70, 300, false, tensor.F16},
+			{17, 33, 40, true, tensor.BF16}, {4, 130, 97, true, tensor.F16}, {16, 40, 500, false, tensor.F32}, {1, 8, 1000, false, tensor.BF16}},
+		{{1, 130, 256, true, tensor.Q8_0}, {3, 61, 512, true, tensor.Q4_K}, {6, 20, 256, true, tensor.Q8_0}, {2, 50, 96, true, tensor.BF16}},
+	}
+	for _, workers := range []int{0, 1, 2, 3} {
+		var p *parallel.Pool
+		if workers > 0 {
+			p = parallel.New(workers)
+		}
+		for si, set := range sets {
+			r := newRand(uint64(31 + si))
+			ps := make([]Product, len(set))
+			wants := make([][]float32, len(set))
+			tols := make([][]float64, len(set))
+			checks := make([]func(), len(set))
+			for i, s := range set {
+				x := randF32(r, s.T*s.K)
+				want := make([]float32, s.T*s.N)
+				tol := make([]float64, s.T*s.N)
+				var w Mat
+				var wf []float32
+				switch {
+				case s.dt.Size() == 0 || s.dt == tensor.Q8_0 || s.dt == tensor.Q4_K:
+					w, wf = randQMat(t, r, s.dt, s.N, s.K)
+					matMulTQGeneric(want, x, s.T, w)
+				case s.trans:
+					w = randMat(r, s.dt, s.N, s.K)
+					matMulTGeneric(want, x, s.T, w, 0, s.N)
+				default:
+					w = randMat(r, s.dt, s.K, s.N)
+					matMulNGeneric(want, x, s.T, w, 0, s.N, false)
+				}
+				if wf == nil {
+					wf = make([]float32, s.N*s.K)
+					if err := tensor.ToFloat32(wf, s.dt, w.Data); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for tt := 0; tt < s.T; tt++ {
+					for n := 0; n < s.N; n++ {
+						tol[tt*s.N+n] = 2*float64(s.K+2)*0x1p-24*sumAbs(x, s.N, s.K, wf, s.trans, tt, n) + 1e-30
+					}
+				}
+				dst, check := guarded(t, s.T*s.N)
+				ps[i] = Product{Dst: dst, X: x, T: s.T, W: w, NoTrans: !s.trans}
+				wants[i], tols[i], checks[i] = want, tol, check
+			}
+			MatMulBatch(p, ps)
+			for i, s := range set {
+				checks[i]()
+				for j, g := range ps[i].Dst[:s.T*s.N] {
+					if !closeTo(g, wants[i][j], tols[i][j]) {
+						t.Fatalf("workers=%d set %d product %d %+v: dst[%d] = %v, twin %v (tol %.3g)", workers, si, i, s, j, g, wants[i][j], tols[i][j])
+					}
+				}
+			}
+		}
+		p.Close()
+	}
+}

@@ -105,8 +105,9 @@ type Workspace struct {
 	cnt                        []int     // [E+1] start offsets of each expert's tokens
 	order                      []int     // [N·K] token index per (expert, slot) assignment
 	orderW                     []float32 // [N·K] routing weight of that assignment
-	xe, ye                     []float32 // [N, D]
-	ge, ue                     []float32 // [N, F]
+	xe, ye                     []float32 // [N·K, D] one row per (expert, slot) assignment
+	ge, ue                     []float32 // [N·K, F]
+	prods                      []kernel.Product
 	cos, sin                   []float32 // [N, Dh/2]
 	tokSeq, tokPos             []int     // [N]
 	outRows                    []int     // [R] token index of each logits row
@@ -144,10 +145,13 @@ func (ws *Workspace) ensure(c Config, n, r int) {
 	ws.cnt = grow(ws.cnt, E+1)
 	ws.order = grow(ws.order, n*K)
 	ws.orderW = grow(ws.orderW, n*K)
-	ws.xe = grow(ws.xe, n*D)
-	ws.ye = grow(ws.ye, n*D)
-	ws.ge = grow(ws.ge, n*F)
-	ws.ue = grow(ws.ue, n*F)
+	ws.xe = grow(ws.xe, n*K*D)
+	ws.ye = grow(ws.ye, n*K*D)
+	ws.ge = grow(ws.ge, n*K*F)
+	ws.ue = grow(ws.ue, n*K*F)
+	if cap(ws.prods) < 2*E {
+		ws.prods = make([]kernel.Product, 0, 2*E)
+	}
 	ws.cos = grow(ws.cos, n*c.HeadDim()/2)
 	ws.sin = grow(ws.sin, n*c.HeadDim()/2)
 	ws.tokSeq = grow(ws.tokSeq, n)
@@ -334,28 +338,48 @@ func (m *Model) moe(ws *Workspace, b *Block, l, n int) {
 	}
 	cnt[0] = 0
 
-	out := ws.moe[:n*D]
-	clear(out)
+	// All active experts run in two parallel dispatches: w1 and v1 of every expert
+	// in one, then every w2, so the pool is woken twice per layer and each worker
+	// streams one contiguous band of the experts' weights.
+	nk := n * K
+	xe, ge, ue, ye := ws.xe[:nk*D], ws.ge[:nk*F], ws.ue[:nk*F], ws.ye[:nk*D]
+	for a, t := range ws.order[:nk] {
+		copy(xe[a*D:(a+1)*D], ws.h[t*D:(t+1)*D])
+	}
+	ps := ws.prods[:0]
 	for e := 0; e < E; e++ {
 		lo, hi := cnt[e], cnt[e+1]
-		ne := hi - lo
-		if ne == 0 {
+		if hi == lo {
 			continue
 		}
-		xe, ge, ue, ye := ws.xe[:ne*D], ws.ge[:ne*F], ws.ue[:ne*F], ws.ye[:ne*D]
-		for i, t := range ws.order[lo:hi] {
-			copy(xe[i*D:(i+1)*D], ws.h[t*D:(t+1)*D])
+		x := xe[lo*D : hi*D]
+		ps = append(ps,
+			kernel.Product{Dst: ge[lo*F : hi*F], X: x, T: hi - lo, W: b.W1.SliceRows(e*F, (e+1)*F)},
+			kernel.Product{Dst: ue[lo*F : hi*F], X: x, T: hi - lo, W: b.V1.SliceRows(e*F, (e+1)*F)})
+	}
+	kernel.MatMulBatch(ws.Pool, ps)
+	kernel.SiLUMulF32(ge, ge, ue)
+	ps = ps[:0]
+	for e := 0; e < E; e++ {
+		lo, hi := cnt[e], cnt[e+1]
+		if hi == lo {
+			continue
 		}
-		matT(ws.Pool, ge, xe, ne, b.W1.SliceRows(e*F, (e+1)*F))
-		matT(ws.Pool, ue, xe, ne, b.V1.SliceRows(e*F, (e+1)*F))
-		nn.SwiGLU(ge, ge, ue)
+		p := kernel.Product{Dst: ye[lo*D : hi*D], X: ge[lo*F : hi*F], T: hi - lo}
 		if b.W2T.Rows > 0 { // GGUF orientation: per expert [D, F], y = h·W2T_eᵀ
-			matT(ws.Pool, ye, ge, ne, b.W2T.SliceRows(e*D, (e+1)*D))
+			p.W = b.W2T.SliceRows(e*D, (e+1)*D)
 		} else { // HF orientation: per expert [F, D], y = h·W2_e
-			kernel.MatMulN(ws.Pool, ye, ge, ne, b.W2.SliceRows(e*F, (e+1)*F), false)
+			p.W, p.NoTrans = b.W2.SliceRows(e*F, (e+1)*F), true
 		}
-		for i, t := range ws.order[lo:hi] {
-			kernel.AxpyF32(out[t*D:(t+1)*D], ws.orderW[lo+i], ye[i*D:(i+1)*D])
-		}
+		ps = append(ps, p)
+	}
+	kernel.MatMulBatch(ws.Pool, ps)
+	clear(ps[:cap(ps)]) // drop the references to this step's buffers
+	ws.prods = ps[:0]
+
+	out := ws.moe[:n*D]
+	clear(out)
+	for a, t := range ws.order[:nk] {
+		kernel.AxpyF32(out[t*D:(t+1)*D], ws.orderW[a], ye[a*D:(a+1)*D])
 	}
 }
