@@ -346,16 +346,17 @@ func (m *Model) moe(ws *Workspace, b *Block, l, n int) {
 	for a, t := range ws.order[:nk] {
 		copy(xe[a*D:(a+1)*D], ws.h[t*D:(t+1)*D])
 	}
+	// Every w1, then every v1: consecutive experts' rows are adjacent in memory, so
+	// a worker's band reads them as one stream (the kernels prefetch ahead).
 	ps := ws.prods[:0]
-	for e := 0; e < E; e++ {
-		lo, hi := cnt[e], cnt[e+1]
-		if hi == lo {
-			continue
+	for j, wm := range [2]kernel.Mat{b.W1, b.V1} {
+		dst := [2][]float32{ge, ue}[j]
+		for e := 0; e < E; e++ {
+			lo, hi := cnt[e], cnt[e+1]
+			if hi > lo {
+				ps = append(ps, kernel.Product{Dst: dst[lo*F : hi*F], X: xe[lo*D : hi*D], T: hi - lo, W: wm.SliceRows(e*F, (e+1)*F)})
+			}
 		}
-		x := xe[lo*D : hi*D]
-		ps = append(ps,
-			kernel.Product{Dst: ge[lo*F : hi*F], X: x, T: hi - lo, W: b.W1.SliceRows(e*F, (e+1)*F)},
-			kernel.Product{Dst: ue[lo*F : hi*F], X: x, T: hi - lo, W: b.V1.SliceRows(e*F, (e+1)*F)})
 	}
 	kernel.MatMulBatch(ws.Pool, ps)
 	kernel.SiLUMulF32(ge, ge, ue)
