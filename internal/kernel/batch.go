@@ -18,11 +18,13 @@ type Product struct {
 }
 
 // MatMulBatch computes several independent decode-sized products in one parallel
-// dispatch: the weight rows of all products, in order, are cut into one contiguous
-// band per worker (balanced by an estimate of bytes streamed and multiply-adds), so
-// each worker streams its band once, front to back, and the pool is woken once
-// instead of once per product. An x·w product whose band is cut inside its rows gets
-// the partial sums of the later workers added afterwards, in worker order.
+// dispatch: the weight rows of all products, in order, are cut into batchPieces
+// contiguous pieces per worker of equal estimated cost (bytes streamed plus
+// multiply-adds), which the workers claim in order (parallel.Pool.ForEach), so
+// each piece streams front to back, the pool is woken once instead of once per
+// product, and a worker slowed down (by a busy machine, say) takes fewer pieces.
+// An x·w product cut inside its rows gets the partial sums of its later pieces
+// added afterwards, in piece order (so results depend only on the worker count).
 //
 // Products the banded path does not take (T > 16, x·w with a column count that is
 // not a multiple of 8, quantized weights without a fused kernel for their T) run
@@ -52,9 +54,9 @@ type batchTask struct {
 	rowC  []float64
 	mm    []mmTask
 	q     []qTask
-	bound []batchPos // W+1 band boundaries
-	owner []int      // per worker: product whose partial sum part[s] holds, or -1
-	part  []float32  // per worker: [maxTN]
+	bound []batchPos // P+1 piece boundaries
+	owner []int      // per piece: product whose partial sum part[s] holds, or -1
+	part  []float32  // per piece: [maxTN]
 	maxTN int
 	fn    func(lo, hi int)
 }
@@ -77,6 +79,10 @@ const (
 // from memory, for balancing bands (measured: ~10 GB/s per core of DRAM against
 // ~20 G bf16 multiply-adds per second per core in the decode kernels).
 const batchMACCost = 0.5
+
+// batchPieces is the number of pieces per worker of a MatMulBatch (dynamic
+// balance against per-piece cost: a cut x·w product adds a partial sum).
+const batchPieces = 4
 
 func (t *batchTask) run(p *parallel.Pool) {
 	n := len(t.ps)
@@ -132,6 +138,9 @@ func (t *batchTask) run(p *parallel.Pool) {
 	}
 	if total > 0 {
 		W := p.Workers()
+		if W > 1 {
+			W *= batchPieces
+		}
 		t.bound = growT(t.bound, W+1)
 		t.owner = growT(t.owner, W)
 		if need := W * t.maxTN; cap(t.part) < need {
@@ -160,7 +169,7 @@ func (t *batchTask) run(p *parallel.Pool) {
 			}
 			t.bound[s] = batchPos{i, r}
 		}
-		p.For(W, 1, t.fn)
+		p.ForEach(W, t.fn)
 		for s := 1; s < W; s++ {
 			if i := t.owner[s]; i >= 0 {
 				pr := &t.ps[i]
@@ -185,7 +194,7 @@ func (t *batchTask) run(p *parallel.Pool) {
 	}
 }
 
-// band runs the bands of workers [lo, hi).
+// band runs pieces [lo, hi).
 func (t *batchTask) band(lo, hi int) {
 	for s := lo; s < hi; s++ {
 		t.owner[s] = -1

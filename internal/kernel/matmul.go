@@ -124,12 +124,15 @@ type mmTask struct {
 
 	gemmState
 
-	fnGeneric, fnMatvec, fnMatvecRows, fnATB func(lo, hi int)
+	pieces int // x·wᵀ decode: row pieces claimed by the workers
+
+	fnGeneric, fnMatvec, fnMatvecRows, fnATB, fnMatvecPiece func(lo, hi int)
 }
 
 var taskPool = freeList[mmTask]{new: func() *mmTask {
 	t := new(mmTask)
 	t.fnGeneric, t.fnMatvec, t.fnMatvecRows, t.fnATB = t.generic, t.matvec, t.matvecRows, t.atbGeneric
+	t.fnMatvecPiece = t.matvecPiece
 	t.fnPackA, t.fnWorker, t.fnReduce = t.packAGlobal, t.gemmWorker, t.reduce
 	return t
 }}
@@ -159,6 +162,13 @@ func (t *mmTask) run(p *parallel.Pool) {
 		}
 		p.For(t.workers, 1, t.fnMatvecRows)
 		t.reduceRows(0, t.T)
+	case t.T <= matvecMaxT && t.trans:
+		// batchPieces pieces of rows per worker, claimed dynamically (see MatMulBatch).
+		t.pieces = 1
+		if W := p.Workers(); W > 1 {
+			t.pieces = max(1, min(W*batchPieces, t.N/64))
+		}
+		p.ForEach(t.pieces, t.fnMatvecPiece)
 	case t.T <= matvecMaxT:
 		p.For(t.N, 64, t.fnMatvec)
 	default:
@@ -177,6 +187,18 @@ func (t *mmTask) generic(lo, hi int) {
 	} else {
 		matMulNGeneric(t.dst, t.x, t.T, t.w, lo, hi, t.acc)
 	}
+}
+
+// matvecPiece runs the decode kernels on row pieces [lo, hi) of t.pieces (piece
+// boundaries at multiples of 16 rows).
+func (t *mmTask) matvecPiece(lo, hi int) {
+	bound := func(i int) int {
+		if i >= t.pieces {
+			return t.N
+		}
+		return t.N * i / t.pieces &^ 15
+	}
+	t.matvec(bound(lo), bound(hi))
 }
 
 // matvec runs the decode kernels on output columns [lo, hi).

@@ -214,9 +214,13 @@ func matMulTQ(p *parallel.Pool, dst, x []float32, T int, w Mat, mode int) {
 	}
 	switch {
 	case mode == qAuto && simd != nil && f.mv[T] != nil:
-		// Chunks of whole R-row groups, at least ~8K weights each.
-		R := len(f.mv[T])
-		p.For(N, max(R, (8192/K+R-1)/R*R), t.fnFused)
+		// batchPieces pieces of rows per worker, claimed dynamically (see
+		// MatMulBatch), each at least ~8K weights.
+		t.pieces = 1
+		if W := p.Workers(); W > 1 {
+			t.pieces = max(1, min(W*batchPieces, N*K/8192))
+		}
+		p.ForEach(t.pieces, t.fnFusedPiece)
 	case mode != qTiles:
 		p.For(N, max(1, 2048/K), t.fnRows)
 	default:
@@ -248,11 +252,15 @@ type qTask struct {
 	fnRowsQ8  func(lo, hi int)
 	fnQuantX  func(lo, hi int)
 	fnGeneric func(lo, hi int)
+
+	pieces       int // fused decode: row pieces claimed by the workers
+	fnFusedPiece func(lo, hi int)
 }
 
 var qTaskPool = sync.Pool{New: func() any {
 	t := new(qTask)
 	t.fnRows, t.fnFused, t.fnTiles, t.fnRowsQ8, t.fnQuantX, t.fnGeneric = t.rows, t.fused, t.tiles, t.rowsQ8, t.quantX, t.generic
+	t.fnFusedPiece = t.fusedPiece
 	return t
 }}
 
@@ -260,6 +268,18 @@ var qTaskPool = sync.Pool{New: func() any {
 type qScratch struct{ w, out []float32 }
 
 var qScratchPool = sync.Pool{New: func() any { return new(qScratch) }}
+
+// fusedPiece runs fused on row pieces [lo, hi) of t.pieces (boundaries at
+// multiples of 4 rows).
+func (t *qTask) fusedPiece(lo, hi int) {
+	bound := func(i int) int {
+		if i >= t.pieces {
+			return t.N
+		}
+		return t.N * i / t.pieces &^ 3
+	}
+	t.fused(bound(lo), bound(hi))
+}
 
 // fused is the decode path over output rows [lo, hi) with the assembly kernels:
 // R rows at a time are decoded and dotted with all T tokens in one pass.

@@ -123,6 +123,33 @@ func (p *Pool) For(n, grain int, fn func(lo, hi int)) {
 	per := (n + chunks - 1) / chunks
 	per = (per + grain - 1) / grain * grain
 	chunks = (n + per - 1) / per
+	p.run(fn, n, per, chunks)
+}
+
+// ForEach calls fn(i, i+1) for every i in [0, n), the workers claiming the indices
+// one at a time in increasing order, and returns when all are done. It is For for
+// a loop cut into more pieces than workers: a worker that finishes early (or
+// started late: a preempted thread on a shared machine) takes more pieces, so the
+// loop is balanced dynamically. n must be at most 65535.
+func (p *Pool) ForEach(n int, fn func(lo, hi int)) {
+	if n <= 0 {
+		return
+	}
+	if n > maxWorkers {
+		panic("parallel: ForEach over more than 65535 pieces")
+	}
+	if n == 1 || p.Workers() == 1 || p.closed.Load() || !p.busy.TryLock() {
+		for i := 0; i < n; i++ {
+			fn(i, i+1)
+		}
+		return
+	}
+	p.run(fn, n, 1, n)
+}
+
+// run publishes a loop of chunks pieces of per indices (n in all) to the workers,
+// takes part in it and waits for the last piece; the caller holds p.busy.
+func (p *Pool) run(fn func(lo, hi int), n, per, chunks int) {
 	p.fn, p.total, p.per = fn, n, per
 	p.pending.Store(int64(chunks))
 	g := p.gen.Load() + 1

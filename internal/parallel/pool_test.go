@@ -118,3 +118,30 @@ func BenchmarkFor(b *testing.B) {
 		})
 	}
 }
+
+func TestForEach(t *testing.T) {
+	for _, workers := range []int{1, 2, 3} {
+		p := New(workers)
+		for _, n := range []int{0, 1, 2, 7, 100, 1000} {
+			hits := make([]int32, n)
+			p.ForEach(n, func(lo, hi int) {
+				if hi != lo+1 {
+					t.Errorf("n=%d: piece [%d,%d)", n, lo, hi)
+				}
+				atomic.AddInt32(&hits[lo], 1)
+			})
+			for i, h := range hits {
+				if h != 1 {
+					t.Fatalf("workers=%d n=%d: piece %d run %d times", workers, n, i, h)
+				}
+			}
+		}
+		p.Close()
+	}
+	var nilPool *Pool
+	count := 0
+	nilPool.ForEach(5, func(lo, hi int) { count++ })
+	if count != 5 {
+		t.Fatalf("nil pool ran %d pieces, want 5", count)
+	}
+}
