@@ -116,6 +116,8 @@ type Workspace struct {
 
 	// attention task state, set by block for attendRange
 	attnFn    func(lo, hi int)
+	attnPiece func(lo, hi int)
+	attnTasks int
 	attnModel *Model
 	attnSteps []Step
 	attnLayer int
@@ -260,9 +262,17 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	}
 	ws.attnModel, ws.attnSteps, ws.attnLayer = m, steps, l
 	if ws.attnFn == nil {
-		ws.attnFn = ws.attendRange // bound once: a per-call closure would allocate
+		// bound once: a per-call closure would allocate
+		ws.attnFn, ws.attnPiece = ws.attendRange, ws.attendPieces
 	}
-	ws.Pool.For(n*H, 4, ws.attnFn)
+	// Sequences of a batch differ in length, so the (token, head) tasks are claimed
+	// dynamically in pieces of attnPiece; a handful of tasks stays on the caller.
+	ws.attnTasks = n * H
+	if pieces := (n*H + attnPiece - 1) / attnPiece; pieces >= 4 {
+		ws.Pool.ForEach(pieces, ws.attnPiece)
+	} else {
+		ws.Pool.For(n*H, attnPiece, ws.attnFn)
+	}
 	ws.attnSteps = nil
 	matT(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj)
 	for i, v := range ws.proj[:n*D] {
@@ -275,6 +285,14 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	for i, v := range ws.moe[:n*D] {
 		ws.x[i] += v
 	}
+}
+
+// attnPiece is the number of (token, head) attention tasks per dynamically claimed piece.
+const attnPiece = 4
+
+// attendPieces computes attention for pieces [lo, hi) of attnPiece tasks.
+func (ws *Workspace) attendPieces(lo, hi int) {
+	ws.attendRange(lo*attnPiece, min(hi*attnPiece, ws.attnTasks))
 }
 
 // attendRange computes attention for tasks [lo, hi), task = token·H + head.
