@@ -20,11 +20,12 @@ const MaxHeadDim = 512
 //
 // scale is 1/sqrt(Dh). Softmax is taken in float32 like the reference: each block's
 // exponentials exp(s − max) come from kernel.ExpSubF32 (exact differences, float32
-// exp within 1 ulp); the running sum and the weighted sum of values are float64,
-// which keeps the result within a few ulp of a single-pass softmax.
+// exp within 1 ulp); the running sum is float64 and the weighted sum of values is
+// float32, added key by key with kernel.AxpyF32 (the reference's P·V is a float32
+// matmul too), so the result is within ~1e-6 relative of a float64 softmax.
 func CausalAttentionHead(out, q []float32, keys, values []float32, stride, off, n int, scale float32) {
 	dh := len(q)
-	var acc [MaxHeadDim]float64
+	var acc [MaxHeadDim]float32
 	var scores [attnBlock]float32
 	runMax := math.Inf(-1)
 	var runSum float64
@@ -43,37 +44,20 @@ func CausalAttentionHead(out, q []float32, keys, values []float32, stride, off, 
 		if runSum != 0 {
 			c := math.Exp(runMax - newMax)
 			runSum *= c
-			for i := 0; i < dh; i++ {
-				acc[i] *= c
+			c32 := float32(c)
+			for i := range acc[:dh] {
+				acc[i] *= c32
 			}
 		}
 		runMax = newMax
 		pb := scores[:j1-j0]
 		runSum += kernel.ExpSubF32(pb, pb, float32(runMax))
 		for j := j0; j < j1; j++ {
-			accumulate(acc[:dh], float64(pb[j-j0]), values[j*stride+off:j*stride+off+dh])
+			kernel.AxpyF32(acc[:dh], pb[j-j0], values[j*stride+off:j*stride+off+dh])
 		}
 	}
 	inv := 1 / runSum
 	for i := 0; i < dh; i++ {
-		out[i] = float32(acc[i] * inv)
-	}
-}
-
-// accumulate does acc[i] += p·v[i] in float64, each product and sum rounded as the
-// plain loop rounds them (unrolled by four; the conversions rule out a fused
-// multiply-add).
-func accumulate(acc []float64, p float64, v []float32) {
-	v = v[:len(acc)]
-	i := 0
-	for ; i+4 <= len(acc); i += 4 {
-		a, w := acc[i:i+4:i+4], v[i:i+4:i+4]
-		a[0] += float64(p * float64(w[0]))
-		a[1] += float64(p * float64(w[1]))
-		a[2] += float64(p * float64(w[2]))
-		a[3] += float64(p * float64(w[3]))
-	}
-	for ; i < len(acc); i++ {
-		acc[i] += float64(p * float64(v[i]))
+		out[i] = float32(float64(acc[i]) * inv)
 	}
 }
