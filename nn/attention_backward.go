@@ -38,8 +38,8 @@ func (d AttnDims) valid() bool {
 // of P is the softmax of its causal part (scale·S, max by kernel.MaxF32, exp and sum
 // by kernel.ExpSubF32, times 1/sum), the same float32 probabilities that the backward
 // recomputes. Products and the weighted sums are float32 (as in the reference); the
-// result is within ~1e-6 relative of CausalAttentionHead, which adds in float64 key
-// by key.
+// result is within ~1e-6 relative of CausalAttentionHead, which scores and adds
+// the values key by key.
 func CausalAttention(p *parallel.Pool, out []float32, lse []float64, qkv []float32, d AttnDims, scale float32) {
 	if !d.valid() {
 		panic("nn: CausalAttention: invalid dimensions") // programming error: callers validate configs

@@ -342,8 +342,8 @@ func opCases(t *testing.T) []gradCase {
 			f32: func(in [][]float32) []float32 {
 				out := make([]float32, d.B*d.T*d.H*d.Dh)
 				CausalAttention(pool, out, make([]float64, d.B*d.T*d.H), in[0], d, scale)
-				// The inference kernel must agree with the training forward (float64
-				// sums key by key there, float32 GEMMs here).
+				// The inference kernel must agree with the training forward (key by
+				// key there, blocked GEMMs here).
 				Q := d.QKVDim()
 				o2 := make([]float32, d.H*d.Dh)
 				for b := 0; b < d.B; b++ {

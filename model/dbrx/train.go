@@ -14,9 +14,9 @@ import (
 // keeps the activations, the losses (cross-entropy, load balancing, router z-loss)
 // and the backward pass. The forward computes what Model.Forward computes, with the
 // same kernels in the same order except for attention (blocked float32 GEMMs here,
-// float64 sums key by key in nn.CausalAttentionHead) and the experts' silu (the
-// vectorised kernel.SiLUMulF32 here, nn.SiLU there), which agree to float32 rounding;
-// so eval can bind the same Params to a Model.
+// key by key in nn.CausalAttentionHead) and the experts' silu (the vectorised
+// kernel.SiLUMulF32 here, nn.SiLU there), which agree to float32 rounding; so eval
+// can bind the same Params to a Model.
 
 // Params holds every parameter of a DBRX model as mutable float32 in state_dict order
 // (Config.ParamShapes). Data[i] is a view into Flat, so an optimizer or an all-reduce
