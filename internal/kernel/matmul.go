@@ -106,7 +106,13 @@ func checkMatMul(op string, dst, x []float32, T int, w Mat, N, K int) {
 const (
 	matvecMaxT = 16
 	mvRowBlock = 24 // a multiple of every mvTRows entry
-	mvKBlock   = 48 // weight rows per block of the x·w decode path (a multiple of every mvRRows entry)
+	// mvTBlockBytes bounds a block of weight rows of the x·wᵀ path for more than
+	// 4 tokens (rows a multiple of 4, at most mvRowBlock): the block and one
+	// token group's activations (4·K floats) then stay in L1 while every group
+	// sweeps the block. Measured on the LM head at T=16 (K=768 bf16): 12 rows
+	// take ~10% less time than 24.
+	mvTBlockBytes = 18 << 10
+	mvKBlock      = 48 // weight rows per block of the x·w decode path (a multiple of every mvRRows entry)
 )
 
 // mmTask carries one product through parallel.Pool.For without allocating: tasks are
@@ -207,8 +213,12 @@ func (t *mmTask) matvec(lo, hi int) {
 	T, N, K := t.T, t.N, t.K
 	dst, x, w := t.dst, t.x, t.w
 	if t.trans {
-		for n0 := lo; n0 < hi; n0 += mvRowBlock {
-			n1 := min(n0+mvRowBlock, hi)
+		rb := mvRowBlock
+		if T > 4 {
+			rb = min(rb, max(4, mvTBlockBytes/(K*es)&^3))
+		}
+		for n0 := lo; n0 < hi; n0 += rb {
+			n1 := min(n0+rb, hi)
 			for t0 := 0; t0 < T; t0 += 4 {
 				ks := t.k.mvT[d][min(4, T-t0)]
 				for n := n0; n < n1; n += len(ks) {
