@@ -1056,7 +1056,5 @@ func genMvR(dt dtype, T, kr int) {
 	RET()
 }
 
-var labelSeq int
-
 // pfBlocks is how many row blocks ahead the MatMulT decode kernels prefetch.
 const pfBlocks = 1
