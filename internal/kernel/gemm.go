@@ -81,6 +81,7 @@ type gemmState struct {
 	kc, mc  int
 	split   int
 	pieceW  int // piece length along the split dimension (columns, rows or kc)
+	pieces  int
 	aGlobal bool
 	tp      int       // M rounded up to gemmMR
 	apack   []float32 // A packed up front: [K/kc][tp/6][kc][6]
@@ -234,7 +235,7 @@ func (t *mmTask) plan(W int) {
 			c += macs * float64(pieceW) / float64(length) / 4
 		}
 		if c < best {
-			best, t.split, t.pieceW = c, split, pieceW
+			best, t.split, t.pieceW, t.pieces = c, split, pieceW, pieces
 		}
 	}
 	// Piece lengths: whole blocks, and W·q equal pieces.

@@ -130,7 +130,7 @@ type mmTask struct {
 
 	gemmState
 
-	pieces int // x·wᵀ decode: row pieces claimed by the workers
+	rowPieces int // x·wᵀ decode: row pieces claimed by the workers
 
 	fnGeneric, fnMatvec, fnMatvecRows, fnATB, fnMatvecPiece func(lo, hi int)
 }
@@ -170,11 +170,11 @@ func (t *mmTask) run(p *parallel.Pool) {
 		t.reduceRows(0, t.T)
 	case t.T <= matvecMaxT && t.trans:
 		// batchPieces pieces of rows per worker, claimed dynamically (see MatMulBatch).
-		t.pieces = 1
+		t.rowPieces = 1
 		if W := p.Workers(); W > 1 {
-			t.pieces = max(1, min(W*batchPieces, t.N/64))
+			t.rowPieces = max(1, min(W*batchPieces, t.N/64))
 		}
-		p.ForEach(t.pieces, t.fnMatvecPiece)
+		p.ForEach(t.rowPieces, t.fnMatvecPiece)
 	case t.T <= matvecMaxT:
 		p.For(t.N, 64, t.fnMatvec)
 	default:
@@ -195,14 +195,14 @@ func (t *mmTask) generic(lo, hi int) {
 	}
 }
 
-// matvecPiece runs the decode kernels on row pieces [lo, hi) of t.pieces (piece
+// matvecPiece runs the decode kernels on row pieces [lo, hi) of t.rowPieces (piece
 // boundaries at multiples of 16 rows).
 func (t *mmTask) matvecPiece(lo, hi int) {
 	bound := func(i int) int {
-		if i >= t.pieces {
+		if i >= t.rowPieces {
 			return t.N
 		}
-		return t.N * i / t.pieces &^ 15
+		return t.N * i / t.rowPieces &^ 15
 	}
 	t.matvec(bound(lo), bound(hi))
 }
