@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/dbrx-engine/dbrx/internal/kernel"
 	"github.com/dbrx-engine/dbrx/internal/parallel"
 )
 
@@ -47,8 +48,8 @@ func (c AdamWConfig) Validate() error {
 //
 // with one difference: torch divides sqrt(v) by sqrt(1-β2^step), AdamW multiplies by
 // its reciprocal (within an ulp of the quotient, and one division per element fewer).
-// Where the new m and v are 0 (a row of an embedding no batch has reached yet) the
-// update term is a signed zero, added without the square root and the division. Moments are created (zero) the first time a parameter name is seen.
+// The element update is kernel.AdamWF32 (AVX2, bit-identical to its Go twin).
+// Moments are created (zero) the first time a parameter name is seen.
 // An AdamW is not safe for concurrent use.
 type AdamW struct {
 	cfg AdamWConfig
@@ -105,37 +106,17 @@ func (o *AdamW) StepScaled(params []Param, lr float64, gradScale float32) error 
 	return nil
 }
 
-// update is the element loop for p.W[lo:hi]. Every product is wrapped in float32() so
-// the compiler cannot fuse it into an FMA: the rounding is the same on all platforms.
+// update applies the step to p.W[lo:hi] with kernel.AdamWF32: every product and sum
+// is a separate float32 operation (no FMA), so the rounding is the same on all
+// platforms and with or without the assembly.
 func (o *AdamW) update(p *Param, s *slot, lo, hi int) {
-	w, g, m, v := p.W[lo:hi], p.G[lo:hi], s.m[lo:hi], s.v[lo:hi]
-	g, m, v = g[:len(w)], m[:len(w)], v[:len(w)]
-	decay, w1, b2, w2, stepSize, invBc2Sqrt, eps := o.decay, o.w1, o.b2, o.w2, o.stepSize, o.invBc2Sqrt, o.eps
-	gs := o.gradScale
+	c := kernel.AdamWStep{GradScale: o.gradScale, Decay: o.decay, Lerp: o.w1, Beta2: o.b2, W2: o.w2,
+		StepSize: o.stepSize, InvBc2Sqrt: o.invBc2Sqrt, Eps: o.eps, LowWeight: o.w1 < 0.5}
 	if !p.Decay {
-		decay = 1 // x·1 is x: the same as not decaying
+		c.Decay = 1 // x·1 is x: the same as not decaying
 	}
-	lowWeight := w1 < 0.5
-	w1c := float32(1 - w1) // at::lerp's (1 - weight) for weight >= 0.5
-	for i := range w {
-		gi, wi, mi := float32(g[i]*gs), float32(w[i]*decay), m[i]
-		// at::lerp(self, end, weight)
-		if lowWeight {
-			mi = mi + float32(w1*float32(gi-mi))
-		} else {
-			mi = gi - float32(float32(gi-mi)*w1c)
-		}
-		// addcmul_: self + value*t1*t2
-		vi := float32(v[i]*b2) + float32(float32(w2*gi)*gi)
-		if mi == 0 && vi == 0 {
-			// denom would be eps and the quotient a zero of the sign of stepSize·mi:
-			// the same sum without the square root and the division.
-			wi = wi + float32(stepSize*mi)
-		} else {
-			denom := float32(float32(math.Sqrt(float64(vi)))*invBc2Sqrt) + eps
-			// addcdiv_: self + value*t1/t2
-			wi = wi + float32(float32(stepSize*mi)/denom)
-		}
-		w[i], m[i], v[i] = wi, mi, vi
+	if !c.LowWeight {
+		c.Lerp = float32(1 - o.w1) // at::lerp's (1 - weight) for weight >= 0.5
 	}
+	kernel.AdamWF32(p.W[lo:hi], p.G[lo:hi], s.m[lo:hi], s.v[lo:hi], c)
 }

@@ -185,3 +185,20 @@ func siluMulF32Generic(dst, gate, up []float32) {
 		dst[i] = g / (1 + expF32(-g)) * up[i]
 	}
 }
+
+// adamWF32Generic is AdamWF32's plain-Go twin; the explicit float32 conversions
+// keep every product and sum rounded on its own (no fused multiply-add).
+func adamWF32Generic(w, g, m, v []float32, c AdamWStep) {
+	g, m, v = g[:len(w)], m[:len(w)], v[:len(w)]
+	for i := range w {
+		gi, wi, mi := float32(g[i]*c.GradScale), float32(w[i]*c.Decay), m[i]
+		if c.LowWeight {
+			mi = mi + float32(c.Lerp*float32(gi-mi))
+		} else {
+			mi = gi - float32(float32(gi-mi)*c.Lerp)
+		}
+		vi := float32(v[i]*c.Beta2) + float32(float32(c.W2*gi)*gi)
+		denom := float32(float32(math.Sqrt(float64(vi)))*c.InvBc2Sqrt) + c.Eps
+		w[i], m[i], v[i] = wi+float32(float32(c.StepSize*mi)/denom), mi, vi
+	}
+}

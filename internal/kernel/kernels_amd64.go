@@ -110,3 +110,11 @@ func vecSqDev(x *float32, n int, mean float64) float64 {
 func vecLNApply(dst, x, gamma *float32, n int, mean, rstd float64) {
 	lnApplyAVX2(dst, x, gamma, n, mean, rstd)
 }
+
+func vecAdamW(w, g, m, v *float32, n int, c AdamWStep) {
+	if c.LowWeight {
+		adamwLowF32AVX2(w, g, m, v, n, c.GradScale, c.Decay, c.Lerp, c.Beta2, c.W2, c.StepSize, c.InvBc2Sqrt, c.Eps)
+		return
+	}
+	adamwHighF32AVX2(w, g, m, v, n, c.GradScale, c.Decay, c.Lerp, c.Beta2, c.W2, c.StepSize, c.InvBc2Sqrt, c.Eps)
+}

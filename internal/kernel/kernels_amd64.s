@@ -34801,3 +34801,115 @@ packACB_col:
 
 packACB_done:
 	RET
+
+// func adamwLowF32AVX2(wp *float32, gp *float32, mp *float32, vp *float32, n int, gs float32, decay float32, c1 float32, b2 float32, w2 float32, step float32, invBc2Sqrt float32, eps float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·adamwLowF32AVX2(SB), NOSPLIT, $0-72
+	MOVQ         wp+0(FP), AX
+	MOVQ         gp+8(FP), CX
+	MOVQ         mp+16(FP), DX
+	MOVQ         vp+24(FP), BX
+	MOVSS        gs+40(FP), X0
+	VBROADCASTSS X0, Y0
+	MOVSS        decay+44(FP), X1
+	VBROADCASTSS X1, Y1
+	MOVSS        c1+48(FP), X2
+	VBROADCASTSS X2, Y2
+	MOVSS        b2+52(FP), X3
+	VBROADCASTSS X3, Y3
+	MOVSS        w2+56(FP), X4
+	VBROADCASTSS X4, Y4
+	MOVSS        step+60(FP), X5
+	VBROADCASTSS X5, Y5
+	MOVSS        invBc2Sqrt+64(FP), X6
+	VBROADCASTSS X6, Y6
+	MOVSS        eps+68(FP), X7
+	VBROADCASTSS X7, Y7
+	MOVQ         n+32(FP), SI
+	ANDQ         $-8, SI
+	XORQ         DI, DI
+
+adamwLowF32AVX2_loop:
+	CMPQ    DI, SI
+	JGE     adamwLowF32AVX2_done
+	VMULPS  (CX)(DI*4), Y0, Y8
+	VMOVUPS (DX)(DI*4), Y9
+	VSUBPS  Y9, Y8, Y10
+	VMULPS  Y2, Y10, Y11
+	VADDPS  Y11, Y9, Y9
+	VMOVUPS Y9, (DX)(DI*4)
+	VMULPS  (BX)(DI*4), Y3, Y11
+	VMULPS  Y4, Y8, Y10
+	VMULPS  Y8, Y10, Y10
+	VADDPS  Y10, Y11, Y11
+	VMOVUPS Y11, (BX)(DI*4)
+	VSQRTPS Y11, Y10
+	VMULPS  Y6, Y10, Y10
+	VADDPS  Y7, Y10, Y10
+	VMULPS  Y5, Y9, Y11
+	VDIVPS  Y10, Y11, Y11
+	VMULPS  (AX)(DI*4), Y1, Y10
+	VADDPS  Y11, Y10, Y10
+	VMOVUPS Y10, (AX)(DI*4)
+	ADDQ    $0x08, DI
+	JMP     adamwLowF32AVX2_loop
+
+adamwLowF32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func adamwHighF32AVX2(wp *float32, gp *float32, mp *float32, vp *float32, n int, gs float32, decay float32, c1 float32, b2 float32, w2 float32, step float32, invBc2Sqrt float32, eps float32)
+// Requires: AVX, AVX2, SSE
+TEXT ·adamwHighF32AVX2(SB), NOSPLIT, $0-72
+	MOVQ         wp+0(FP), AX
+	MOVQ         gp+8(FP), CX
+	MOVQ         mp+16(FP), DX
+	MOVQ         vp+24(FP), BX
+	MOVSS        gs+40(FP), X0
+	VBROADCASTSS X0, Y0
+	MOVSS        decay+44(FP), X1
+	VBROADCASTSS X1, Y1
+	MOVSS        c1+48(FP), X2
+	VBROADCASTSS X2, Y2
+	MOVSS        b2+52(FP), X3
+	VBROADCASTSS X3, Y3
+	MOVSS        w2+56(FP), X4
+	VBROADCASTSS X4, Y4
+	MOVSS        step+60(FP), X5
+	VBROADCASTSS X5, Y5
+	MOVSS        invBc2Sqrt+64(FP), X6
+	VBROADCASTSS X6, Y6
+	MOVSS        eps+68(FP), X7
+	VBROADCASTSS X7, Y7
+	MOVQ         n+32(FP), SI
+	ANDQ         $-8, SI
+	XORQ         DI, DI
+
+adamwHighF32AVX2_loop:
+	CMPQ    DI, SI
+	JGE     adamwHighF32AVX2_done
+	VMULPS  (CX)(DI*4), Y0, Y8
+	VMOVUPS (DX)(DI*4), Y9
+	VSUBPS  Y9, Y8, Y10
+	VMULPS  Y2, Y10, Y9
+	VSUBPS  Y9, Y8, Y9
+	VMOVUPS Y9, (DX)(DI*4)
+	VMULPS  (BX)(DI*4), Y3, Y10
+	VMULPS  Y4, Y8, Y11
+	VMULPS  Y8, Y11, Y11
+	VADDPS  Y11, Y10, Y10
+	VMOVUPS Y10, (BX)(DI*4)
+	VSQRTPS Y10, Y10
+	VMULPS  Y6, Y10, Y10
+	VADDPS  Y7, Y10, Y10
+	VMULPS  Y5, Y9, Y9
+	VDIVPS  Y10, Y9, Y9
+	VMULPS  (AX)(DI*4), Y1, Y11
+	VADDPS  Y9, Y11, Y11
+	VMOVUPS Y11, (AX)(DI*4)
+	ADDQ    $0x08, DI
+	JMP     adamwHighF32AVX2_loop
+
+adamwHighF32AVX2_done:
+	VZEROUPPER
+	RET

@@ -2154,3 +2154,21 @@ func packAR(dst *float32, a *float32, lda int, kc int)
 //
 //go:noescape
 func packACB(dst *float32, a *float32, lda int, kc int, panels int)
+
+// adamwLowF32AVX2 is the AdamW update over the first n&^7 elements, bit-exact with adamWF32Generic:
+//
+//	g := g*gs; w := w*decay; m = m + c1*(g-m)
+//	v = v*b2 + (w2*g)*g
+//	w = w + (step*m) / (sqrt(v)*invBc2Sqrt + eps)
+//
+//go:noescape
+func adamwLowF32AVX2(wp *float32, gp *float32, mp *float32, vp *float32, n int, gs float32, decay float32, c1 float32, b2 float32, w2 float32, step float32, invBc2Sqrt float32, eps float32)
+
+// adamwHighF32AVX2 is the AdamW update over the first n&^7 elements, bit-exact with adamWF32Generic:
+//
+//	g := g*gs; w := w*decay; m = g - (g-m)*c1
+//	v = v*b2 + (w2*g)*g
+//	w = w + (step*m) / (sqrt(v)*invBc2Sqrt + eps)
+//
+//go:noescape
+func adamwHighF32AVX2(wp *float32, gp *float32, mp *float32, vp *float32, n int, gs float32, decay float32, c1 float32, b2 float32, w2 float32, step float32, invBc2Sqrt float32, eps float32)

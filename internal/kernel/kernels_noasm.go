@@ -18,3 +18,5 @@ func vecSqDev(x *float32, n int, mean float64) float64          { panic("kernel:
 func vecLNApply(dst, x, gamma *float32, n int, mean, rstd float64) {
 	panic("kernel: no assembly")
 }
+
+func vecAdamW(w, g, m, v *float32, n int, c AdamWStep) { panic("kernel: no assembly") }

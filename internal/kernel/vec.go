@@ -153,3 +153,32 @@ func SiLUMulF32(dst, gate, up []float32) {
 	vecSiLUMul(&dst[0], &gate[0], &up[0], n)
 	siluMulF32Generic(dst[n&^7:], gate[n&^7:], up[n&^7:])
 }
+
+// AdamWStep holds the float32 coefficients of one AdamW step, as optim computes
+// them: the update of element i is
+//
+//	g := G[i]·GradScale; w := W[i]·Decay
+//	M[i] = M[i] + Lerp·(g − M[i])        (LowWeight: at::lerp with weight < 0.5)
+//	M[i] = g − (g − M[i])·Lerp           (else; Lerp is then 1 − weight)
+//	V[i] = V[i]·Beta2 + (W2·g)·g
+//	W[i] = w + (StepSize·M[i]) / (sqrt(V[i])·InvBc2Sqrt + Eps)
+type AdamWStep struct {
+	GradScale, Decay, Lerp, Beta2, W2, StepSize, InvBc2Sqrt, Eps float32
+	LowWeight                                                    bool
+}
+
+// AdamWF32 applies one AdamW step to len(w) elements of the weights w, moments m
+// and v with gradients g. Every operation is a separate float32 IEEE operation in
+// the order above (no fused multiply-add), so the assembly and the Go twin agree
+// bit for bit.
+func AdamWF32(w, g, m, v []float32, c AdamWStep) {
+	n := len(w)
+	g, m, v = g[:n], m[:n], v[:n]
+	if noVec() || n < 8 {
+		adamWF32Generic(w, g, m, v, c)
+		return
+	}
+	vecAdamW(&w[0], &g[0], &m[0], &v[0], n, c)
+	k := n &^ 7
+	adamWF32Generic(w[k:], g[k:], m[k:], v[k:], c)
+}

@@ -3,6 +3,7 @@ package kernel
 import (
 	"fmt"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -363,4 +364,44 @@ func ExampleSoftmaxF32() {
 	SoftmaxF32(x)
 	fmt.Printf("%.4f\n", x)
 	// Output: [0.0900 0.2447 0.6652 0.0000]
+}
+
+// TestAdamWF32 checks the assembly AdamW update against its Go twin bit for bit,
+// in both lerp forms, at odd lengths and offsets, with zero and negative-zero
+// moments (untouched embedding rows) and a zero gradient scale.
+func TestAdamWF32(t *testing.T) {
+	r := newRand(7)
+	steps := []AdamWStep{
+		{GradScale: 1, Decay: 0.999, Lerp: 0.1, Beta2: 0.999, W2: 0.001, StepSize: -1e-3, InvBc2Sqrt: 31.6, Eps: 1e-8, LowWeight: true},
+		{GradScale: 0.37, Decay: 1, Lerp: 0.25, Beta2: 0.95, W2: 0.05, StepSize: -3e-4, InvBc2Sqrt: 1.02, Eps: 1e-6},
+		{GradScale: 0, Decay: 0.9, Lerp: 0.5, Beta2: 0.5, W2: 0.5, StepSize: -1, InvBc2Sqrt: 2, Eps: 1e-3, LowWeight: true},
+	}
+	for si, c := range steps {
+		for _, n := range []int{1, 7, 8, 9, 31, 64, 1001} {
+			for _, off := range []int{0, 1, 3} {
+				w, g := randF32(r, n+off)[off:], randF32(r, n+off)[off:]
+				m, v := randF32(r, n+off)[off:], randF32(r, n+off)[off:]
+				for i := range v {
+					v[i] *= v[i] // second moments are non-negative
+					switch i % 5 {
+					case 1: // a row no batch has reached: zero moments, zero gradient
+						m[i], v[i], g[i] = 0, 0, 0
+					case 3:
+						m[i], v[i], g[i] = float32(math.Copysign(0, -1)), 0, 0
+					}
+				}
+				want := [4][]float32{slices.Clone(w), slices.Clone(g), slices.Clone(m), slices.Clone(v)}
+				adamWF32Generic(want[0], want[1], want[2], want[3], c)
+				AdamWF32(w, g, m, v, c)
+				for k, got := range [][]float32{w, g, m, v} {
+					for i := range got {
+						if math.Float32bits(got[i]) != math.Float32bits(want[k][i]) {
+							t.Fatalf("step %d n=%d off=%d: array %d [%d] = %v (%#x), twin %v (%#x)",
+								si, n, off, k, i, got[i], math.Float32bits(got[i]), want[k][i], math.Float32bits(want[k][i]))
+						}
+					}
+				}
+			}
+		}
+	}
 }

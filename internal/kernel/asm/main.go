@@ -36,6 +36,7 @@ func main() {
 		}
 	}
 	genGemmAll()
+	genAdamW()
 	Generate()
 }
 
