@@ -305,20 +305,29 @@ func genGemm(mr int) {
 			}
 		}
 	}
+	storeTile(name+"_store", acc, c, ldc)
+	VZEROUPPER()
+	RET()
+}
+
+// storeTile writes the mr×16 accumulators to the C tile at c (row stride ldc bytes),
+// first adding the tile's old values when the "acc" parameter is non-zero (skip is
+// the label that jumps over the loads). c ends on the tile's last row.
+func storeTile(skip string, acc [][2]VecVirtual, c, ldc Register) {
+	mr := len(acc)
 	flag := Load(Param("acc"), GP64())
-	store := name + "_store"
 	TESTQ(flag, flag)
-	JZ(LabelRef(store))
-	p := GP64()
-	MOVQ(c, p)
+	JZ(LabelRef(skip))
+	q := GP64()
+	MOVQ(c, q)
 	for i := 0; i < mr; i++ {
-		VADDPS(Mem{Base: p}, acc[i][0], acc[i][0])
-		VADDPS(Mem{Base: p, Disp: 32}, acc[i][1], acc[i][1])
+		VADDPS(Mem{Base: q}, acc[i][0], acc[i][0])
+		VADDPS(Mem{Base: q, Disp: 32}, acc[i][1], acc[i][1])
 		if i+1 < mr {
-			ADDQ(ldc, p)
+			ADDQ(ldc, q)
 		}
 	}
-	Label(store)
+	Label(skip)
 	for i := 0; i < mr; i++ {
 		VMOVUPS(acc[i][0], Mem{Base: c})
 		VMOVUPS(acc[i][1], Mem{Base: c, Disp: 32})
@@ -326,8 +335,6 @@ func genGemm(mr int) {
 			ADDQ(ldc, c)
 		}
 	}
-	VZEROUPPER()
-	RET()
 }
 
 // genPackA emits the activation packers: 6 rows (or 6 columns) of a row-major
@@ -552,27 +559,8 @@ func genGemmPanels() {
 	DECQ(k1)
 	JMP(LabelRef(loop1))
 	Label(store)
-	flag := Load(Param("acc"), GP64())
-	plain := name + "_plain"
-	TESTQ(flag, flag)
-	JZ(LabelRef(plain))
-	{
-		q := GP64()
-		MOVQ(c, q)
-		for i := 0; i < mr; i++ {
-			VADDPS(Mem{Base: q}, acc[i][0], acc[i][0])
-			VADDPS(Mem{Base: q, Disp: 32}, acc[i][1], acc[i][1])
-			if i+1 < mr {
-				ADDQ(ldc, q)
-			}
-		}
-	}
-	Label(plain)
-	for i := 0; i < mr; i++ {
-		VMOVUPS(acc[i][0], Mem{Base: c})
-		VMOVUPS(acc[i][1], Mem{Base: c, Disp: 32})
-		ADDQ(ldc, c)
-	}
+	storeTile(name+"_plain", acc, c, ldc)
+	ADDQ(ldc, c) // on to the next panel's tile
 	for i := 0; i < mr; i++ {
 		ADDQ(ldc, p)
 	}
