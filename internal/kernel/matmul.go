@@ -198,13 +198,16 @@ func (t *mmTask) generic(lo, hi int) {
 // matvecPiece runs the decode kernels on row pieces [lo, hi) of t.rowPieces (piece
 // boundaries at multiples of 16 rows).
 func (t *mmTask) matvecPiece(lo, hi int) {
-	bound := func(i int) int {
-		if i >= t.rowPieces {
-			return t.N
-		}
-		return t.N * i / t.rowPieces &^ 15
+	t.matvec(pieceBound(lo, t.rowPieces, t.N, 16), pieceBound(hi, t.rowPieces, t.N, 16))
+}
+
+// pieceBound is where piece i of pieces (i <= pieces) starts among n rows: an even
+// split rounded down to a multiple of align (a power of two); the last piece ends at n.
+func pieceBound(i, pieces, n, align int) int {
+	if i >= pieces {
+		return n
 	}
-	t.matvec(bound(lo), bound(hi))
+	return n * i / pieces &^ (align - 1)
 }
 
 // matvec runs the decode kernels on output columns [lo, hi).

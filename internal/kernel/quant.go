@@ -272,13 +272,7 @@ var qScratchPool = sync.Pool{New: func() any { return new(qScratch) }}
 // fusedPiece runs fused on row pieces [lo, hi) of t.pieces (boundaries at
 // multiples of 4 rows).
 func (t *qTask) fusedPiece(lo, hi int) {
-	bound := func(i int) int {
-		if i >= t.pieces {
-			return t.N
-		}
-		return t.N * i / t.pieces &^ 3
-	}
-	t.fused(bound(lo), bound(hi))
+	t.fused(pieceBound(lo, t.pieces, t.N, 4), pieceBound(hi, t.pieces, t.N, 4))
 }
 
 // fused is the decode path over output rows [lo, hi) with the assembly kernels:
