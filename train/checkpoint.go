@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/dbrx-engine/dbrx/internal/atomicfile"
 	"github.com/dbrx-engine/dbrx/model/dbrx"
 	"github.com/dbrx-engine/dbrx/optim"
 	"github.com/dbrx-engine/dbrx/safetensors"
@@ -173,7 +173,7 @@ func saveCheckpoint(runDir string, p *dbrx.Params, opt Optimizer, st State, genC
 	if err := writeSynced(filepath.Join(tmp, StateFile), append(sj, '\n')); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return fail(err)
 	}
 	if _, err := os.Stat(final); err == nil { // the same step saved again: replace it
@@ -187,7 +187,7 @@ func saveCheckpoint(runDir string, p *dbrx.Params, opt Optimizer, st State, genC
 	if err := os.Rename(tmp, final); err != nil {
 		return fail(err)
 	}
-	if err := syncDir(root); err != nil {
+	if err := atomicfile.SyncDir(root); err != nil {
 		return "", fmt.Errorf("train: checkpoint %s: %w", final, err)
 	}
 	if keep > 0 {
@@ -323,42 +323,11 @@ func writeSynced(path string, data []byte) error {
 	return err
 }
 
-// writeAtomic writes data to a temporary file beside path, fsyncs and renames it.
+// writeAtomic writes data to path through internal/atomicfile (temporary file,
+// fsync, rename, directory fsync).
 func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, data); err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("train: write %s: %w", path, err)
-	}
 	return nil
-}
-
-// syncDir fsyncs a directory so that renames in it are durable (not on Windows).
-func syncDir(dir string) error {
-	if runtime.GOOS == "windows" {
-		return nil
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -34,7 +34,7 @@ var allowed = map[string][]string{
 	"engine":            {"tensor", "model", "model/dbrx", "sample", "chat", "tokenizer", "internal/parallel", "internal/kernel", "weights"},
 	"serve":             {"engine", "chat", "tokenizer", "sample"},
 	"eval":              {"engine", "tokenizer", "chat", "sample"},
-	"train":             {"tensor", "model", "model/dbrx", "nn", "optim", "data", "dist", "weights", "safetensors", "tokenizer", "chat", "internal/kernel", "internal/parallel"},
+	"train":             {"tensor", "model", "model/dbrx", "nn", "optim", "data", "dist", "weights", "safetensors", "tokenizer", "chat", "internal/kernel", "internal/parallel", "internal/atomicfile"},
 
 	// Leaf packages below the formats: standard library only.
 	"internal/atomicfile": {},
