@@ -7,7 +7,6 @@ import (
 	"io"
 	"iter"
 	"log/slog"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -107,7 +106,6 @@ type seq struct {
 	budget    int // max new tokens
 	reserve   int // len(prompt) + budget
 	sampler   *sample.Sampler
-	argmax    bool // greedy, no penalties, no logprobs: sample.Argmax suffices
 	wantTop   bool
 	stopIDs   []int
 	ignoreEOS bool
@@ -295,8 +293,6 @@ func (e *Engine) newSeq(ctx context.Context, req Request) (*seq, error) {
 		ctx: ctx, out: newStream(ctx, n), prompt: slices.Clone(req.Prompt),
 		budget: budget, reserve: n + budget, sampler: sampler, wantTop: req.Sampling.LogProbs > 0,
 		stopIDs: slices.Clone(stopIDs), ignoreEOS: req.IgnoreEOS,
-		argmax: req.NoLogProb && sc.Temperature == 0 && sc.LogProbs == 0 && sc.PresencePenalty == 0 &&
-			sc.FrequencyPenalty == 0 && (sc.RepetitionPenalty == 0 || sc.RepetitionPenalty == 1),
 		stop: newStopText(req.Stop), enq: time.Now(),
 	}
 	if e.tok != nil {
@@ -559,20 +555,11 @@ func (e *Engine) cachePrompt(s *seq) {
 // rules, leaving the token in s.tok (or the failure in s.err). It touches only s, so
 // rows are sampled in parallel.
 func (s *seq) sampleRow(row []float32) {
-	var res sample.Result
-	if s.argmax {
-		if id := sample.Argmax(row); id >= 0 && !math.IsInf(float64(row[id]), 0) {
-			res.ID = id
-		} else {
-			s.argmax = false // odd row (NaN, ±Inf): let the sampler handle it exactly
-		}
-	}
-	if !s.argmax {
-		var err error
-		if res, err = s.sampler.SampleSplit(row, s.prompt, s.generated); err != nil {
-			s.err = fmt.Errorf("engine: sampling: %w", err)
-			return
-		}
+	// With NoLogProb the sampler's greedy path is a single argmax pass.
+	res, err := s.sampler.SampleSplit(row, s.prompt, s.generated)
+	if err != nil {
+		s.err = fmt.Errorf("engine: sampling: %w", err)
+		return
 	}
 	if s.wantTop {
 		res = res.Clone()

@@ -34,9 +34,9 @@ type Request struct {
 	Stop []string
 	// IgnoreEOS disables stopping on StopIDs (benchmarks).
 	IgnoreEOS bool
-	// NoLogProb says Token.LogProb is not needed (Engine only): a greedy request
-	// without penalties then takes the argmax directly, skipping the log-softmax over
-	// the vocabulary. LogProb is 0 in its tokens.
+	// NoLogProb says Token.LogProb is not needed (Engine only): the sampler then skips
+	// the log-softmax over the vocabulary (sample.Config.NoLogProb), so a greedy
+	// request is one argmax pass. LogProb is 0 in its tokens.
 	NoLogProb bool
 }
 
