@@ -37,7 +37,7 @@ func MatMulBatch(p *parallel.Pool, ps []Product) {
 	t.run(p)
 	t.ps = nil
 	for i := range t.mm {
-		t.mm[i].dst, t.mm[i].x, t.mm[i].w = nil, nil, Mat{}
+		t.mm[i].dst, t.mm[i].x, t.mm[i].w, t.mm[i].xp = nil, nil, Mat{}, nil
 	}
 	for i := range t.q {
 		t.q[i].dst, t.q[i].x, t.q[i].w = nil, nil, Mat{}
@@ -128,6 +128,10 @@ func (t *batchTask) run(p *parallel.Pool) {
 			checkMatMul("MatMulBatch", pr.Dst, pr.X, pr.T, w, N, K)
 			mt := &t.mm[i]
 			mt.dst, mt.x, mt.T, mt.w, mt.N, mt.K, mt.trans, mt.acc, mt.k = pr.Dst, pr.X, pr.T, w, N, K, !pr.NoTrans, false, simd
+			mt.xp = nil
+			if m == bFloatT {
+				t.preparePairs(i)
+			}
 		}
 		t.mode[i] = m
 		t.rowC[i] = 0
@@ -192,6 +196,21 @@ func (t *batchTask) run(p *parallel.Pool) {
 			MatMulT(p, pr.Dst, pr.X, pr.T, pr.W)
 		}
 	}
+}
+
+// preparePairs pair-permutes the activations of x·wᵀ product i for the bf16
+// kernels, or shares those of an earlier product with the same x (an expert's w1
+// and v1).
+func (t *batchTask) preparePairs(i int) {
+	pr, mt := &t.ps[i], &t.mm[i]
+	for j := i - 1; j >= 0; j-- {
+		q, mq := &t.ps[j], &t.mm[j]
+		if t.mode[j] == bFloatT && mq.xp != nil && q.T == pr.T && mq.K == mt.K && mt.w.DType == mq.w.DType && &q.X[0] == &pr.X[0] {
+			mt.xp = mq.xp
+			return
+		}
+	}
+	mt.preparePairs()
 }
 
 // band runs pieces [lo, hi).

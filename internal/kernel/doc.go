@@ -16,7 +16,12 @@
 //     up to 4, for both x·wᵀ (MatMulT, a few rows at a time) and x·w (MatMulN,
 //     row-streaming: up to 8 weight rows per pass into a T×16 block of dst held in
 //     registers, the rows two passes ahead prefetched; with several workers each
-//     streams its own band of whole rows into a partial sum);
+//     streams its own band of whole rows into a partial sum). bf16 x·wᵀ has its
+//     own kernels over activations permuted once per product so that a loaded
+//     pair of weights widens by one shift and one mask, no shuffle (up to 8
+//     tokens in one group); the single-group bf16 paths read a worker's rows as
+//     several far-apart streams at once, which the memory system serves faster
+//     than one;
 //   - prefill and training (T > 16, and MatMulATB's aᵀ·b weight gradients): a
 //     blocked GEMM (gemm.go) with a 6×16 FMA micro-kernel over packed activation
 //     panels and weight blocks widened to float32 while packing; the work is split

@@ -732,9 +732,9 @@ mvTF32_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_1x1(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_1x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -742,7 +742,7 @@ TEXT ·mvRF32_1x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -804,9 +804,9 @@ mvRF32_1x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_1x2(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_1x2(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -815,7 +815,7 @@ TEXT ·mvRF32_1x2(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000004, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -897,9 +897,9 @@ mvRF32_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_1x3(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_1x3(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -909,7 +909,7 @@ TEXT ·mvRF32_1x3(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000006, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -1003,9 +1003,9 @@ mvRF32_1x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_1x4(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_1x4(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -1016,7 +1016,7 @@ TEXT ·mvRF32_1x4(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000008, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	LEAQ         (AX)(CX*2), BX
 	ADDQ         CX, BX
@@ -1126,9 +1126,9 @@ mvRF32_1x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_1x5(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_1x5(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -1140,7 +1140,7 @@ TEXT ·mvRF32_1x5(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x0000000a, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	LEAQ         (AX)(CX*2), BX
 	ADDQ         CX, BX
@@ -1262,9 +1262,9 @@ mvRF32_1x5_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_1x6(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_1x6(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -1277,7 +1277,7 @@ TEXT ·mvRF32_1x6(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x0000000c, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	LEAQ         (AX)(CX*2), BX
 	ADDQ         CX, BX
@@ -1411,9 +1411,9 @@ mvRF32_1x6_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_1x7(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_1x7(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -1427,7 +1427,7 @@ TEXT ·mvRF32_1x7(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x0000000e, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	LEAQ         (AX)(CX*2), BX
 	ADDQ         CX, BX
@@ -1577,9 +1577,9 @@ mvRF32_1x7_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_1x8(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_1x8(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -1594,7 +1594,7 @@ TEXT ·mvRF32_1x8(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000010, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	LEAQ         (AX)(CX*2), BX
 	ADDQ         CX, BX
@@ -2156,9 +2156,9 @@ mvTF32_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_2x1(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_2x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -2167,7 +2167,7 @@ TEXT ·mvRF32_2x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -2244,9 +2244,9 @@ mvRF32_2x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_2x2(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_2x2(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -2257,7 +2257,7 @@ TEXT ·mvRF32_2x2(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000004, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -2356,9 +2356,9 @@ mvRF32_2x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_2x3(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_2x3(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -2371,7 +2371,7 @@ TEXT ·mvRF32_2x3(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000006, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -2488,9 +2488,9 @@ mvRF32_2x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_2x4(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_2x4(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -2505,7 +2505,7 @@ TEXT ·mvRF32_2x4(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000008, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	LEAQ         (AX)(CX*2), BX
 	ADDQ         CX, BX
@@ -3148,9 +3148,9 @@ mvTF32_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_3x1(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_3x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -3160,7 +3160,7 @@ TEXT ·mvRF32_3x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -3252,9 +3252,9 @@ mvRF32_3x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_3x2(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_3x2(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -3267,7 +3267,7 @@ TEXT ·mvRF32_3x2(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000004, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -3387,25 +3387,25 @@ mvRF32_3x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_3x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x02, BX
-	IMUL3Q $0x00000006, BX, SI
-	ADDQ   DX, SI
-	MOVQ   dst+0(FP), DI
-	MOVQ   ldd+8(FP), R8
-	SHLQ   $0x02, R8
-	MOVQ   n+48(FP), R9
-	ANDQ   $-8, R9
-	MOVQ   acc+56(FP), R10
-	TESTQ  R10, R10
-	JZ     mvRF32_3x3_set
+TEXT ·mvRF32_3x3(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x02, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	MOVQ  dst+0(FP), DI
+	MOVQ  ldd+8(FP), R8
+	SHLQ  $0x02, R8
+	MOVQ  n+48(FP), R9
+	ANDQ  $-8, R9
+	MOVQ  acc+56(FP), R10
+	TESTQ R10, R10
+	JZ    mvRF32_3x3_set
 
 mvRF32_3x3_acc_main:
 	CMPQ         R9, $0x00000010
@@ -3576,27 +3576,27 @@ mvRF32_3x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_3x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x02, BX
-	IMUL3Q $0x00000008, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	MOVQ   n+48(FP), R10
-	ANDQ   $-8, R10
-	MOVQ   acc+56(FP), R11
-	TESTQ  R11, R11
-	JZ     mvRF32_3x4_set
+TEXT ·mvRF32_3x4(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x02, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	MOVQ  n+48(FP), R10
+	ANDQ  $-8, R10
+	MOVQ  acc+56(FP), R11
+	TESTQ R11, R11
+	JZ    mvRF32_3x4_set
 
 mvRF32_3x4_acc_main:
 	CMPQ         R10, $0x00000010
@@ -3805,27 +3805,27 @@ mvRF32_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_3x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x02, BX
-	IMUL3Q $0x0000000a, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	MOVQ   n+48(FP), R10
-	ANDQ   $-8, R10
-	MOVQ   acc+56(FP), R11
-	TESTQ  R11, R11
-	JZ     mvRF32_3x5_set
+TEXT ·mvRF32_3x5(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x02, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	MOVQ  n+48(FP), R10
+	ANDQ  $-8, R10
+	MOVQ  acc+56(FP), R11
+	TESTQ R11, R11
+	JZ    mvRF32_3x5_set
 
 mvRF32_3x5_acc_main:
 	CMPQ         R10, $0x00000010
@@ -4070,27 +4070,27 @@ mvRF32_3x5_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_3x6(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x02, BX
-	IMUL3Q $0x0000000c, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	MOVQ   n+48(FP), R10
-	ANDQ   $-8, R10
-	MOVQ   acc+56(FP), R11
-	TESTQ  R11, R11
-	JZ     mvRF32_3x6_set
+TEXT ·mvRF32_3x6(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x02, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	MOVQ  n+48(FP), R10
+	ANDQ  $-8, R10
+	MOVQ  acc+56(FP), R11
+	TESTQ R11, R11
+	JZ    mvRF32_3x6_set
 
 mvRF32_3x6_acc_main:
 	CMPQ         R10, $0x00000010
@@ -4371,29 +4371,29 @@ mvRF32_3x6_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_3x7(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x02, BX
-	IMUL3Q $0x0000000e, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	MOVQ   n+48(FP), R11
-	ANDQ   $-8, R11
-	MOVQ   acc+56(FP), R12
-	TESTQ  R12, R12
-	JZ     mvRF32_3x7_set
+TEXT ·mvRF32_3x7(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x02, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	LEAQ  (DI)(BX*2), R8
+	ADDQ  BX, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	MOVQ  n+48(FP), R11
+	ANDQ  $-8, R11
+	MOVQ  acc+56(FP), R12
+	TESTQ R12, R12
+	JZ    mvRF32_3x7_set
 
 mvRF32_3x7_acc_main:
 	CMPQ         R11, $0x00000010
@@ -4712,29 +4712,29 @@ mvRF32_3x7_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_3x8(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x02, BX
-	IMUL3Q $0x00000010, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	MOVQ   n+48(FP), R11
-	ANDQ   $-8, R11
-	MOVQ   acc+56(FP), R12
-	TESTQ  R12, R12
-	JZ     mvRF32_3x8_set
+TEXT ·mvRF32_3x8(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x02, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	LEAQ  (DI)(BX*2), R8
+	ADDQ  BX, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	MOVQ  n+48(FP), R11
+	ANDQ  $-8, R11
+	MOVQ  acc+56(FP), R12
+	TESTQ R12, R12
+	JZ    mvRF32_3x8_set
 
 mvRF32_3x8_acc_main:
 	CMPQ         R11, $0x00000010
@@ -5319,9 +5319,9 @@ mvTF32_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_4x1(SB), NOSPLIT, $0-64
+TEXT ·mvRF32_4x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -5334,7 +5334,7 @@ TEXT ·mvRF32_4x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x02, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -5445,29 +5445,29 @@ mvRF32_4x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_4x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x02, SI
-	IMUL3Q $0x00000004, SI, DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	LEAQ   (R8)(R9*2), R10
-	ADDQ   R9, R10
-	MOVQ   n+48(FP), R11
-	ANDQ   $-8, R11
-	MOVQ   acc+56(FP), R12
-	TESTQ  R12, R12
-	JZ     mvRF32_4x2_set
+TEXT ·mvRF32_4x2(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x02, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	LEAQ  (R8)(R9*2), R10
+	ADDQ  R9, R10
+	MOVQ  n+48(FP), R11
+	ANDQ  $-8, R11
+	MOVQ  acc+56(FP), R12
+	TESTQ R12, R12
+	JZ    mvRF32_4x2_set
 
 mvRF32_4x2_acc_main:
 	CMPQ         R11, $0x00000010
@@ -5633,29 +5633,29 @@ mvRF32_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_4x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x02, SI
-	IMUL3Q $0x00000006, SI, DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	LEAQ   (R8)(R9*2), R10
-	ADDQ   R9, R10
-	MOVQ   n+48(FP), R11
-	ANDQ   $-8, R11
-	MOVQ   acc+56(FP), R12
-	TESTQ  R12, R12
-	JZ     mvRF32_4x3_set
+TEXT ·mvRF32_4x3(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x02, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	LEAQ  (R8)(R9*2), R10
+	ADDQ  R9, R10
+	MOVQ  n+48(FP), R11
+	ANDQ  $-8, R11
+	MOVQ  acc+56(FP), R12
+	TESTQ R12, R12
+	JZ    mvRF32_4x3_set
 
 mvRF32_4x3_acc_main:
 	CMPQ         R11, $0x00000010
@@ -5867,31 +5867,31 @@ mvRF32_4x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_4x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x02, SI
-	IMUL3Q $0x00000008, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	LEAQ   (R9)(R10*2), R11
-	ADDQ   R10, R11
-	MOVQ   n+48(FP), R12
-	ANDQ   $-8, R12
-	MOVQ   acc+56(FP), R13
-	TESTQ  R13, R13
-	JZ     mvRF32_4x4_set
+TEXT ·mvRF32_4x4(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x02, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	LEAQ  (R9)(R10*2), R11
+	ADDQ  R10, R11
+	MOVQ  n+48(FP), R12
+	ANDQ  $-8, R12
+	MOVQ  acc+56(FP), R13
+	TESTQ R13, R13
+	JZ    mvRF32_4x4_set
 
 mvRF32_4x4_acc_main:
 	CMPQ         R12, $0x00000010
@@ -6151,31 +6151,31 @@ mvRF32_4x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_4x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x02, SI
-	IMUL3Q $0x0000000a, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	LEAQ   (R9)(R10*2), R11
-	ADDQ   R10, R11
-	MOVQ   n+48(FP), R12
-	ANDQ   $-8, R12
-	MOVQ   acc+56(FP), R13
-	TESTQ  R13, R13
-	JZ     mvRF32_4x5_set
+TEXT ·mvRF32_4x5(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x02, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	LEAQ  (R9)(R10*2), R11
+	ADDQ  R10, R11
+	MOVQ  n+48(FP), R12
+	ANDQ  $-8, R12
+	MOVQ  acc+56(FP), R13
+	TESTQ R13, R13
+	JZ    mvRF32_4x5_set
 
 mvRF32_4x5_acc_main:
 	CMPQ         R12, $0x00000010
@@ -6481,31 +6481,31 @@ mvRF32_4x5_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_4x6(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x02, SI
-	IMUL3Q $0x0000000c, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	LEAQ   (R9)(R10*2), R11
-	ADDQ   R10, R11
-	MOVQ   n+48(FP), R12
-	ANDQ   $-8, R12
-	MOVQ   acc+56(FP), R13
-	TESTQ  R13, R13
-	JZ     mvRF32_4x6_set
+TEXT ·mvRF32_4x6(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x02, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	LEAQ  (R9)(R10*2), R11
+	ADDQ  R10, R11
+	MOVQ  n+48(FP), R12
+	ANDQ  $-8, R12
+	MOVQ  acc+56(FP), R13
+	TESTQ R13, R13
+	JZ    mvRF32_4x6_set
 
 mvRF32_4x6_acc_main:
 	CMPQ         R12, $0x00000010
@@ -6857,33 +6857,33 @@ mvRF32_4x6_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_4x7(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x02, SI
-	IMUL3Q $0x0000000e, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	LEAQ   (R8)(SI*2), R9
-	ADDQ   SI, R9
-	MOVQ   dst+0(FP), R10
-	MOVQ   ldd+8(FP), R11
-	SHLQ   $0x02, R11
-	LEAQ   (R10)(R11*2), R12
-	ADDQ   R11, R12
-	MOVQ   n+48(FP), R13
-	ANDQ   $-8, R13
-	MOVQ   acc+56(FP), R14
-	TESTQ  R14, R14
-	JZ     mvRF32_4x7_set
+TEXT ·mvRF32_4x7(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x02, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	LEAQ  (R8)(SI*2), R9
+	ADDQ  SI, R9
+	MOVQ  dst+0(FP), R10
+	MOVQ  ldd+8(FP), R11
+	SHLQ  $0x02, R11
+	LEAQ  (R10)(R11*2), R12
+	ADDQ  R11, R12
+	MOVQ  n+48(FP), R13
+	ANDQ  $-8, R13
+	MOVQ  acc+56(FP), R14
+	TESTQ R14, R14
+	JZ    mvRF32_4x7_set
 
 mvRF32_4x7_acc_main:
 	CMPQ         R13, $0x00000010
@@ -7283,33 +7283,33 @@ mvRF32_4x7_done:
 	VZEROUPPER
 	RET
 
-// func mvRF32_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF32_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, FMA3, MMX+
-TEXT ·mvRF32_4x8(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x02, SI
-	IMUL3Q $0x00000010, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	LEAQ   (R8)(SI*2), R9
-	ADDQ   SI, R9
-	MOVQ   dst+0(FP), R10
-	MOVQ   ldd+8(FP), R11
-	SHLQ   $0x02, R11
-	LEAQ   (R10)(R11*2), R12
-	ADDQ   R11, R12
-	MOVQ   n+48(FP), R13
-	ANDQ   $-8, R13
-	MOVQ   acc+56(FP), R14
-	TESTQ  R14, R14
-	JZ     mvRF32_4x8_set
+TEXT ·mvRF32_4x8(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x02, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	LEAQ  (R8)(SI*2), R9
+	ADDQ  SI, R9
+	MOVQ  dst+0(FP), R10
+	MOVQ  ldd+8(FP), R11
+	SHLQ  $0x02, R11
+	LEAQ  (R10)(R11*2), R12
+	ADDQ  R11, R12
+	MOVQ  n+48(FP), R13
+	ANDQ  $-8, R13
+	MOVQ  acc+56(FP), R14
+	TESTQ R14, R14
+	JZ    mvRF32_4x8_set
 
 mvRF32_4x8_acc_main:
 	CMPQ         R13, $0x00000010
@@ -7924,9 +7924,9 @@ mvTBF16_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_1x1(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_1x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -7934,7 +7934,7 @@ TEXT ·mvRBF16_1x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -8064,6 +8064,699 @@ mvRBF16_1x1_set_8:
 	VMOVUPS   Y0, (DX)
 
 mvRBF16_1x1_done:
+	VZEROUPPER
+	RET
+
+// func mvRBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x2(SB), NOSPLIT, $0-72
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x01, CX
+	MOVQ         pfd+64(FP), DX
+	ADDQ         AX, DX
+	MOVQ         dst+0(FP), BX
+	MOVQ         ldd+8(FP), SI
+	SHLQ         $0x02, SI
+	MOVQ         n+48(FP), SI
+	ANDQ         $-8, SI
+	MOVQ         acc+56(FP), DI
+	VXORPS       Y2, Y2, Y2
+	TESTQ        DI, DI
+	JZ           mvRBF16_1x2_set
+
+mvRBF16_1x2_acc_main:
+	CMPQ        SI, $0x00000020
+	JL          mvRBF16_1x2_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000001, CX, DI
+	SUBQ        DI, DX
+	VMOVUPS     (BX), Y4
+	VMOVUPS     32(BX), Y5
+	VPERM2F128  $0x20, Y5, Y4, Y3
+	VPERM2F128  $0x31, Y5, Y4, Y5
+	VPUNPCKLWD  (AX), Y2, Y4
+	VPUNPCKHWD  (AX), Y2, Y6
+	VFMADD231PS Y4, Y0, Y3
+	VFMADD231PS Y6, Y0, Y5
+	VPUNPCKLWD  (AX)(CX*1), Y2, Y4
+	VPUNPCKHWD  (AX)(CX*1), Y2, Y6
+	VMULPS      Y4, Y1, Y4
+	VMULPS      Y6, Y1, Y6
+	VADDPS      Y4, Y3, Y3
+	VADDPS      Y6, Y5, Y5
+	VPERM2F128  $0x20, Y5, Y3, Y4
+	VPERM2F128  $0x31, Y5, Y3, Y3
+	VMOVUPS     Y4, (BX)
+	VMOVUPS     Y3, 32(BX)
+	VMOVUPS     64(BX), Y4
+	VMOVUPS     96(BX), Y5
+	VPERM2F128  $0x20, Y5, Y4, Y3
+	VPERM2F128  $0x31, Y5, Y4, Y5
+	VPUNPCKLWD  32(AX), Y2, Y4
+	VPUNPCKHWD  32(AX), Y2, Y6
+	VFMADD231PS Y4, Y0, Y3
+	VFMADD231PS Y6, Y0, Y5
+	VPUNPCKLWD  32(AX)(CX*1), Y2, Y4
+	VPUNPCKHWD  32(AX)(CX*1), Y2, Y6
+	VMULPS      Y4, Y1, Y4
+	VMULPS      Y6, Y1, Y6
+	VADDPS      Y4, Y3, Y3
+	VADDPS      Y6, Y5, Y5
+	VPERM2F128  $0x20, Y5, Y3, Y4
+	VPERM2F128  $0x31, Y5, Y3, Y3
+	VMOVUPS     Y4, 64(BX)
+	VMOVUPS     Y3, 96(BX)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000080, BX
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000020, SI
+	JMP         mvRBF16_1x2_acc_main
+
+mvRBF16_1x2_acc_16:
+	CMPQ        SI, $0x10
+	JL          mvRBF16_1x2_acc_8
+	VMOVUPS     (BX), Y4
+	VMOVUPS     32(BX), Y5
+	VPERM2F128  $0x20, Y5, Y4, Y3
+	VPERM2F128  $0x31, Y5, Y4, Y5
+	VPUNPCKLWD  (AX), Y2, Y4
+	VPUNPCKHWD  (AX), Y2, Y6
+	VFMADD231PS Y4, Y0, Y3
+	VFMADD231PS Y6, Y0, Y5
+	VPUNPCKLWD  (AX)(CX*1), Y2, Y4
+	VPUNPCKHWD  (AX)(CX*1), Y2, Y6
+	VMULPS      Y4, Y1, Y4
+	VMULPS      Y6, Y1, Y6
+	VADDPS      Y4, Y3, Y3
+	VADDPS      Y6, Y5, Y5
+	VPERM2F128  $0x20, Y5, Y3, Y4
+	VPERM2F128  $0x31, Y5, Y3, Y3
+	VMOVUPS     Y4, (BX)
+	VMOVUPS     Y3, 32(BX)
+	ADDQ        $0x00000020, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000020, DX
+	SUBQ        $0x10, SI
+	JMP         mvRBF16_1x2_acc_16
+
+mvRBF16_1x2_acc_8:
+	TESTQ       SI, SI
+	JZ          mvRBF16_1x2_done
+	VMOVUPS     (BX), Y2
+	VPMOVZXWD   (AX), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VFMADD231PS Y3, Y0, Y2
+	VPMOVZXWD   (AX)(CX*1), Y0
+	VPSLLD      $0x10, Y0, Y0
+	VFMADD231PS Y0, Y1, Y2
+	VMOVUPS     Y2, (BX)
+	JMP         mvRBF16_1x2_done
+
+mvRBF16_1x2_set:
+mvRBF16_1x2_set_main:
+	CMPQ       SI, $0x00000020
+	JL         mvRBF16_1x2_set_16
+	PREFETCHT0 (DX)
+	ADDQ       CX, DX
+	PREFETCHT0 (DX)
+	IMUL3Q     $0x00000001, CX, DI
+	SUBQ       DI, DX
+	VPUNPCKLWD (AX), Y2, Y3
+	VPUNPCKHWD (AX), Y2, Y4
+	VMULPS     Y3, Y0, Y3
+	VMULPS     Y4, Y0, Y5
+	VPUNPCKLWD (AX)(CX*1), Y2, Y4
+	VPUNPCKHWD (AX)(CX*1), Y2, Y6
+	VMULPS     Y4, Y1, Y4
+	VMULPS     Y6, Y1, Y6
+	VADDPS     Y4, Y3, Y3
+	VADDPS     Y6, Y5, Y5
+	VPERM2F128 $0x20, Y5, Y3, Y4
+	VPERM2F128 $0x31, Y5, Y3, Y3
+	VMOVUPS    Y4, (BX)
+	VMOVUPS    Y3, 32(BX)
+	VPUNPCKLWD 32(AX), Y2, Y3
+	VPUNPCKHWD 32(AX), Y2, Y4
+	VMULPS     Y3, Y0, Y3
+	VMULPS     Y4, Y0, Y5
+	VPUNPCKLWD 32(AX)(CX*1), Y2, Y4
+	VPUNPCKHWD 32(AX)(CX*1), Y2, Y6
+	VMULPS     Y4, Y1, Y4
+	VMULPS     Y6, Y1, Y6
+	VADDPS     Y4, Y3, Y3
+	VADDPS     Y6, Y5, Y5
+	VPERM2F128 $0x20, Y5, Y3, Y4
+	VPERM2F128 $0x31, Y5, Y3, Y3
+	VMOVUPS    Y4, 64(BX)
+	VMOVUPS    Y3, 96(BX)
+	ADDQ       $0x00000040, AX
+	ADDQ       $0x00000080, BX
+	ADDQ       $0x00000040, DX
+	SUBQ       $0x00000020, SI
+	JMP        mvRBF16_1x2_set_main
+
+mvRBF16_1x2_set_16:
+	CMPQ       SI, $0x10
+	JL         mvRBF16_1x2_set_8
+	VPUNPCKLWD (AX), Y2, Y3
+	VPUNPCKHWD (AX), Y2, Y4
+	VMULPS     Y3, Y0, Y3
+	VMULPS     Y4, Y0, Y5
+	VPUNPCKLWD (AX)(CX*1), Y2, Y4
+	VPUNPCKHWD (AX)(CX*1), Y2, Y6
+	VMULPS     Y4, Y1, Y4
+	VMULPS     Y6, Y1, Y6
+	VADDPS     Y4, Y3, Y3
+	VADDPS     Y6, Y5, Y5
+	VPERM2F128 $0x20, Y5, Y3, Y4
+	VPERM2F128 $0x31, Y5, Y3, Y3
+	VMOVUPS    Y4, (BX)
+	VMOVUPS    Y3, 32(BX)
+	ADDQ       $0x00000020, AX
+	ADDQ       $0x00000040, BX
+	ADDQ       $0x00000020, DX
+	SUBQ       $0x10, SI
+	JMP        mvRBF16_1x2_set_16
+
+mvRBF16_1x2_set_8:
+	TESTQ       SI, SI
+	JZ          mvRBF16_1x2_done
+	VPMOVZXWD   (AX), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VMULPS      Y2, Y0, Y0
+	VPMOVZXWD   (AX)(CX*1), Y2
+	VPSLLD      $0x10, Y2, Y2
+	VFMADD231PS Y2, Y1, Y0
+	VMOVUPS     Y0, (BX)
+
+mvRBF16_1x2_done:
+	VZEROUPPER
+	RET
+
+// func mvRBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x3(SB), NOSPLIT, $0-72
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x01, CX
+	MOVQ         pfd+64(FP), DX
+	ADDQ         AX, DX
+	MOVQ         dst+0(FP), BX
+	MOVQ         ldd+8(FP), SI
+	SHLQ         $0x02, SI
+	MOVQ         n+48(FP), SI
+	ANDQ         $-8, SI
+	MOVQ         acc+56(FP), DI
+	VXORPS       Y3, Y3, Y3
+	TESTQ        DI, DI
+	JZ           mvRBF16_1x3_set
+
+mvRBF16_1x3_acc_main:
+	CMPQ        SI, $0x00000020
+	JL          mvRBF16_1x3_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000002, CX, DI
+	SUBQ        DI, DX
+	VMOVUPS     (BX), Y5
+	VMOVUPS     32(BX), Y6
+	VPERM2F128  $0x20, Y6, Y5, Y4
+	VPERM2F128  $0x31, Y6, Y5, Y6
+	VPUNPCKLWD  (AX), Y3, Y5
+	VPUNPCKHWD  (AX), Y3, Y7
+	VFMADD231PS Y5, Y0, Y4
+	VFMADD231PS Y7, Y0, Y6
+	VPUNPCKLWD  (AX)(CX*1), Y3, Y5
+	VPUNPCKHWD  (AX)(CX*1), Y3, Y7
+	VMULPS      Y5, Y1, Y5
+	VMULPS      Y7, Y1, Y7
+	VPUNPCKLWD  (AX)(CX*2), Y3, Y8
+	VPUNPCKHWD  (AX)(CX*2), Y3, Y9
+	VFMADD231PS Y8, Y2, Y4
+	VFMADD231PS Y9, Y2, Y6
+	VADDPS      Y5, Y4, Y4
+	VADDPS      Y7, Y6, Y6
+	VPERM2F128  $0x20, Y6, Y4, Y5
+	VPERM2F128  $0x31, Y6, Y4, Y4
+	VMOVUPS     Y5, (BX)
+	VMOVUPS     Y4, 32(BX)
+	VMOVUPS     64(BX), Y5
+	VMOVUPS     96(BX), Y6
+	VPERM2F128  $0x20, Y6, Y5, Y4
+	VPERM2F128  $0x31, Y6, Y5, Y6
+	VPUNPCKLWD  32(AX), Y3, Y5
+	VPUNPCKHWD  32(AX), Y3, Y7
+	VFMADD231PS Y5, Y0, Y4
+	VFMADD231PS Y7, Y0, Y6
+	VPUNPCKLWD  32(AX)(CX*1), Y3, Y5
+	VPUNPCKHWD  32(AX)(CX*1), Y3, Y7
+	VMULPS      Y5, Y1, Y5
+	VMULPS      Y7, Y1, Y7
+	VPUNPCKLWD  32(AX)(CX*2), Y3, Y8
+	VPUNPCKHWD  32(AX)(CX*2), Y3, Y9
+	VFMADD231PS Y8, Y2, Y4
+	VFMADD231PS Y9, Y2, Y6
+	VADDPS      Y5, Y4, Y4
+	VADDPS      Y7, Y6, Y6
+	VPERM2F128  $0x20, Y6, Y4, Y5
+	VPERM2F128  $0x31, Y6, Y4, Y4
+	VMOVUPS     Y5, 64(BX)
+	VMOVUPS     Y4, 96(BX)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000080, BX
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000020, SI
+	JMP         mvRBF16_1x3_acc_main
+
+mvRBF16_1x3_acc_16:
+	CMPQ        SI, $0x10
+	JL          mvRBF16_1x3_acc_8
+	VMOVUPS     (BX), Y5
+	VMOVUPS     32(BX), Y6
+	VPERM2F128  $0x20, Y6, Y5, Y4
+	VPERM2F128  $0x31, Y6, Y5, Y6
+	VPUNPCKLWD  (AX), Y3, Y5
+	VPUNPCKHWD  (AX), Y3, Y7
+	VFMADD231PS Y5, Y0, Y4
+	VFMADD231PS Y7, Y0, Y6
+	VPUNPCKLWD  (AX)(CX*1), Y3, Y5
+	VPUNPCKHWD  (AX)(CX*1), Y3, Y7
+	VMULPS      Y5, Y1, Y5
+	VMULPS      Y7, Y1, Y7
+	VPUNPCKLWD  (AX)(CX*2), Y3, Y8
+	VPUNPCKHWD  (AX)(CX*2), Y3, Y9
+	VFMADD231PS Y8, Y2, Y4
+	VFMADD231PS Y9, Y2, Y6
+	VADDPS      Y5, Y4, Y4
+	VADDPS      Y7, Y6, Y6
+	VPERM2F128  $0x20, Y6, Y4, Y5
+	VPERM2F128  $0x31, Y6, Y4, Y4
+	VMOVUPS     Y5, (BX)
+	VMOVUPS     Y4, 32(BX)
+	ADDQ        $0x00000020, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000020, DX
+	SUBQ        $0x10, SI
+	JMP         mvRBF16_1x3_acc_16
+
+mvRBF16_1x3_acc_8:
+	TESTQ       SI, SI
+	JZ          mvRBF16_1x3_done
+	VMOVUPS     (BX), Y3
+	VPMOVZXWD   (AX), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS Y4, Y0, Y3
+	VPMOVZXWD   (AX)(CX*1), Y0
+	VPSLLD      $0x10, Y0, Y0
+	VFMADD231PS Y0, Y1, Y3
+	VPMOVZXWD   (AX)(CX*2), Y0
+	VPSLLD      $0x10, Y0, Y0
+	VFMADD231PS Y0, Y2, Y3
+	VMOVUPS     Y3, (BX)
+	JMP         mvRBF16_1x3_done
+
+mvRBF16_1x3_set:
+mvRBF16_1x3_set_main:
+	CMPQ        SI, $0x00000020
+	JL          mvRBF16_1x3_set_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000002, CX, DI
+	SUBQ        DI, DX
+	VPUNPCKLWD  (AX), Y3, Y4
+	VPUNPCKHWD  (AX), Y3, Y5
+	VMULPS      Y4, Y0, Y4
+	VMULPS      Y5, Y0, Y6
+	VPUNPCKLWD  (AX)(CX*1), Y3, Y5
+	VPUNPCKHWD  (AX)(CX*1), Y3, Y7
+	VMULPS      Y5, Y1, Y5
+	VMULPS      Y7, Y1, Y7
+	VPUNPCKLWD  (AX)(CX*2), Y3, Y8
+	VPUNPCKHWD  (AX)(CX*2), Y3, Y9
+	VFMADD231PS Y8, Y2, Y4
+	VFMADD231PS Y9, Y2, Y6
+	VADDPS      Y5, Y4, Y4
+	VADDPS      Y7, Y6, Y6
+	VPERM2F128  $0x20, Y6, Y4, Y5
+	VPERM2F128  $0x31, Y6, Y4, Y4
+	VMOVUPS     Y5, (BX)
+	VMOVUPS     Y4, 32(BX)
+	VPUNPCKLWD  32(AX), Y3, Y4
+	VPUNPCKHWD  32(AX), Y3, Y5
+	VMULPS      Y4, Y0, Y4
+	VMULPS      Y5, Y0, Y6
+	VPUNPCKLWD  32(AX)(CX*1), Y3, Y5
+	VPUNPCKHWD  32(AX)(CX*1), Y3, Y7
+	VMULPS      Y5, Y1, Y5
+	VMULPS      Y7, Y1, Y7
+	VPUNPCKLWD  32(AX)(CX*2), Y3, Y8
+	VPUNPCKHWD  32(AX)(CX*2), Y3, Y9
+	VFMADD231PS Y8, Y2, Y4
+	VFMADD231PS Y9, Y2, Y6
+	VADDPS      Y5, Y4, Y4
+	VADDPS      Y7, Y6, Y6
+	VPERM2F128  $0x20, Y6, Y4, Y5
+	VPERM2F128  $0x31, Y6, Y4, Y4
+	VMOVUPS     Y5, 64(BX)
+	VMOVUPS     Y4, 96(BX)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000080, BX
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000020, SI
+	JMP         mvRBF16_1x3_set_main
+
+mvRBF16_1x3_set_16:
+	CMPQ        SI, $0x10
+	JL          mvRBF16_1x3_set_8
+	VPUNPCKLWD  (AX), Y3, Y4
+	VPUNPCKHWD  (AX), Y3, Y5
+	VMULPS      Y4, Y0, Y4
+	VMULPS      Y5, Y0, Y6
+	VPUNPCKLWD  (AX)(CX*1), Y3, Y5
+	VPUNPCKHWD  (AX)(CX*1), Y3, Y7
+	VMULPS      Y5, Y1, Y5
+	VMULPS      Y7, Y1, Y7
+	VPUNPCKLWD  (AX)(CX*2), Y3, Y8
+	VPUNPCKHWD  (AX)(CX*2), Y3, Y9
+	VFMADD231PS Y8, Y2, Y4
+	VFMADD231PS Y9, Y2, Y6
+	VADDPS      Y5, Y4, Y4
+	VADDPS      Y7, Y6, Y6
+	VPERM2F128  $0x20, Y6, Y4, Y5
+	VPERM2F128  $0x31, Y6, Y4, Y4
+	VMOVUPS     Y5, (BX)
+	VMOVUPS     Y4, 32(BX)
+	ADDQ        $0x00000020, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000020, DX
+	SUBQ        $0x10, SI
+	JMP         mvRBF16_1x3_set_16
+
+mvRBF16_1x3_set_8:
+	TESTQ       SI, SI
+	JZ          mvRBF16_1x3_done
+	VPMOVZXWD   (AX), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VMULPS      Y3, Y0, Y0
+	VPMOVZXWD   (AX)(CX*1), Y3
+	VPSLLD      $0x10, Y3, Y3
+	VFMADD231PS Y3, Y1, Y0
+	VPMOVZXWD   (AX)(CX*2), Y1
+	VPSLLD      $0x10, Y1, Y1
+	VFMADD231PS Y1, Y2, Y0
+	VMOVUPS     Y0, (BX)
+
+mvRBF16_1x3_done:
+	VZEROUPPER
+	RET
+
+// func mvRBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvRBF16_1x4(SB), NOSPLIT, $0-72
+	MOVQ         x+16(FP), AX
+	MOVQ         ldx+24(FP), CX
+	SHLQ         $0x02, CX
+	VBROADCASTSS (AX), Y0
+	VBROADCASTSS 4(AX), Y1
+	VBROADCASTSS 8(AX), Y2
+	VBROADCASTSS 12(AX), Y3
+	MOVQ         w+32(FP), AX
+	MOVQ         ldw+40(FP), CX
+	SHLQ         $0x01, CX
+	MOVQ         pfd+64(FP), DX
+	ADDQ         AX, DX
+	LEAQ         (AX)(CX*2), BX
+	ADDQ         CX, BX
+	MOVQ         dst+0(FP), SI
+	MOVQ         ldd+8(FP), DI
+	SHLQ         $0x02, DI
+	MOVQ         n+48(FP), DI
+	ANDQ         $-8, DI
+	MOVQ         acc+56(FP), R8
+	VXORPS       Y4, Y4, Y4
+	TESTQ        R8, R8
+	JZ           mvRBF16_1x4_set
+
+mvRBF16_1x4_acc_main:
+	CMPQ        DI, $0x00000020
+	JL          mvRBF16_1x4_acc_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000003, CX, R8
+	SUBQ        R8, DX
+	VMOVUPS     (SI), Y6
+	VMOVUPS     32(SI), Y7
+	VPERM2F128  $0x20, Y7, Y6, Y5
+	VPERM2F128  $0x31, Y7, Y6, Y7
+	VPUNPCKLWD  (AX), Y4, Y6
+	VPUNPCKHWD  (AX), Y4, Y8
+	VFMADD231PS Y6, Y0, Y5
+	VFMADD231PS Y8, Y0, Y7
+	VPUNPCKLWD  (AX)(CX*1), Y4, Y6
+	VPUNPCKHWD  (AX)(CX*1), Y4, Y8
+	VMULPS      Y6, Y1, Y6
+	VMULPS      Y8, Y1, Y8
+	VPUNPCKLWD  (AX)(CX*2), Y4, Y9
+	VPUNPCKHWD  (AX)(CX*2), Y4, Y10
+	VFMADD231PS Y9, Y2, Y5
+	VFMADD231PS Y10, Y2, Y7
+	VPUNPCKLWD  (BX), Y4, Y9
+	VPUNPCKHWD  (BX), Y4, Y10
+	VFMADD231PS Y9, Y3, Y6
+	VFMADD231PS Y10, Y3, Y8
+	VADDPS      Y6, Y5, Y5
+	VADDPS      Y8, Y7, Y7
+	VPERM2F128  $0x20, Y7, Y5, Y6
+	VPERM2F128  $0x31, Y7, Y5, Y5
+	VMOVUPS     Y6, (SI)
+	VMOVUPS     Y5, 32(SI)
+	VMOVUPS     64(SI), Y6
+	VMOVUPS     96(SI), Y7
+	VPERM2F128  $0x20, Y7, Y6, Y5
+	VPERM2F128  $0x31, Y7, Y6, Y7
+	VPUNPCKLWD  32(AX), Y4, Y6
+	VPUNPCKHWD  32(AX), Y4, Y8
+	VFMADD231PS Y6, Y0, Y5
+	VFMADD231PS Y8, Y0, Y7
+	VPUNPCKLWD  32(AX)(CX*1), Y4, Y6
+	VPUNPCKHWD  32(AX)(CX*1), Y4, Y8
+	VMULPS      Y6, Y1, Y6
+	VMULPS      Y8, Y1, Y8
+	VPUNPCKLWD  32(AX)(CX*2), Y4, Y9
+	VPUNPCKHWD  32(AX)(CX*2), Y4, Y10
+	VFMADD231PS Y9, Y2, Y5
+	VFMADD231PS Y10, Y2, Y7
+	VPUNPCKLWD  32(BX), Y4, Y9
+	VPUNPCKHWD  32(BX), Y4, Y10
+	VFMADD231PS Y9, Y3, Y6
+	VFMADD231PS Y10, Y3, Y8
+	VADDPS      Y6, Y5, Y5
+	VADDPS      Y8, Y7, Y7
+	VPERM2F128  $0x20, Y7, Y5, Y6
+	VPERM2F128  $0x31, Y7, Y5, Y5
+	VMOVUPS     Y6, 64(SI)
+	VMOVUPS     Y5, 96(SI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000080, SI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000020, DI
+	JMP         mvRBF16_1x4_acc_main
+
+mvRBF16_1x4_acc_16:
+	CMPQ        DI, $0x10
+	JL          mvRBF16_1x4_acc_8
+	VMOVUPS     (SI), Y6
+	VMOVUPS     32(SI), Y7
+	VPERM2F128  $0x20, Y7, Y6, Y5
+	VPERM2F128  $0x31, Y7, Y6, Y7
+	VPUNPCKLWD  (AX), Y4, Y6
+	VPUNPCKHWD  (AX), Y4, Y8
+	VFMADD231PS Y6, Y0, Y5
+	VFMADD231PS Y8, Y0, Y7
+	VPUNPCKLWD  (AX)(CX*1), Y4, Y6
+	VPUNPCKHWD  (AX)(CX*1), Y4, Y8
+	VMULPS      Y6, Y1, Y6
+	VMULPS      Y8, Y1, Y8
+	VPUNPCKLWD  (AX)(CX*2), Y4, Y9
+	VPUNPCKHWD  (AX)(CX*2), Y4, Y10
+	VFMADD231PS Y9, Y2, Y5
+	VFMADD231PS Y10, Y2, Y7
+	VPUNPCKLWD  (BX), Y4, Y9
+	VPUNPCKHWD  (BX), Y4, Y10
+	VFMADD231PS Y9, Y3, Y6
+	VFMADD231PS Y10, Y3, Y8
+	VADDPS      Y6, Y5, Y5
+	VADDPS      Y8, Y7, Y7
+	VPERM2F128  $0x20, Y7, Y5, Y6
+	VPERM2F128  $0x31, Y7, Y5, Y5
+	VMOVUPS     Y6, (SI)
+	VMOVUPS     Y5, 32(SI)
+	ADDQ        $0x00000020, AX
+	ADDQ        $0x00000020, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000020, DX
+	SUBQ        $0x10, DI
+	JMP         mvRBF16_1x4_acc_16
+
+mvRBF16_1x4_acc_8:
+	TESTQ       DI, DI
+	JZ          mvRBF16_1x4_done
+	VMOVUPS     (SI), Y4
+	VPMOVZXWD   (AX), Y5
+	VPSLLD      $0x10, Y5, Y5
+	VFMADD231PS Y5, Y0, Y4
+	VPMOVZXWD   (AX)(CX*1), Y0
+	VPSLLD      $0x10, Y0, Y0
+	VFMADD231PS Y0, Y1, Y4
+	VPMOVZXWD   (AX)(CX*2), Y0
+	VPSLLD      $0x10, Y0, Y0
+	VFMADD231PS Y0, Y2, Y4
+	VPMOVZXWD   (BX), Y0
+	VPSLLD      $0x10, Y0, Y0
+	VFMADD231PS Y0, Y3, Y4
+	VMOVUPS     Y4, (SI)
+	JMP         mvRBF16_1x4_done
+
+mvRBF16_1x4_set:
+mvRBF16_1x4_set_main:
+	CMPQ        DI, $0x00000020
+	JL          mvRBF16_1x4_set_16
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	ADDQ        CX, DX
+	PREFETCHT0  (DX)
+	IMUL3Q      $0x00000003, CX, R8
+	SUBQ        R8, DX
+	VPUNPCKLWD  (AX), Y4, Y5
+	VPUNPCKHWD  (AX), Y4, Y6
+	VMULPS      Y5, Y0, Y5
+	VMULPS      Y6, Y0, Y7
+	VPUNPCKLWD  (AX)(CX*1), Y4, Y6
+	VPUNPCKHWD  (AX)(CX*1), Y4, Y8
+	VMULPS      Y6, Y1, Y6
+	VMULPS      Y8, Y1, Y8
+	VPUNPCKLWD  (AX)(CX*2), Y4, Y9
+	VPUNPCKHWD  (AX)(CX*2), Y4, Y10
+	VFMADD231PS Y9, Y2, Y5
+	VFMADD231PS Y10, Y2, Y7
+	VPUNPCKLWD  (BX), Y4, Y9
+	VPUNPCKHWD  (BX), Y4, Y10
+	VFMADD231PS Y9, Y3, Y6
+	VFMADD231PS Y10, Y3, Y8
+	VADDPS      Y6, Y5, Y5
+	VADDPS      Y8, Y7, Y7
+	VPERM2F128  $0x20, Y7, Y5, Y6
+	VPERM2F128  $0x31, Y7, Y5, Y5
+	VMOVUPS     Y6, (SI)
+	VMOVUPS     Y5, 32(SI)
+	VPUNPCKLWD  32(AX), Y4, Y5
+	VPUNPCKHWD  32(AX), Y4, Y6
+	VMULPS      Y5, Y0, Y5
+	VMULPS      Y6, Y0, Y7
+	VPUNPCKLWD  32(AX)(CX*1), Y4, Y6
+	VPUNPCKHWD  32(AX)(CX*1), Y4, Y8
+	VMULPS      Y6, Y1, Y6
+	VMULPS      Y8, Y1, Y8
+	VPUNPCKLWD  32(AX)(CX*2), Y4, Y9
+	VPUNPCKHWD  32(AX)(CX*2), Y4, Y10
+	VFMADD231PS Y9, Y2, Y5
+	VFMADD231PS Y10, Y2, Y7
+	VPUNPCKLWD  32(BX), Y4, Y9
+	VPUNPCKHWD  32(BX), Y4, Y10
+	VFMADD231PS Y9, Y3, Y6
+	VFMADD231PS Y10, Y3, Y8
+	VADDPS      Y6, Y5, Y5
+	VADDPS      Y8, Y7, Y7
+	VPERM2F128  $0x20, Y7, Y5, Y6
+	VPERM2F128  $0x31, Y7, Y5, Y5
+	VMOVUPS     Y6, 64(SI)
+	VMOVUPS     Y5, 96(SI)
+	ADDQ        $0x00000040, AX
+	ADDQ        $0x00000040, BX
+	ADDQ        $0x00000080, SI
+	ADDQ        $0x00000040, DX
+	SUBQ        $0x00000020, DI
+	JMP         mvRBF16_1x4_set_main
+
+mvRBF16_1x4_set_16:
+	CMPQ        DI, $0x10
+	JL          mvRBF16_1x4_set_8
+	VPUNPCKLWD  (AX), Y4, Y5
+	VPUNPCKHWD  (AX), Y4, Y6
+	VMULPS      Y5, Y0, Y5
+	VMULPS      Y6, Y0, Y7
+	VPUNPCKLWD  (AX)(CX*1), Y4, Y6
+	VPUNPCKHWD  (AX)(CX*1), Y4, Y8
+	VMULPS      Y6, Y1, Y6
+	VMULPS      Y8, Y1, Y8
+	VPUNPCKLWD  (AX)(CX*2), Y4, Y9
+	VPUNPCKHWD  (AX)(CX*2), Y4, Y10
+	VFMADD231PS Y9, Y2, Y5
+	VFMADD231PS Y10, Y2, Y7
+	VPUNPCKLWD  (BX), Y4, Y9
+	VPUNPCKHWD  (BX), Y4, Y10
+	VFMADD231PS Y9, Y3, Y6
+	VFMADD231PS Y10, Y3, Y8
+	VADDPS      Y6, Y5, Y5
+	VADDPS      Y8, Y7, Y7
+	VPERM2F128  $0x20, Y7, Y5, Y6
+	VPERM2F128  $0x31, Y7, Y5, Y5
+	VMOVUPS     Y6, (SI)
+	VMOVUPS     Y5, 32(SI)
+	ADDQ        $0x00000020, AX
+	ADDQ        $0x00000020, BX
+	ADDQ        $0x00000040, SI
+	ADDQ        $0x00000020, DX
+	SUBQ        $0x10, DI
+	JMP         mvRBF16_1x4_set_16
+
+mvRBF16_1x4_set_8:
+	TESTQ       DI, DI
+	JZ          mvRBF16_1x4_done
+	VPMOVZXWD   (AX), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VMULPS      Y4, Y0, Y0
+	VPMOVZXWD   (AX)(CX*1), Y4
+	VPSLLD      $0x10, Y4, Y4
+	VFMADD231PS Y4, Y1, Y0
+	VPMOVZXWD   (AX)(CX*2), Y1
+	VPSLLD      $0x10, Y1, Y1
+	VFMADD231PS Y1, Y2, Y0
+	VPMOVZXWD   (BX), Y1
+	VPSLLD      $0x10, Y1, Y1
+	VFMADD231PS Y1, Y3, Y0
+	VMOVUPS     Y0, (SI)
+
+mvRBF16_1x4_done:
 	VZEROUPPER
 	RET
 
@@ -8631,9 +9324,9 @@ mvTBF16_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_2x1(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_2x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -8642,7 +9335,7 @@ TEXT ·mvRBF16_2x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -8828,9 +9521,9 @@ mvRBF16_2x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_2x2(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_2x2(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -8841,7 +9534,7 @@ TEXT ·mvRBF16_2x2(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000004, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -9079,9 +9772,9 @@ mvRBF16_2x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_2x3(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_2x3(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -9094,7 +9787,7 @@ TEXT ·mvRBF16_2x3(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000006, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -9380,9 +10073,9 @@ mvRBF16_2x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_2x4(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_2x4(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -9397,7 +10090,7 @@ TEXT ·mvRBF16_2x4(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000008, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	LEAQ         (AX)(CX*2), BX
 	ADDQ         CX, BX
@@ -10437,9 +11130,9 @@ mvTBF16_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_3x1(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_3x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -10449,7 +11142,7 @@ TEXT ·mvRBF16_3x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -10688,9 +11381,9 @@ mvRBF16_3x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_3x2(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_3x2(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -10703,7 +11396,7 @@ TEXT ·mvRBF16_3x2(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000004, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -11008,16 +11701,16 @@ mvRBF16_3x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_3x3(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_3x3(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
 	MOVQ   w+32(FP), DX
 	MOVQ   ldw+40(FP), BX
 	SHLQ   $0x01, BX
-	IMUL3Q $0x00000006, BX, SI
+	MOVQ   pfd+64(FP), SI
 	ADDQ   DX, SI
 	MOVQ   dst+0(FP), DI
 	MOVQ   ldd+8(FP), R8
@@ -11456,16 +12149,16 @@ mvRBF16_3x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_3x4(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_3x4(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
 	MOVQ   w+32(FP), DX
 	MOVQ   ldw+40(FP), BX
 	SHLQ   $0x01, BX
-	IMUL3Q $0x00000008, BX, SI
+	MOVQ   pfd+64(FP), SI
 	ADDQ   DX, SI
 	LEAQ   (DX)(BX*2), DI
 	ADDQ   BX, DI
@@ -11996,16 +12689,16 @@ mvRBF16_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_3x5(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_3x5(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
 	MOVQ   w+32(FP), DX
 	MOVQ   ldw+40(FP), BX
 	SHLQ   $0x01, BX
-	IMUL3Q $0x0000000a, BX, SI
+	MOVQ   pfd+64(FP), SI
 	ADDQ   DX, SI
 	LEAQ   (DX)(BX*2), DI
 	ADDQ   BX, DI
@@ -12622,16 +13315,16 @@ mvRBF16_3x5_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_3x6(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_3x6(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
 	MOVQ   w+32(FP), DX
 	MOVQ   ldw+40(FP), BX
 	SHLQ   $0x01, BX
-	IMUL3Q $0x0000000c, BX, SI
+	MOVQ   pfd+64(FP), SI
 	ADDQ   DX, SI
 	LEAQ   (DX)(BX*2), DI
 	ADDQ   BX, DI
@@ -13334,16 +14027,16 @@ mvRBF16_3x6_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_3x7(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_3x7(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
 	MOVQ   w+32(FP), DX
 	MOVQ   ldw+40(FP), BX
 	SHLQ   $0x01, BX
-	IMUL3Q $0x0000000e, BX, SI
+	MOVQ   pfd+64(FP), SI
 	ADDQ   DX, SI
 	LEAQ   (DX)(BX*2), DI
 	ADDQ   BX, DI
@@ -14138,16 +14831,16 @@ mvRBF16_3x7_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_3x8(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_3x8(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
 	MOVQ   w+32(FP), DX
 	MOVQ   ldw+40(FP), BX
 	SHLQ   $0x01, BX
-	IMUL3Q $0x00000010, BX, SI
+	MOVQ   pfd+64(FP), SI
 	ADDQ   DX, SI
 	LEAQ   (DX)(BX*2), DI
 	ADDQ   BX, DI
@@ -15328,9 +16021,9 @@ mvTBF16_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_4x1(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_4x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -15343,7 +16036,7 @@ TEXT ·mvRBF16_4x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -15641,9 +16334,9 @@ mvRBF16_4x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_4x2(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_4x2(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
@@ -15652,7 +16345,7 @@ TEXT ·mvRBF16_4x2(SB), NOSPLIT, $0-64
 	MOVQ   w+32(FP), BX
 	MOVQ   ldw+40(FP), SI
 	SHLQ   $0x01, SI
-	IMUL3Q $0x00000004, SI, DI
+	MOVQ   pfd+64(FP), DI
 	ADDQ   BX, DI
 	MOVQ   dst+0(FP), R8
 	MOVQ   ldd+8(FP), R9
@@ -16094,9 +16787,9 @@ mvRBF16_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_4x3(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_4x3(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
@@ -16105,7 +16798,7 @@ TEXT ·mvRBF16_4x3(SB), NOSPLIT, $0-64
 	MOVQ   w+32(FP), BX
 	MOVQ   ldw+40(FP), SI
 	SHLQ   $0x01, SI
-	IMUL3Q $0x00000006, SI, DI
+	MOVQ   pfd+64(FP), DI
 	ADDQ   BX, DI
 	MOVQ   dst+0(FP), R8
 	MOVQ   ldd+8(FP), R9
@@ -16655,9 +17348,9 @@ mvRBF16_4x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_4x4(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_4x4(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
@@ -16666,7 +17359,7 @@ TEXT ·mvRBF16_4x4(SB), NOSPLIT, $0-64
 	MOVQ   w+32(FP), BX
 	MOVQ   ldw+40(FP), SI
 	SHLQ   $0x01, SI
-	IMUL3Q $0x00000008, SI, DI
+	MOVQ   pfd+64(FP), DI
 	ADDQ   BX, DI
 	LEAQ   (BX)(SI*2), R8
 	ADDQ   SI, R8
@@ -17330,9 +18023,9 @@ mvRBF16_4x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_4x5(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_4x5(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
@@ -17341,7 +18034,7 @@ TEXT ·mvRBF16_4x5(SB), NOSPLIT, $0-64
 	MOVQ   w+32(FP), BX
 	MOVQ   ldw+40(FP), SI
 	SHLQ   $0x01, SI
-	IMUL3Q $0x0000000a, SI, DI
+	MOVQ   pfd+64(FP), DI
 	ADDQ   BX, DI
 	LEAQ   (BX)(SI*2), R8
 	ADDQ   SI, R8
@@ -18113,9 +18806,9 @@ mvRBF16_4x5_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_4x6(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_4x6(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
@@ -18124,7 +18817,7 @@ TEXT ·mvRBF16_4x6(SB), NOSPLIT, $0-64
 	MOVQ   w+32(FP), BX
 	MOVQ   ldw+40(FP), SI
 	SHLQ   $0x01, SI
-	IMUL3Q $0x0000000c, SI, DI
+	MOVQ   pfd+64(FP), DI
 	ADDQ   BX, DI
 	LEAQ   (BX)(SI*2), R8
 	ADDQ   SI, R8
@@ -19004,9 +19697,9 @@ mvRBF16_4x6_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_4x7(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_4x7(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
@@ -19015,7 +19708,7 @@ TEXT ·mvRBF16_4x7(SB), NOSPLIT, $0-64
 	MOVQ   w+32(FP), BX
 	MOVQ   ldw+40(FP), SI
 	SHLQ   $0x01, SI
-	IMUL3Q $0x0000000e, SI, DI
+	MOVQ   pfd+64(FP), DI
 	ADDQ   BX, DI
 	LEAQ   (BX)(SI*2), R8
 	ADDQ   SI, R8
@@ -20009,9 +20702,9 @@ mvRBF16_4x7_done:
 	VZEROUPPER
 	RET
 
-// func mvRBF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRBF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, AVX2, FMA3, MMX+
-TEXT ·mvRBF16_4x8(SB), NOSPLIT, $0-64
+TEXT ·mvRBF16_4x8(SB), NOSPLIT, $0-72
 	MOVQ   x+16(FP), AX
 	MOVQ   ldx+24(FP), CX
 	SHLQ   $0x02, CX
@@ -20020,7 +20713,7 @@ TEXT ·mvRBF16_4x8(SB), NOSPLIT, $0-64
 	MOVQ   w+32(FP), BX
 	MOVQ   ldw+40(FP), SI
 	SHLQ   $0x01, SI
-	IMUL3Q $0x00000010, SI, DI
+	MOVQ   pfd+64(FP), DI
 	ADDQ   BX, DI
 	LEAQ   (BX)(SI*2), R8
 	ADDQ   SI, R8
@@ -21276,9 +21969,9 @@ mvTF16_1x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_1x1(SB), NOSPLIT, $0-64
+TEXT ·mvRF16_1x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -21286,7 +21979,7 @@ TEXT ·mvRF16_1x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -21912,9 +22605,9 @@ mvTF16_2x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_2x1(SB), NOSPLIT, $0-64
+TEXT ·mvRF16_2x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -21923,7 +22616,7 @@ TEXT ·mvRF16_2x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -22070,9 +22763,9 @@ mvRF16_2x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_2x2(SB), NOSPLIT, $0-64
+TEXT ·mvRF16_2x2(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -22083,7 +22776,7 @@ TEXT ·mvRF16_2x2(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000004, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -22280,9 +22973,9 @@ mvRF16_2x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_2x3(SB), NOSPLIT, $0-64
+TEXT ·mvRF16_2x3(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -22295,7 +22988,7 @@ TEXT ·mvRF16_2x3(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000006, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -22538,9 +23231,9 @@ mvRF16_2x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_2x4(SB), NOSPLIT, $0-64
+TEXT ·mvRF16_2x4(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -22555,7 +23248,7 @@ TEXT ·mvRF16_2x4(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000008, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	LEAQ         (AX)(CX*2), BX
 	ADDQ         CX, BX
@@ -23500,9 +24193,9 @@ mvTF16_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_3x1(SB), NOSPLIT, $0-64
+TEXT ·mvRF16_3x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -23512,7 +24205,7 @@ TEXT ·mvRF16_3x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -23694,9 +24387,9 @@ mvRF16_3x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_3x2(SB), NOSPLIT, $0-64
+TEXT ·mvRF16_3x2(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -23709,7 +24402,7 @@ TEXT ·mvRF16_3x2(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000004, CX, DX
+	MOVQ         pfd+64(FP), DX
 	ADDQ         AX, DX
 	MOVQ         dst+0(FP), BX
 	MOVQ         ldd+8(FP), SI
@@ -23955,25 +24648,25 @@ mvRF16_3x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_3x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x01, BX
-	IMUL3Q $0x00000006, BX, SI
-	ADDQ   DX, SI
-	MOVQ   dst+0(FP), DI
-	MOVQ   ldd+8(FP), R8
-	SHLQ   $0x02, R8
-	MOVQ   n+48(FP), R9
-	ANDQ   $-8, R9
-	MOVQ   acc+56(FP), R10
-	TESTQ  R10, R10
-	JZ     mvRF16_3x3_set
+TEXT ·mvRF16_3x3(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x01, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	MOVQ  dst+0(FP), DI
+	MOVQ  ldd+8(FP), R8
+	SHLQ  $0x02, R8
+	MOVQ  n+48(FP), R9
+	ANDQ  $-8, R9
+	MOVQ  acc+56(FP), R10
+	TESTQ R10, R10
+	JZ    mvRF16_3x3_set
 
 mvRF16_3x3_acc_main:
 	CMPQ         R9, $0x00000020
@@ -24342,27 +25035,27 @@ mvRF16_3x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_3x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x01, BX
-	IMUL3Q $0x00000008, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	MOVQ   n+48(FP), R10
-	ANDQ   $-8, R10
-	MOVQ   acc+56(FP), R11
-	TESTQ  R11, R11
-	JZ     mvRF16_3x4_set
+TEXT ·mvRF16_3x4(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x01, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	MOVQ  n+48(FP), R10
+	ANDQ  $-8, R10
+	MOVQ  acc+56(FP), R11
+	TESTQ R11, R11
+	JZ    mvRF16_3x4_set
 
 mvRF16_3x4_acc_main:
 	CMPQ         R10, $0x00000020
@@ -24819,27 +25512,27 @@ mvRF16_3x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_3x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x01, BX
-	IMUL3Q $0x0000000a, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	MOVQ   n+48(FP), R10
-	ANDQ   $-8, R10
-	MOVQ   acc+56(FP), R11
-	TESTQ  R11, R11
-	JZ     mvRF16_3x5_set
+TEXT ·mvRF16_3x5(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x01, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	MOVQ  n+48(FP), R10
+	ANDQ  $-8, R10
+	MOVQ  acc+56(FP), R11
+	TESTQ R11, R11
+	JZ    mvRF16_3x5_set
 
 mvRF16_3x5_acc_main:
 	CMPQ         R10, $0x00000020
@@ -25380,27 +26073,27 @@ mvRF16_3x5_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_3x6(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x01, BX
-	IMUL3Q $0x0000000c, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	MOVQ   n+48(FP), R10
-	ANDQ   $-8, R10
-	MOVQ   acc+56(FP), R11
-	TESTQ  R11, R11
-	JZ     mvRF16_3x6_set
+TEXT ·mvRF16_3x6(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x01, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	MOVQ  n+48(FP), R10
+	ANDQ  $-8, R10
+	MOVQ  acc+56(FP), R11
+	TESTQ R11, R11
+	JZ    mvRF16_3x6_set
 
 mvRF16_3x6_acc_main:
 	CMPQ         R10, $0x00000020
@@ -26025,29 +26718,29 @@ mvRF16_3x6_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_3x7(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x01, BX
-	IMUL3Q $0x0000000e, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	MOVQ   n+48(FP), R11
-	ANDQ   $-8, R11
-	MOVQ   acc+56(FP), R12
-	TESTQ  R12, R12
-	JZ     mvRF16_3x7_set
+TEXT ·mvRF16_3x7(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x01, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	LEAQ  (DI)(BX*2), R8
+	ADDQ  BX, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	MOVQ  n+48(FP), R11
+	ANDQ  $-8, R11
+	MOVQ  acc+56(FP), R12
+	TESTQ R12, R12
+	JZ    mvRF16_3x7_set
 
 mvRF16_3x7_acc_main:
 	CMPQ         R11, $0x00000020
@@ -26760,29 +27453,29 @@ mvRF16_3x7_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_3x8(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	MOVQ   w+32(FP), DX
-	MOVQ   ldw+40(FP), BX
-	SHLQ   $0x01, BX
-	IMUL3Q $0x00000010, BX, SI
-	ADDQ   DX, SI
-	LEAQ   (DX)(BX*2), DI
-	ADDQ   BX, DI
-	LEAQ   (DI)(BX*2), R8
-	ADDQ   BX, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	MOVQ   n+48(FP), R11
-	ANDQ   $-8, R11
-	MOVQ   acc+56(FP), R12
-	TESTQ  R12, R12
-	JZ     mvRF16_3x8_set
+TEXT ·mvRF16_3x8(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	MOVQ  w+32(FP), DX
+	MOVQ  ldw+40(FP), BX
+	SHLQ  $0x01, BX
+	MOVQ  pfd+64(FP), SI
+	ADDQ  DX, SI
+	LEAQ  (DX)(BX*2), DI
+	ADDQ  BX, DI
+	LEAQ  (DI)(BX*2), R8
+	ADDQ  BX, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	MOVQ  n+48(FP), R11
+	ANDQ  $-8, R11
+	MOVQ  acc+56(FP), R12
+	TESTQ R12, R12
+	JZ    mvRF16_3x8_set
 
 mvRF16_3x8_acc_main:
 	CMPQ         R11, $0x00000020
@@ -27864,9 +28557,9 @@ mvTF16_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_4x1(SB), NOSPLIT, $0-64
+TEXT ·mvRF16_4x1(SB), NOSPLIT, $0-72
 	MOVQ         x+16(FP), AX
 	MOVQ         ldx+24(FP), CX
 	SHLQ         $0x02, CX
@@ -27879,7 +28572,7 @@ TEXT ·mvRF16_4x1(SB), NOSPLIT, $0-64
 	MOVQ         w+32(FP), AX
 	MOVQ         ldw+40(FP), CX
 	SHLQ         $0x01, CX
-	IMUL3Q       $0x00000002, CX, CX
+	MOVQ         pfd+64(FP), CX
 	ADDQ         AX, CX
 	MOVQ         dst+0(FP), DX
 	MOVQ         ldd+8(FP), BX
@@ -28102,29 +28795,29 @@ mvRF16_4x1_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_4x2(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x01, SI
-	IMUL3Q $0x00000004, SI, DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	LEAQ   (R8)(R9*2), R10
-	ADDQ   R9, R10
-	MOVQ   n+48(FP), R11
-	ANDQ   $-8, R11
-	MOVQ   acc+56(FP), R12
-	TESTQ  R12, R12
-	JZ     mvRF16_4x2_set
+TEXT ·mvRF16_4x2(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x01, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	LEAQ  (R8)(R9*2), R10
+	ADDQ  R9, R10
+	MOVQ  n+48(FP), R11
+	ANDQ  $-8, R11
+	MOVQ  acc+56(FP), R12
+	TESTQ R12, R12
+	JZ    mvRF16_4x2_set
 
 mvRF16_4x2_acc_main:
 	CMPQ         R11, $0x00000020
@@ -28478,29 +29171,29 @@ mvRF16_4x2_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_4x3(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x01, SI
-	IMUL3Q $0x00000006, SI, DI
-	ADDQ   BX, DI
-	MOVQ   dst+0(FP), R8
-	MOVQ   ldd+8(FP), R9
-	SHLQ   $0x02, R9
-	LEAQ   (R8)(R9*2), R10
-	ADDQ   R9, R10
-	MOVQ   n+48(FP), R11
-	ANDQ   $-8, R11
-	MOVQ   acc+56(FP), R12
-	TESTQ  R12, R12
-	JZ     mvRF16_4x3_set
+TEXT ·mvRF16_4x3(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x01, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	MOVQ  dst+0(FP), R8
+	MOVQ  ldd+8(FP), R9
+	SHLQ  $0x02, R9
+	LEAQ  (R8)(R9*2), R10
+	ADDQ  R9, R10
+	MOVQ  n+48(FP), R11
+	ANDQ  $-8, R11
+	MOVQ  acc+56(FP), R12
+	TESTQ R12, R12
+	JZ    mvRF16_4x3_set
 
 mvRF16_4x3_acc_main:
 	CMPQ         R11, $0x00000020
@@ -28960,31 +29653,31 @@ mvRF16_4x3_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_4x4(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x01, SI
-	IMUL3Q $0x00000008, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	LEAQ   (R9)(R10*2), R11
-	ADDQ   R10, R11
-	MOVQ   n+48(FP), R12
-	ANDQ   $-8, R12
-	MOVQ   acc+56(FP), R13
-	TESTQ  R13, R13
-	JZ     mvRF16_4x4_set
+TEXT ·mvRF16_4x4(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x01, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	LEAQ  (R9)(R10*2), R11
+	ADDQ  R10, R11
+	MOVQ  n+48(FP), R12
+	ANDQ  $-8, R12
+	MOVQ  acc+56(FP), R13
+	TESTQ R13, R13
+	JZ    mvRF16_4x4_set
 
 mvRF16_4x4_acc_main:
 	CMPQ         R12, $0x00000020
@@ -29554,31 +30247,31 @@ mvRF16_4x4_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_4x5(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x01, SI
-	IMUL3Q $0x0000000a, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	LEAQ   (R9)(R10*2), R11
-	ADDQ   R10, R11
-	MOVQ   n+48(FP), R12
-	ANDQ   $-8, R12
-	MOVQ   acc+56(FP), R13
-	TESTQ  R13, R13
-	JZ     mvRF16_4x5_set
+TEXT ·mvRF16_4x5(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x01, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	LEAQ  (R9)(R10*2), R11
+	ADDQ  R10, R11
+	MOVQ  n+48(FP), R12
+	ANDQ  $-8, R12
+	MOVQ  acc+56(FP), R13
+	TESTQ R13, R13
+	JZ    mvRF16_4x5_set
 
 mvRF16_4x5_acc_main:
 	CMPQ         R12, $0x00000020
@@ -30254,31 +30947,31 @@ mvRF16_4x5_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_4x6(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x01, SI
-	IMUL3Q $0x0000000c, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	MOVQ   dst+0(FP), R9
-	MOVQ   ldd+8(FP), R10
-	SHLQ   $0x02, R10
-	LEAQ   (R9)(R10*2), R11
-	ADDQ   R10, R11
-	MOVQ   n+48(FP), R12
-	ANDQ   $-8, R12
-	MOVQ   acc+56(FP), R13
-	TESTQ  R13, R13
-	JZ     mvRF16_4x6_set
+TEXT ·mvRF16_4x6(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x01, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	MOVQ  dst+0(FP), R9
+	MOVQ  ldd+8(FP), R10
+	SHLQ  $0x02, R10
+	LEAQ  (R9)(R10*2), R11
+	ADDQ  R10, R11
+	MOVQ  n+48(FP), R12
+	ANDQ  $-8, R12
+	MOVQ  acc+56(FP), R13
+	TESTQ R13, R13
+	JZ    mvRF16_4x6_set
 
 mvRF16_4x6_acc_main:
 	CMPQ         R12, $0x00000020
@@ -31060,33 +31753,33 @@ mvRF16_4x6_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_4x7(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x01, SI
-	IMUL3Q $0x0000000e, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	LEAQ   (R8)(SI*2), R9
-	ADDQ   SI, R9
-	MOVQ   dst+0(FP), R10
-	MOVQ   ldd+8(FP), R11
-	SHLQ   $0x02, R11
-	LEAQ   (R10)(R11*2), R12
-	ADDQ   R11, R12
-	MOVQ   n+48(FP), R13
-	ANDQ   $-8, R13
-	MOVQ   acc+56(FP), R14
-	TESTQ  R14, R14
-	JZ     mvRF16_4x7_set
+TEXT ·mvRF16_4x7(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x01, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	LEAQ  (R8)(SI*2), R9
+	ADDQ  SI, R9
+	MOVQ  dst+0(FP), R10
+	MOVQ  ldd+8(FP), R11
+	SHLQ  $0x02, R11
+	LEAQ  (R10)(R11*2), R12
+	ADDQ  R11, R12
+	MOVQ  n+48(FP), R13
+	ANDQ  $-8, R13
+	MOVQ  acc+56(FP), R14
+	TESTQ R14, R14
+	JZ    mvRF16_4x7_set
 
 mvRF16_4x7_acc_main:
 	CMPQ         R13, $0x00000020
@@ -31978,33 +32671,33 @@ mvRF16_4x7_done:
 	VZEROUPPER
 	RET
 
-// func mvRF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+// func mvRF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 // Requires: AVX, F16C, FMA3, MMX+
-TEXT ·mvRF16_4x8(SB), NOSPLIT, $0-64
-	MOVQ   x+16(FP), AX
-	MOVQ   ldx+24(FP), CX
-	SHLQ   $0x02, CX
-	LEAQ   (AX)(CX*2), DX
-	ADDQ   CX, DX
-	MOVQ   w+32(FP), BX
-	MOVQ   ldw+40(FP), SI
-	SHLQ   $0x01, SI
-	IMUL3Q $0x00000010, SI, DI
-	ADDQ   BX, DI
-	LEAQ   (BX)(SI*2), R8
-	ADDQ   SI, R8
-	LEAQ   (R8)(SI*2), R9
-	ADDQ   SI, R9
-	MOVQ   dst+0(FP), R10
-	MOVQ   ldd+8(FP), R11
-	SHLQ   $0x02, R11
-	LEAQ   (R10)(R11*2), R12
-	ADDQ   R11, R12
-	MOVQ   n+48(FP), R13
-	ANDQ   $-8, R13
-	MOVQ   acc+56(FP), R14
-	TESTQ  R14, R14
-	JZ     mvRF16_4x8_set
+TEXT ·mvRF16_4x8(SB), NOSPLIT, $0-72
+	MOVQ  x+16(FP), AX
+	MOVQ  ldx+24(FP), CX
+	SHLQ  $0x02, CX
+	LEAQ  (AX)(CX*2), DX
+	ADDQ  CX, DX
+	MOVQ  w+32(FP), BX
+	MOVQ  ldw+40(FP), SI
+	SHLQ  $0x01, SI
+	MOVQ  pfd+64(FP), DI
+	ADDQ  BX, DI
+	LEAQ  (BX)(SI*2), R8
+	ADDQ  SI, R8
+	LEAQ  (R8)(SI*2), R9
+	ADDQ  SI, R9
+	MOVQ  dst+0(FP), R10
+	MOVQ  ldd+8(FP), R11
+	SHLQ  $0x02, R11
+	LEAQ  (R10)(R11*2), R12
+	ADDQ  R11, R12
+	MOVQ  n+48(FP), R13
+	ANDQ  $-8, R13
+	MOVQ  acc+56(FP), R14
+	TESTQ R14, R14
+	JZ    mvRF16_4x8_set
 
 mvRF16_4x8_acc_main:
 	CMPQ         R13, $0x00000020
@@ -32999,6 +33692,2667 @@ mvRF16_4x8_set_8:
 	VMOVUPS      Y3, (R12)
 
 mvRF16_4x8_done:
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_1x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_1x1(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	XORQ         DX, DX
+	MOVQ         SI, BX
+	ANDQ         $-32, BX
+	MOVQ         pfd+64(FP), DI
+
+mvTPBF16_1x1_loop:
+	CMPQ        DX, BX
+	JGE         mvTPBF16_1x1_loop1
+	PREFETCHNTA (CX)(DI*1)
+	ADDQ        $0x40, DI
+	VMOVUPS     (AX)(DX*4), Y3
+	VMOVUPS     32(AX)(DX*4), Y4
+	VMOVDQU     (CX)(DX*2), Y5
+	VPSLLD      $0x10, Y5, Y6
+	VPAND       Y0, Y5, Y5
+	VFMADD231PS Y3, Y6, Y1
+	VFMADD231PS Y4, Y5, Y2
+	VMOVUPS     64(AX)(DX*4), Y3
+	VMOVUPS     96(AX)(DX*4), Y4
+	VMOVDQU     32(CX)(DX*2), Y5
+	VPSLLD      $0x10, Y5, Y6
+	VPAND       Y0, Y5, Y5
+	VFMADD231PS Y3, Y6, Y1
+	VFMADD231PS Y4, Y5, Y2
+	ADDQ        $0x20, DX
+	JMP         mvTPBF16_1x1_loop
+
+mvTPBF16_1x1_loop1:
+	CMPQ        DX, SI
+	JGE         mvTPBF16_1x1_done
+	VMOVUPS     (AX)(DX*4), Y3
+	VMOVUPS     32(AX)(DX*4), Y4
+	VMOVDQU     (CX)(DX*2), Y5
+	VPSLLD      $0x10, Y5, Y6
+	VPAND       Y0, Y5, Y5
+	VFMADD231PS Y3, Y6, Y1
+	VFMADD231PS Y4, Y5, Y2
+
+mvTPBF16_1x1_done:
+	VADDPS       Y2, Y1, Y1
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), AX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (AX)
+	VZEROUPPER
+	RET
+
+DATA bf16_odd<>+0(SB)/4, $0xffff0000
+DATA bf16_odd<>+4(SB)/4, $0xffff0000
+DATA bf16_odd<>+8(SB)/4, $0xffff0000
+DATA bf16_odd<>+12(SB)/4, $0xffff0000
+DATA bf16_odd<>+16(SB)/4, $0xffff0000
+DATA bf16_odd<>+20(SB)/4, $0xffff0000
+DATA bf16_odd<>+24(SB)/4, $0xffff0000
+DATA bf16_odd<>+28(SB)/4, $0xffff0000
+GLOBL bf16_odd<>(SB), RODATA|NOPTR, $32
+
+// func mvTPBF16_1x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_1x2(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (CX)(BX*1), DX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	XORQ         BX, BX
+	MOVQ         SI, DI
+	ANDQ         $-32, DI
+	MOVQ         pfd+64(FP), R8
+
+mvTPBF16_1x2_loop:
+	CMPQ        BX, DI
+	JGE         mvTPBF16_1x2_loop1
+	PREFETCHNTA (CX)(R8*1)
+	PREFETCHNTA (DX)(R8*1)
+	ADDQ        $0x40, R8
+	VMOVUPS     (AX)(BX*4), Y5
+	VMOVUPS     32(AX)(BX*4), Y6
+	VMOVDQU     (CX)(BX*2), Y7
+	VPSLLD      $0x10, Y7, Y8
+	VPAND       Y0, Y7, Y7
+	VFMADD231PS Y5, Y8, Y1
+	VFMADD231PS Y6, Y7, Y3
+	VMOVDQU     (DX)(BX*2), Y7
+	VPSLLD      $0x10, Y7, Y8
+	VPAND       Y0, Y7, Y7
+	VFMADD231PS Y5, Y8, Y2
+	VFMADD231PS Y6, Y7, Y4
+	VMOVUPS     64(AX)(BX*4), Y5
+	VMOVUPS     96(AX)(BX*4), Y6
+	VMOVDQU     32(CX)(BX*2), Y7
+	VPSLLD      $0x10, Y7, Y8
+	VPAND       Y0, Y7, Y7
+	VFMADD231PS Y5, Y8, Y1
+	VFMADD231PS Y6, Y7, Y3
+	VMOVDQU     32(DX)(BX*2), Y7
+	VPSLLD      $0x10, Y7, Y8
+	VPAND       Y0, Y7, Y7
+	VFMADD231PS Y5, Y8, Y2
+	VFMADD231PS Y6, Y7, Y4
+	ADDQ        $0x20, BX
+	JMP         mvTPBF16_1x2_loop
+
+mvTPBF16_1x2_loop1:
+	CMPQ        BX, SI
+	JGE         mvTPBF16_1x2_done
+	VMOVUPS     (AX)(BX*4), Y5
+	VMOVUPS     32(AX)(BX*4), Y6
+	VMOVDQU     (CX)(BX*2), Y7
+	VPSLLD      $0x10, Y7, Y8
+	VPAND       Y0, Y7, Y7
+	VFMADD231PS Y5, Y8, Y1
+	VFMADD231PS Y6, Y7, Y3
+	VMOVDQU     (DX)(BX*2), Y7
+	VPSLLD      $0x10, Y7, Y8
+	VPAND       Y0, Y7, Y7
+	VFMADD231PS Y5, Y8, Y2
+	VFMADD231PS Y6, Y7, Y4
+
+mvTPBF16_1x2_done:
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y2, Y2
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), AX
+	LEAQ         (AX)(CX*1), CX
+	VHADDPS      Y2, Y1, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_1x3(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_1x3(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	XORQ         DI, DI
+	MOVQ         SI, R8
+	ANDQ         $-32, R8
+	MOVQ         pfd+64(FP), R9
+
+mvTPBF16_1x3_loop:
+	CMPQ        DI, R8
+	JGE         mvTPBF16_1x3_loop1
+	PREFETCHNTA (CX)(R9*1)
+	PREFETCHNTA (DX)(R9*1)
+	PREFETCHNTA (BX)(R9*1)
+	ADDQ        $0x40, R9
+	VMOVUPS     (AX)(DI*4), Y7
+	VMOVUPS     32(AX)(DI*4), Y8
+	VMOVDQU     (CX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y1
+	VFMADD231PS Y8, Y9, Y4
+	VMOVDQU     (DX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y2
+	VFMADD231PS Y8, Y9, Y5
+	VMOVDQU     (BX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y3
+	VFMADD231PS Y8, Y9, Y6
+	VMOVUPS     64(AX)(DI*4), Y7
+	VMOVUPS     96(AX)(DI*4), Y8
+	VMOVDQU     32(CX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y1
+	VFMADD231PS Y8, Y9, Y4
+	VMOVDQU     32(DX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y2
+	VFMADD231PS Y8, Y9, Y5
+	VMOVDQU     32(BX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y3
+	VFMADD231PS Y8, Y9, Y6
+	ADDQ        $0x20, DI
+	JMP         mvTPBF16_1x3_loop
+
+mvTPBF16_1x3_loop1:
+	CMPQ        DI, SI
+	JGE         mvTPBF16_1x3_done
+	VMOVUPS     (AX)(DI*4), Y7
+	VMOVUPS     32(AX)(DI*4), Y8
+	VMOVDQU     (CX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y1
+	VFMADD231PS Y8, Y9, Y4
+	VMOVDQU     (DX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y2
+	VFMADD231PS Y8, Y9, Y5
+	VMOVDQU     (BX)(DI*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y7, Y10, Y3
+	VFMADD231PS Y8, Y9, Y6
+
+mvTPBF16_1x3_done:
+	VADDPS       Y4, Y1, Y1
+	VADDPS       Y5, Y2, Y2
+	VADDPS       Y6, Y3, Y3
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), AX
+	LEAQ         (AX)(CX*1), DX
+	LEAQ         (DX)(CX*1), CX
+	VHADDPS      Y2, Y1, Y0
+	VHADDPS      Y3, Y3, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	VEXTRACTPS   $0x01, X1, (DX)
+	VEXTRACTPS   $0x02, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_1x4(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_1x4(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (CX)(BX*1), DX
+	LEAQ         (DX)(BX*1), DI
+	LEAQ         (DI)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	XORQ         R8, R8
+	MOVQ         SI, R9
+	ANDQ         $-32, R9
+	MOVQ         pfd+64(FP), R10
+
+mvTPBF16_1x4_loop:
+	CMPQ        R8, R9
+	JGE         mvTPBF16_1x4_loop1
+	PREFETCHNTA (CX)(R10*1)
+	PREFETCHNTA (DX)(R10*1)
+	PREFETCHNTA (DI)(R10*1)
+	PREFETCHNTA (BX)(R10*1)
+	ADDQ        $0x40, R10
+	VMOVUPS     (AX)(R8*4), Y9
+	VMOVUPS     32(AX)(R8*4), Y10
+	VMOVDQU     (CX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y11, Y5
+	VMOVDQU     (DX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y2
+	VFMADD231PS Y10, Y11, Y6
+	VMOVDQU     (DI)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y11, Y7
+	VMOVDQU     (BX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y4
+	VFMADD231PS Y10, Y11, Y8
+	VMOVUPS     64(AX)(R8*4), Y9
+	VMOVUPS     96(AX)(R8*4), Y10
+	VMOVDQU     32(CX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y11, Y5
+	VMOVDQU     32(DX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y2
+	VFMADD231PS Y10, Y11, Y6
+	VMOVDQU     32(DI)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y11, Y7
+	VMOVDQU     32(BX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y4
+	VFMADD231PS Y10, Y11, Y8
+	ADDQ        $0x20, R8
+	JMP         mvTPBF16_1x4_loop
+
+mvTPBF16_1x4_loop1:
+	CMPQ        R8, SI
+	JGE         mvTPBF16_1x4_done
+	VMOVUPS     (AX)(R8*4), Y9
+	VMOVUPS     32(AX)(R8*4), Y10
+	VMOVDQU     (CX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y1
+	VFMADD231PS Y10, Y11, Y5
+	VMOVDQU     (DX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y2
+	VFMADD231PS Y10, Y11, Y6
+	VMOVDQU     (DI)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y3
+	VFMADD231PS Y10, Y11, Y7
+	VMOVDQU     (BX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y9, Y12, Y4
+	VFMADD231PS Y10, Y11, Y8
+
+mvTPBF16_1x4_done:
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
+	VADDPS       Y8, Y4, Y4
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), AX
+	LEAQ         (AX)(CX*1), DX
+	LEAQ         (DX)(CX*1), BX
+	LEAQ         (BX)(CX*1), CX
+	VHADDPS      Y2, Y1, Y0
+	VHADDPS      Y4, Y3, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	VEXTRACTPS   $0x01, X1, (DX)
+	VEXTRACTPS   $0x02, X1, (BX)
+	VEXTRACTPS   $0x03, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_2x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_2x1(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	XORQ         BX, BX
+	MOVQ         SI, DI
+	ANDQ         $-32, DI
+	MOVQ         pfd+64(FP), R8
+
+mvTPBF16_2x1_loop:
+	CMPQ        BX, DI
+	JGE         mvTPBF16_2x1_loop1
+	PREFETCHT0  (CX)(R8*1)
+	ADDQ        $0x40, R8
+	VMOVUPS     (AX)(BX*4), Y5
+	VMOVUPS     32(AX)(BX*4), Y6
+	VMOVUPS     (DX)(BX*4), Y7
+	VMOVUPS     32(DX)(BX*4), Y8
+	VMOVDQU     (CX)(BX*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y5, Y10, Y1
+	VFMADD231PS Y7, Y10, Y2
+	VFMADD231PS Y6, Y9, Y3
+	VFMADD231PS Y8, Y9, Y4
+	VMOVUPS     64(AX)(BX*4), Y5
+	VMOVUPS     96(AX)(BX*4), Y6
+	VMOVUPS     64(DX)(BX*4), Y7
+	VMOVUPS     96(DX)(BX*4), Y8
+	VMOVDQU     32(CX)(BX*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y5, Y10, Y1
+	VFMADD231PS Y7, Y10, Y2
+	VFMADD231PS Y6, Y9, Y3
+	VFMADD231PS Y8, Y9, Y4
+	ADDQ        $0x20, BX
+	JMP         mvTPBF16_2x1_loop
+
+mvTPBF16_2x1_loop1:
+	CMPQ        BX, SI
+	JGE         mvTPBF16_2x1_done
+	VMOVUPS     (AX)(BX*4), Y5
+	VMOVUPS     32(AX)(BX*4), Y6
+	VMOVUPS     (DX)(BX*4), Y7
+	VMOVUPS     32(DX)(BX*4), Y8
+	VMOVDQU     (CX)(BX*2), Y9
+	VPSLLD      $0x10, Y9, Y10
+	VPAND       Y0, Y9, Y9
+	VFMADD231PS Y5, Y10, Y1
+	VFMADD231PS Y7, Y10, Y2
+	VFMADD231PS Y6, Y9, Y3
+	VFMADD231PS Y8, Y9, Y4
+
+mvTPBF16_2x1_done:
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y2, Y2
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), CX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_2x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_2x2(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DX
+	LEAQ         (CX)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	XORQ         DI, DI
+	MOVQ         SI, R8
+	ANDQ         $-32, R8
+	MOVQ         pfd+64(FP), R9
+
+mvTPBF16_2x2_loop:
+	CMPQ        DI, R8
+	JGE         mvTPBF16_2x2_loop1
+	PREFETCHT0  (CX)(R9*1)
+	PREFETCHT0  (BX)(R9*1)
+	ADDQ        $0x40, R9
+	VMOVUPS     (AX)(DI*4), Y9
+	VMOVUPS     32(AX)(DI*4), Y10
+	VMOVUPS     (DX)(DI*4), Y11
+	VMOVUPS     32(DX)(DI*4), Y12
+	VMOVDQU     (CX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VMOVDQU     (BX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y10, Y13, Y7
+	VFMADD231PS Y12, Y13, Y8
+	VMOVUPS     64(AX)(DI*4), Y9
+	VMOVUPS     96(AX)(DI*4), Y10
+	VMOVUPS     64(DX)(DI*4), Y11
+	VMOVUPS     96(DX)(DI*4), Y12
+	VMOVDQU     32(CX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VMOVDQU     32(BX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y10, Y13, Y7
+	VFMADD231PS Y12, Y13, Y8
+	ADDQ        $0x20, DI
+	JMP         mvTPBF16_2x2_loop
+
+mvTPBF16_2x2_loop1:
+	CMPQ        DI, SI
+	JGE         mvTPBF16_2x2_done
+	VMOVUPS     (AX)(DI*4), Y9
+	VMOVUPS     32(AX)(DI*4), Y10
+	VMOVUPS     (DX)(DI*4), Y11
+	VMOVUPS     32(DX)(DI*4), Y12
+	VMOVDQU     (CX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VMOVDQU     (BX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y10, Y13, Y7
+	VFMADD231PS Y12, Y13, Y8
+
+mvTPBF16_2x2_done:
+	VADDPS       Y5, Y1, Y1
+	VADDPS       Y6, Y2, Y2
+	VADDPS       Y7, Y3, Y3
+	VADDPS       Y8, Y4, Y4
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), DX
+	LEAQ         (DX)(CX*1), CX
+	VHADDPS      Y3, Y1, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y4, Y2, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_2x3(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_2x3(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DX
+	LEAQ         (CX)(BX*1), DI
+	LEAQ         (DI)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	XORQ         R8, R8
+	MOVQ         SI, R9
+	ANDQ         $-32, R9
+	MOVQ         pfd+64(FP), R10
+
+mvTPBF16_2x3_loop:
+	CMPQ        R8, R9
+	JGE         mvTPBF16_2x3_loop1
+	PREFETCHT0  (CX)(R10*1)
+	PREFETCHT0  (DI)(R10*1)
+	PREFETCHT0  (BX)(R10*1)
+	ADDQ        $0x40, R10
+	VMOVUPS     (AX)(R8*4), Y7
+	VMOVUPS     32(AX)(R8*4), Y8
+	VMOVUPS     (DX)(R8*4), Y9
+	VMOVUPS     32(DX)(R8*4), Y10
+	VMOVDQU     (CX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y1
+	VFMADD231PS Y9, Y12, Y2
+	VFMADD231PS Y8, Y11, Y1
+	VFMADD231PS Y10, Y11, Y2
+	VMOVDQU     (DI)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y3
+	VFMADD231PS Y9, Y12, Y4
+	VFMADD231PS Y8, Y11, Y3
+	VFMADD231PS Y10, Y11, Y4
+	VMOVDQU     (BX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y5
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y8, Y11, Y5
+	VFMADD231PS Y10, Y11, Y6
+	VMOVUPS     64(AX)(R8*4), Y7
+	VMOVUPS     96(AX)(R8*4), Y8
+	VMOVUPS     64(DX)(R8*4), Y9
+	VMOVUPS     96(DX)(R8*4), Y10
+	VMOVDQU     32(CX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y1
+	VFMADD231PS Y9, Y12, Y2
+	VFMADD231PS Y8, Y11, Y1
+	VFMADD231PS Y10, Y11, Y2
+	VMOVDQU     32(DI)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y3
+	VFMADD231PS Y9, Y12, Y4
+	VFMADD231PS Y8, Y11, Y3
+	VFMADD231PS Y10, Y11, Y4
+	VMOVDQU     32(BX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y5
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y8, Y11, Y5
+	VFMADD231PS Y10, Y11, Y6
+	ADDQ        $0x20, R8
+	JMP         mvTPBF16_2x3_loop
+
+mvTPBF16_2x3_loop1:
+	CMPQ        R8, SI
+	JGE         mvTPBF16_2x3_done
+	VMOVUPS     (AX)(R8*4), Y7
+	VMOVUPS     32(AX)(R8*4), Y8
+	VMOVUPS     (DX)(R8*4), Y9
+	VMOVUPS     32(DX)(R8*4), Y10
+	VMOVDQU     (CX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y1
+	VFMADD231PS Y9, Y12, Y2
+	VFMADD231PS Y8, Y11, Y1
+	VFMADD231PS Y10, Y11, Y2
+	VMOVDQU     (DI)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y3
+	VFMADD231PS Y9, Y12, Y4
+	VFMADD231PS Y8, Y11, Y3
+	VFMADD231PS Y10, Y11, Y4
+	VMOVDQU     (BX)(R8*2), Y11
+	VPSLLD      $0x10, Y11, Y12
+	VPAND       Y0, Y11, Y11
+	VFMADD231PS Y7, Y12, Y5
+	VFMADD231PS Y9, Y12, Y6
+	VFMADD231PS Y8, Y11, Y5
+	VFMADD231PS Y10, Y11, Y6
+
+mvTPBF16_2x3_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), DX
+	LEAQ         (DX)(CX*1), BX
+	LEAQ         (BX)(CX*1), CX
+	VHADDPS      Y3, Y1, Y0
+	VHADDPS      Y5, Y5, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (BX)
+	VEXTRACTPS   $0x02, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, BX
+	ADDQ         AX, CX
+	VHADDPS      Y4, Y2, Y0
+	VHADDPS      Y6, Y6, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (BX)
+	VEXTRACTPS   $0x02, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_2x4(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_2x4(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DX
+	LEAQ         (CX)(BX*1), DI
+	LEAQ         (DI)(BX*1), R8
+	LEAQ         (R8)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	XORQ         R9, R9
+	MOVQ         SI, R10
+	ANDQ         $-32, R10
+	MOVQ         pfd+64(FP), R11
+
+mvTPBF16_2x4_loop:
+	CMPQ        R9, R10
+	JGE         mvTPBF16_2x4_loop1
+	PREFETCHT0  (CX)(R11*1)
+	PREFETCHT0  (DI)(R11*1)
+	PREFETCHT0  (R8)(R11*1)
+	PREFETCHT0  (BX)(R11*1)
+	ADDQ        $0x40, R11
+	VMOVUPS     (AX)(R9*4), Y9
+	VMOVUPS     32(AX)(R9*4), Y10
+	VMOVUPS     (DX)(R9*4), Y11
+	VMOVUPS     32(DX)(R9*4), Y12
+	VMOVDQU     (CX)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y10, Y13, Y1
+	VFMADD231PS Y12, Y13, Y2
+	VMOVDQU     (DI)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y10, Y13, Y3
+	VFMADD231PS Y12, Y13, Y4
+	VMOVDQU     (R8)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y5
+	VFMADD231PS Y11, Y14, Y6
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VMOVDQU     (BX)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y7
+	VFMADD231PS Y11, Y14, Y8
+	VFMADD231PS Y10, Y13, Y7
+	VFMADD231PS Y12, Y13, Y8
+	VMOVUPS     64(AX)(R9*4), Y9
+	VMOVUPS     96(AX)(R9*4), Y10
+	VMOVUPS     64(DX)(R9*4), Y11
+	VMOVUPS     96(DX)(R9*4), Y12
+	VMOVDQU     32(CX)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y10, Y13, Y1
+	VFMADD231PS Y12, Y13, Y2
+	VMOVDQU     32(DI)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y10, Y13, Y3
+	VFMADD231PS Y12, Y13, Y4
+	VMOVDQU     32(R8)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y5
+	VFMADD231PS Y11, Y14, Y6
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VMOVDQU     32(BX)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y7
+	VFMADD231PS Y11, Y14, Y8
+	VFMADD231PS Y10, Y13, Y7
+	VFMADD231PS Y12, Y13, Y8
+	ADDQ        $0x20, R9
+	JMP         mvTPBF16_2x4_loop
+
+mvTPBF16_2x4_loop1:
+	CMPQ        R9, SI
+	JGE         mvTPBF16_2x4_done
+	VMOVUPS     (AX)(R9*4), Y9
+	VMOVUPS     32(AX)(R9*4), Y10
+	VMOVUPS     (DX)(R9*4), Y11
+	VMOVUPS     32(DX)(R9*4), Y12
+	VMOVDQU     (CX)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y10, Y13, Y1
+	VFMADD231PS Y12, Y13, Y2
+	VMOVDQU     (DI)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y10, Y13, Y3
+	VFMADD231PS Y12, Y13, Y4
+	VMOVDQU     (R8)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y5
+	VFMADD231PS Y11, Y14, Y6
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VMOVDQU     (BX)(R9*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y9, Y14, Y7
+	VFMADD231PS Y11, Y14, Y8
+	VFMADD231PS Y10, Y13, Y7
+	VFMADD231PS Y12, Y13, Y8
+
+mvTPBF16_2x4_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), DX
+	LEAQ         (DX)(CX*1), BX
+	LEAQ         (BX)(CX*1), SI
+	LEAQ         (SI)(CX*1), CX
+	VHADDPS      Y3, Y1, Y0
+	VHADDPS      Y7, Y5, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (BX)
+	VEXTRACTPS   $0x02, X1, (SI)
+	VEXTRACTPS   $0x03, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, BX
+	ADDQ         AX, SI
+	ADDQ         AX, CX
+	VHADDPS      Y4, Y2, Y0
+	VHADDPS      Y8, Y6, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (BX)
+	VEXTRACTPS   $0x02, X1, (SI)
+	VEXTRACTPS   $0x03, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_3x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_3x1(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), BX
+	LEAQ         (BX)(DX*1), DX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	XORQ         DI, DI
+	MOVQ         SI, R8
+	ANDQ         $-32, R8
+	MOVQ         pfd+64(FP), R9
+
+mvTPBF16_3x1_loop:
+	CMPQ        DI, R8
+	JGE         mvTPBF16_3x1_loop1
+	PREFETCHT0  (CX)(R9*1)
+	ADDQ        $0x40, R9
+	VMOVUPS     (AX)(DI*4), Y7
+	VMOVUPS     32(AX)(DI*4), Y8
+	VMOVUPS     (BX)(DI*4), Y9
+	VMOVUPS     32(BX)(DI*4), Y10
+	VMOVUPS     (DX)(DI*4), Y11
+	VMOVUPS     32(DX)(DI*4), Y12
+	VMOVDQU     (CX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y8, Y13, Y4
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VMOVUPS     64(AX)(DI*4), Y7
+	VMOVUPS     96(AX)(DI*4), Y8
+	VMOVUPS     64(BX)(DI*4), Y9
+	VMOVUPS     96(BX)(DI*4), Y10
+	VMOVUPS     64(DX)(DI*4), Y11
+	VMOVUPS     96(DX)(DI*4), Y12
+	VMOVDQU     32(CX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y8, Y13, Y4
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	ADDQ        $0x20, DI
+	JMP         mvTPBF16_3x1_loop
+
+mvTPBF16_3x1_loop1:
+	CMPQ        DI, SI
+	JGE         mvTPBF16_3x1_done
+	VMOVUPS     (AX)(DI*4), Y7
+	VMOVUPS     32(AX)(DI*4), Y8
+	VMOVUPS     (BX)(DI*4), Y9
+	VMOVUPS     32(BX)(DI*4), Y10
+	VMOVUPS     (DX)(DI*4), Y11
+	VMOVUPS     32(DX)(DI*4), Y12
+	VMOVDQU     (CX)(DI*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y8, Y13, Y4
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+
+mvTPBF16_3x1_done:
+	VADDPS       Y4, Y1, Y1
+	VADDPS       Y5, Y2, Y2
+	VADDPS       Y6, Y3, Y3
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), CX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X3, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_3x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_3x2(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DI
+	LEAQ         (DI)(DX*1), DX
+	LEAQ         (CX)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	XORQ         R8, R8
+	MOVQ         SI, R9
+	ANDQ         $-32, R9
+	MOVQ         pfd+64(FP), R10
+
+mvTPBF16_3x2_loop:
+	CMPQ        R8, R9
+	JGE         mvTPBF16_3x2_loop1
+	PREFETCHT0  (CX)(R10*1)
+	PREFETCHT0  (BX)(R10*1)
+	ADDQ        $0x40, R10
+	VMOVUPS     (AX)(R8*4), Y7
+	VMOVUPS     32(AX)(R8*4), Y8
+	VMOVUPS     (DI)(R8*4), Y9
+	VMOVUPS     32(DI)(R8*4), Y10
+	VMOVUPS     (DX)(R8*4), Y11
+	VMOVUPS     32(DX)(R8*4), Y12
+	VMOVDQU     (CX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y8, Y13, Y1
+	VFMADD231PS Y10, Y13, Y2
+	VFMADD231PS Y12, Y13, Y3
+	VMOVDQU     (BX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y4
+	VFMADD231PS Y9, Y14, Y5
+	VFMADD231PS Y11, Y14, Y6
+	VFMADD231PS Y8, Y13, Y4
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	VMOVUPS     64(AX)(R8*4), Y7
+	VMOVUPS     96(AX)(R8*4), Y8
+	VMOVUPS     64(DI)(R8*4), Y9
+	VMOVUPS     96(DI)(R8*4), Y10
+	VMOVUPS     64(DX)(R8*4), Y11
+	VMOVUPS     96(DX)(R8*4), Y12
+	VMOVDQU     32(CX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y8, Y13, Y1
+	VFMADD231PS Y10, Y13, Y2
+	VFMADD231PS Y12, Y13, Y3
+	VMOVDQU     32(BX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y4
+	VFMADD231PS Y9, Y14, Y5
+	VFMADD231PS Y11, Y14, Y6
+	VFMADD231PS Y8, Y13, Y4
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+	ADDQ        $0x20, R8
+	JMP         mvTPBF16_3x2_loop
+
+mvTPBF16_3x2_loop1:
+	CMPQ        R8, SI
+	JGE         mvTPBF16_3x2_done
+	VMOVUPS     (AX)(R8*4), Y7
+	VMOVUPS     32(AX)(R8*4), Y8
+	VMOVUPS     (DI)(R8*4), Y9
+	VMOVUPS     32(DI)(R8*4), Y10
+	VMOVUPS     (DX)(R8*4), Y11
+	VMOVUPS     32(DX)(R8*4), Y12
+	VMOVDQU     (CX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y8, Y13, Y1
+	VFMADD231PS Y10, Y13, Y2
+	VFMADD231PS Y12, Y13, Y3
+	VMOVDQU     (BX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y7, Y14, Y4
+	VFMADD231PS Y9, Y14, Y5
+	VFMADD231PS Y11, Y14, Y6
+	VFMADD231PS Y8, Y13, Y4
+	VFMADD231PS Y10, Y13, Y5
+	VFMADD231PS Y12, Y13, Y6
+
+mvTPBF16_3x2_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), DX
+	LEAQ         (DX)(CX*1), CX
+	VHADDPS      Y4, Y1, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y5, Y2, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y6, Y3, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_3x3(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_3x3(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DI
+	LEAQ         (DI)(DX*1), DX
+	LEAQ         (CX)(BX*1), R8
+	LEAQ         (R8)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	VXORPS       Y9, Y9, Y9
+	XORQ         R9, R9
+	MOVQ         SI, R10
+	ANDQ         $-32, R10
+	MOVQ         pfd+64(FP), R11
+
+mvTPBF16_3x3_loop:
+	CMPQ        R9, R10
+	JGE         mvTPBF16_3x3_loop1
+	PREFETCHT0  (CX)(R11*1)
+	PREFETCHT0  (R8)(R11*1)
+	PREFETCHT0  (BX)(R11*1)
+	ADDQ        $0x40, R11
+	VMOVUPS     (AX)(R9*4), Y10
+	VMOVUPS     32(AX)(R9*4), Y11
+	VMOVUPS     (DI)(R9*4), Y12
+	VMOVUPS     32(DI)(R9*4), Y13
+	VMOVDQU     (CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y1
+	VFMADD231PS Y12, Y15, Y2
+	VFMADD231PS (DX)(R9*4), Y15, Y3
+	VFMADD231PS Y11, Y14, Y1
+	VFMADD231PS Y13, Y14, Y2
+	VFMADD231PS 32(DX)(R9*4), Y14, Y3
+	VMOVDQU     (R8)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y4
+	VFMADD231PS Y12, Y15, Y5
+	VFMADD231PS (DX)(R9*4), Y15, Y6
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	VFMADD231PS 32(DX)(R9*4), Y14, Y6
+	VMOVDQU     (BX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y7
+	VFMADD231PS Y12, Y15, Y8
+	VFMADD231PS (DX)(R9*4), Y15, Y9
+	VFMADD231PS Y11, Y14, Y7
+	VFMADD231PS Y13, Y14, Y8
+	VFMADD231PS 32(DX)(R9*4), Y14, Y9
+	VMOVUPS     64(AX)(R9*4), Y10
+	VMOVUPS     96(AX)(R9*4), Y11
+	VMOVUPS     64(DI)(R9*4), Y12
+	VMOVUPS     96(DI)(R9*4), Y13
+	VMOVDQU     32(CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y1
+	VFMADD231PS Y12, Y15, Y2
+	VFMADD231PS 64(DX)(R9*4), Y15, Y3
+	VFMADD231PS Y11, Y14, Y1
+	VFMADD231PS Y13, Y14, Y2
+	VFMADD231PS 96(DX)(R9*4), Y14, Y3
+	VMOVDQU     32(R8)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y4
+	VFMADD231PS Y12, Y15, Y5
+	VFMADD231PS 64(DX)(R9*4), Y15, Y6
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	VFMADD231PS 96(DX)(R9*4), Y14, Y6
+	VMOVDQU     32(BX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y7
+	VFMADD231PS Y12, Y15, Y8
+	VFMADD231PS 64(DX)(R9*4), Y15, Y9
+	VFMADD231PS Y11, Y14, Y7
+	VFMADD231PS Y13, Y14, Y8
+	VFMADD231PS 96(DX)(R9*4), Y14, Y9
+	ADDQ        $0x20, R9
+	JMP         mvTPBF16_3x3_loop
+
+mvTPBF16_3x3_loop1:
+	CMPQ        R9, SI
+	JGE         mvTPBF16_3x3_done
+	VMOVUPS     (AX)(R9*4), Y10
+	VMOVUPS     32(AX)(R9*4), Y11
+	VMOVUPS     (DI)(R9*4), Y12
+	VMOVUPS     32(DI)(R9*4), Y13
+	VMOVDQU     (CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y1
+	VFMADD231PS Y12, Y15, Y2
+	VFMADD231PS (DX)(R9*4), Y15, Y3
+	VFMADD231PS Y11, Y14, Y1
+	VFMADD231PS Y13, Y14, Y2
+	VFMADD231PS 32(DX)(R9*4), Y14, Y3
+	VMOVDQU     (R8)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y4
+	VFMADD231PS Y12, Y15, Y5
+	VFMADD231PS (DX)(R9*4), Y15, Y6
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y13, Y14, Y5
+	VFMADD231PS 32(DX)(R9*4), Y14, Y6
+	VMOVDQU     (BX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y10, Y15, Y7
+	VFMADD231PS Y12, Y15, Y8
+	VFMADD231PS (DX)(R9*4), Y15, Y9
+	VFMADD231PS Y11, Y14, Y7
+	VFMADD231PS Y13, Y14, Y8
+	VFMADD231PS 32(DX)(R9*4), Y14, Y9
+
+mvTPBF16_3x3_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), DX
+	LEAQ         (DX)(CX*1), BX
+	LEAQ         (BX)(CX*1), CX
+	VHADDPS      Y4, Y1, Y0
+	VHADDPS      Y7, Y7, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (BX)
+	VEXTRACTPS   $0x02, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, BX
+	ADDQ         AX, CX
+	VHADDPS      Y5, Y2, Y0
+	VHADDPS      Y8, Y8, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (BX)
+	VEXTRACTPS   $0x02, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, BX
+	ADDQ         AX, CX
+	VHADDPS      Y6, Y3, Y0
+	VHADDPS      Y9, Y9, Y1
+	VHADDPS      Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (BX)
+	VEXTRACTPS   $0x02, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_4x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_4x1(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), BX
+	LEAQ         (BX)(DX*1), DI
+	LEAQ         (DI)(DX*1), DX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	XORQ         R8, R8
+	MOVQ         SI, R9
+	ANDQ         $-32, R9
+	MOVQ         pfd+64(FP), R10
+
+mvTPBF16_4x1_loop:
+	CMPQ        R8, R9
+	JGE         mvTPBF16_4x1_loop1
+	PREFETCHT0  (CX)(R10*1)
+	ADDQ        $0x40, R10
+	VMOVUPS     (AX)(R8*4), Y5
+	VMOVUPS     32(AX)(R8*4), Y6
+	VMOVUPS     (BX)(R8*4), Y7
+	VMOVUPS     32(BX)(R8*4), Y8
+	VMOVUPS     (DI)(R8*4), Y9
+	VMOVUPS     32(DI)(R8*4), Y10
+	VMOVUPS     (DX)(R8*4), Y11
+	VMOVUPS     32(DX)(R8*4), Y12
+	VMOVDQU     (CX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y5, Y14, Y1
+	VFMADD231PS Y7, Y14, Y2
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y6, Y13, Y1
+	VFMADD231PS Y8, Y13, Y2
+	VFMADD231PS Y10, Y13, Y3
+	VFMADD231PS Y12, Y13, Y4
+	VMOVUPS     64(AX)(R8*4), Y5
+	VMOVUPS     96(AX)(R8*4), Y6
+	VMOVUPS     64(BX)(R8*4), Y7
+	VMOVUPS     96(BX)(R8*4), Y8
+	VMOVUPS     64(DI)(R8*4), Y9
+	VMOVUPS     96(DI)(R8*4), Y10
+	VMOVUPS     64(DX)(R8*4), Y11
+	VMOVUPS     96(DX)(R8*4), Y12
+	VMOVDQU     32(CX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y5, Y14, Y1
+	VFMADD231PS Y7, Y14, Y2
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y6, Y13, Y1
+	VFMADD231PS Y8, Y13, Y2
+	VFMADD231PS Y10, Y13, Y3
+	VFMADD231PS Y12, Y13, Y4
+	ADDQ        $0x20, R8
+	JMP         mvTPBF16_4x1_loop
+
+mvTPBF16_4x1_loop1:
+	CMPQ        R8, SI
+	JGE         mvTPBF16_4x1_done
+	VMOVUPS     (AX)(R8*4), Y5
+	VMOVUPS     32(AX)(R8*4), Y6
+	VMOVUPS     (BX)(R8*4), Y7
+	VMOVUPS     32(BX)(R8*4), Y8
+	VMOVUPS     (DI)(R8*4), Y9
+	VMOVUPS     32(DI)(R8*4), Y10
+	VMOVUPS     (DX)(R8*4), Y11
+	VMOVUPS     32(DX)(R8*4), Y12
+	VMOVDQU     (CX)(R8*2), Y13
+	VPSLLD      $0x10, Y13, Y14
+	VPAND       Y0, Y13, Y13
+	VFMADD231PS Y5, Y14, Y1
+	VFMADD231PS Y7, Y14, Y2
+	VFMADD231PS Y9, Y14, Y3
+	VFMADD231PS Y11, Y14, Y4
+	VFMADD231PS Y6, Y13, Y1
+	VFMADD231PS Y8, Y13, Y2
+	VFMADD231PS Y10, Y13, Y3
+	VFMADD231PS Y12, Y13, Y4
+
+mvTPBF16_4x1_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), CX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X3, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X4, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_4x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_4x2(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DI
+	LEAQ         (DI)(DX*1), R8
+	LEAQ         (R8)(DX*1), DX
+	LEAQ         (CX)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	XORQ         R9, R9
+	MOVQ         SI, R10
+	ANDQ         $-32, R10
+	MOVQ         pfd+64(FP), R11
+
+mvTPBF16_4x2_loop:
+	CMPQ        R9, R10
+	JGE         mvTPBF16_4x2_loop1
+	PREFETCHT0  (CX)(R11*1)
+	PREFETCHT0  (BX)(R11*1)
+	ADDQ        $0x40, R11
+	VMOVUPS     (AX)(R9*4), Y9
+	VMOVUPS     32(AX)(R9*4), Y10
+	VMOVUPS     (DI)(R9*4), Y11
+	VMOVUPS     32(DI)(R9*4), Y12
+	VMOVUPS     (R8)(R9*4), Y13
+	VMOVDQU     (CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y1
+	VFMADD231PS Y11, Y15, Y2
+	VFMADD231PS Y13, Y15, Y3
+	VFMADD231PS (DX)(R9*4), Y15, Y4
+	VFMADD231PS Y10, Y14, Y1
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS 32(R8)(R9*4), Y14, Y3
+	VFMADD231PS 32(DX)(R9*4), Y14, Y4
+	VMOVDQU     (BX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y5
+	VFMADD231PS Y11, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS (DX)(R9*4), Y15, Y8
+	VFMADD231PS Y10, Y14, Y5
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS 32(R8)(R9*4), Y14, Y7
+	VFMADD231PS 32(DX)(R9*4), Y14, Y8
+	VMOVUPS     64(AX)(R9*4), Y9
+	VMOVUPS     96(AX)(R9*4), Y10
+	VMOVUPS     64(DI)(R9*4), Y11
+	VMOVUPS     96(DI)(R9*4), Y12
+	VMOVUPS     64(R8)(R9*4), Y13
+	VMOVDQU     32(CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y1
+	VFMADD231PS Y11, Y15, Y2
+	VFMADD231PS Y13, Y15, Y3
+	VFMADD231PS 64(DX)(R9*4), Y15, Y4
+	VFMADD231PS Y10, Y14, Y1
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS 96(R8)(R9*4), Y14, Y3
+	VFMADD231PS 96(DX)(R9*4), Y14, Y4
+	VMOVDQU     32(BX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y5
+	VFMADD231PS Y11, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS 64(DX)(R9*4), Y15, Y8
+	VFMADD231PS Y10, Y14, Y5
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS 96(R8)(R9*4), Y14, Y7
+	VFMADD231PS 96(DX)(R9*4), Y14, Y8
+	ADDQ        $0x20, R9
+	JMP         mvTPBF16_4x2_loop
+
+mvTPBF16_4x2_loop1:
+	CMPQ        R9, SI
+	JGE         mvTPBF16_4x2_done
+	VMOVUPS     (AX)(R9*4), Y9
+	VMOVUPS     32(AX)(R9*4), Y10
+	VMOVUPS     (DI)(R9*4), Y11
+	VMOVUPS     32(DI)(R9*4), Y12
+	VMOVUPS     (R8)(R9*4), Y13
+	VMOVDQU     (CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y1
+	VFMADD231PS Y11, Y15, Y2
+	VFMADD231PS Y13, Y15, Y3
+	VFMADD231PS (DX)(R9*4), Y15, Y4
+	VFMADD231PS Y10, Y14, Y1
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS 32(R8)(R9*4), Y14, Y3
+	VFMADD231PS 32(DX)(R9*4), Y14, Y4
+	VMOVDQU     (BX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y5
+	VFMADD231PS Y11, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS (DX)(R9*4), Y15, Y8
+	VFMADD231PS Y10, Y14, Y5
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS 32(R8)(R9*4), Y14, Y7
+	VFMADD231PS 32(DX)(R9*4), Y14, Y8
+
+mvTPBF16_4x2_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), DX
+	LEAQ         (DX)(CX*1), CX
+	VHADDPS      Y5, Y1, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y6, Y2, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y7, Y3, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y8, Y4, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_5x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_5x1(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), BX
+	LEAQ         (BX)(DX*1), DI
+	LEAQ         (DI)(DX*1), R8
+	LEAQ         (R8)(DX*1), DX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	XORQ         R9, R9
+	MOVQ         SI, R10
+	ANDQ         $-32, R10
+	MOVQ         pfd+64(FP), R11
+
+mvTPBF16_5x1_loop:
+	CMPQ        R9, R10
+	JGE         mvTPBF16_5x1_loop1
+	PREFETCHT0  (CX)(R11*1)
+	ADDQ        $0x40, R11
+	VMOVUPS     (AX)(R9*4), Y6
+	VMOVUPS     32(AX)(R9*4), Y7
+	VMOVUPS     (BX)(R9*4), Y8
+	VMOVUPS     32(BX)(R9*4), Y9
+	VMOVUPS     (DI)(R9*4), Y10
+	VMOVUPS     32(DI)(R9*4), Y11
+	VMOVUPS     (R8)(R9*4), Y12
+	VMOVUPS     32(R8)(R9*4), Y13
+	VMOVDQU     (CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y6, Y15, Y1
+	VFMADD231PS Y8, Y15, Y2
+	VFMADD231PS Y10, Y15, Y3
+	VFMADD231PS Y12, Y15, Y4
+	VFMADD231PS (DX)(R9*4), Y15, Y5
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y13, Y14, Y4
+	VFMADD231PS 32(DX)(R9*4), Y14, Y5
+	VMOVUPS     64(AX)(R9*4), Y6
+	VMOVUPS     96(AX)(R9*4), Y7
+	VMOVUPS     64(BX)(R9*4), Y8
+	VMOVUPS     96(BX)(R9*4), Y9
+	VMOVUPS     64(DI)(R9*4), Y10
+	VMOVUPS     96(DI)(R9*4), Y11
+	VMOVUPS     64(R8)(R9*4), Y12
+	VMOVUPS     96(R8)(R9*4), Y13
+	VMOVDQU     32(CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y6, Y15, Y1
+	VFMADD231PS Y8, Y15, Y2
+	VFMADD231PS Y10, Y15, Y3
+	VFMADD231PS Y12, Y15, Y4
+	VFMADD231PS 64(DX)(R9*4), Y15, Y5
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y13, Y14, Y4
+	VFMADD231PS 96(DX)(R9*4), Y14, Y5
+	ADDQ        $0x20, R9
+	JMP         mvTPBF16_5x1_loop
+
+mvTPBF16_5x1_loop1:
+	CMPQ        R9, SI
+	JGE         mvTPBF16_5x1_done
+	VMOVUPS     (AX)(R9*4), Y6
+	VMOVUPS     32(AX)(R9*4), Y7
+	VMOVUPS     (BX)(R9*4), Y8
+	VMOVUPS     32(BX)(R9*4), Y9
+	VMOVUPS     (DI)(R9*4), Y10
+	VMOVUPS     32(DI)(R9*4), Y11
+	VMOVUPS     (R8)(R9*4), Y12
+	VMOVUPS     32(R8)(R9*4), Y13
+	VMOVDQU     (CX)(R9*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y6, Y15, Y1
+	VFMADD231PS Y8, Y15, Y2
+	VFMADD231PS Y10, Y15, Y3
+	VFMADD231PS Y12, Y15, Y4
+	VFMADD231PS (DX)(R9*4), Y15, Y5
+	VFMADD231PS Y7, Y14, Y1
+	VFMADD231PS Y9, Y14, Y2
+	VFMADD231PS Y11, Y14, Y3
+	VFMADD231PS Y13, Y14, Y4
+	VFMADD231PS 32(DX)(R9*4), Y14, Y5
+
+mvTPBF16_5x1_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), CX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X3, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X4, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X5, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_5x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_5x2(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DI
+	LEAQ         (DI)(DX*1), R8
+	LEAQ         (R8)(DX*1), R9
+	LEAQ         (R9)(DX*1), DX
+	LEAQ         (CX)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	VXORPS       Y9, Y9, Y9
+	VXORPS       Y10, Y10, Y10
+	XORQ         R10, R10
+	MOVQ         SI, R11
+	ANDQ         $-32, R11
+	MOVQ         pfd+64(FP), R12
+
+mvTPBF16_5x2_loop:
+	CMPQ        R10, R11
+	JGE         mvTPBF16_5x2_loop1
+	PREFETCHT0  (CX)(R12*1)
+	PREFETCHT0  (BX)(R12*1)
+	ADDQ        $0x40, R12
+	VMOVUPS     (AX)(R10*4), Y11
+	VMOVUPS     32(AX)(R10*4), Y12
+	VMOVUPS     (DI)(R10*4), Y13
+	VMOVDQU     (CX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y11, Y15, Y1
+	VFMADD231PS Y13, Y15, Y2
+	VFMADD231PS (R8)(R10*4), Y15, Y3
+	VFMADD231PS (R9)(R10*4), Y15, Y4
+	VFMADD231PS (DX)(R10*4), Y15, Y5
+	VFMADD231PS Y12, Y14, Y1
+	VFMADD231PS 32(DI)(R10*4), Y14, Y2
+	VFMADD231PS 32(R8)(R10*4), Y14, Y3
+	VFMADD231PS 32(R9)(R10*4), Y14, Y4
+	VFMADD231PS 32(DX)(R10*4), Y14, Y5
+	VMOVDQU     (BX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y11, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS (R8)(R10*4), Y15, Y8
+	VFMADD231PS (R9)(R10*4), Y15, Y9
+	VFMADD231PS (DX)(R10*4), Y15, Y10
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS 32(DI)(R10*4), Y14, Y7
+	VFMADD231PS 32(R8)(R10*4), Y14, Y8
+	VFMADD231PS 32(R9)(R10*4), Y14, Y9
+	VFMADD231PS 32(DX)(R10*4), Y14, Y10
+	VMOVUPS     64(AX)(R10*4), Y11
+	VMOVUPS     96(AX)(R10*4), Y12
+	VMOVUPS     64(DI)(R10*4), Y13
+	VMOVDQU     32(CX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y11, Y15, Y1
+	VFMADD231PS Y13, Y15, Y2
+	VFMADD231PS 64(R8)(R10*4), Y15, Y3
+	VFMADD231PS 64(R9)(R10*4), Y15, Y4
+	VFMADD231PS 64(DX)(R10*4), Y15, Y5
+	VFMADD231PS Y12, Y14, Y1
+	VFMADD231PS 96(DI)(R10*4), Y14, Y2
+	VFMADD231PS 96(R8)(R10*4), Y14, Y3
+	VFMADD231PS 96(R9)(R10*4), Y14, Y4
+	VFMADD231PS 96(DX)(R10*4), Y14, Y5
+	VMOVDQU     32(BX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y11, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS 64(R8)(R10*4), Y15, Y8
+	VFMADD231PS 64(R9)(R10*4), Y15, Y9
+	VFMADD231PS 64(DX)(R10*4), Y15, Y10
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS 96(DI)(R10*4), Y14, Y7
+	VFMADD231PS 96(R8)(R10*4), Y14, Y8
+	VFMADD231PS 96(R9)(R10*4), Y14, Y9
+	VFMADD231PS 96(DX)(R10*4), Y14, Y10
+	ADDQ        $0x20, R10
+	JMP         mvTPBF16_5x2_loop
+
+mvTPBF16_5x2_loop1:
+	CMPQ        R10, SI
+	JGE         mvTPBF16_5x2_done
+	VMOVUPS     (AX)(R10*4), Y11
+	VMOVUPS     32(AX)(R10*4), Y12
+	VMOVUPS     (DI)(R10*4), Y13
+	VMOVDQU     (CX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y11, Y15, Y1
+	VFMADD231PS Y13, Y15, Y2
+	VFMADD231PS (R8)(R10*4), Y15, Y3
+	VFMADD231PS (R9)(R10*4), Y15, Y4
+	VFMADD231PS (DX)(R10*4), Y15, Y5
+	VFMADD231PS Y12, Y14, Y1
+	VFMADD231PS 32(DI)(R10*4), Y14, Y2
+	VFMADD231PS 32(R8)(R10*4), Y14, Y3
+	VFMADD231PS 32(R9)(R10*4), Y14, Y4
+	VFMADD231PS 32(DX)(R10*4), Y14, Y5
+	VMOVDQU     (BX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y11, Y15, Y6
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS (R8)(R10*4), Y15, Y8
+	VFMADD231PS (R9)(R10*4), Y15, Y9
+	VFMADD231PS (DX)(R10*4), Y15, Y10
+	VFMADD231PS Y12, Y14, Y6
+	VFMADD231PS 32(DI)(R10*4), Y14, Y7
+	VFMADD231PS 32(R8)(R10*4), Y14, Y8
+	VFMADD231PS 32(R9)(R10*4), Y14, Y9
+	VFMADD231PS 32(DX)(R10*4), Y14, Y10
+
+mvTPBF16_5x2_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), DX
+	LEAQ         (DX)(CX*1), CX
+	VHADDPS      Y6, Y1, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y7, Y2, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y8, Y3, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y9, Y4, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y10, Y5, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_6x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_6x1(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), BX
+	LEAQ         (BX)(DX*1), DI
+	LEAQ         (DI)(DX*1), R8
+	LEAQ         (R8)(DX*1), R9
+	LEAQ         (R9)(DX*1), DX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	XORQ         R10, R10
+	MOVQ         SI, R11
+	ANDQ         $-32, R11
+	MOVQ         pfd+64(FP), R12
+
+mvTPBF16_6x1_loop:
+	CMPQ        R10, R11
+	JGE         mvTPBF16_6x1_loop1
+	PREFETCHT0  (CX)(R12*1)
+	ADDQ        $0x40, R12
+	VMOVUPS     (AX)(R10*4), Y7
+	VMOVUPS     32(AX)(R10*4), Y8
+	VMOVUPS     (BX)(R10*4), Y9
+	VMOVUPS     32(BX)(R10*4), Y10
+	VMOVUPS     (DI)(R10*4), Y11
+	VMOVUPS     32(DI)(R10*4), Y12
+	VMOVUPS     (R8)(R10*4), Y13
+	VMOVDQU     (CX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y7, Y15, Y1
+	VFMADD231PS Y9, Y15, Y2
+	VFMADD231PS Y11, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS (R9)(R10*4), Y15, Y5
+	VFMADD231PS (DX)(R10*4), Y15, Y6
+	VFMADD231PS Y8, Y14, Y1
+	VFMADD231PS Y10, Y14, Y2
+	VFMADD231PS Y12, Y14, Y3
+	VFMADD231PS 32(R8)(R10*4), Y14, Y4
+	VFMADD231PS 32(R9)(R10*4), Y14, Y5
+	VFMADD231PS 32(DX)(R10*4), Y14, Y6
+	VMOVUPS     64(AX)(R10*4), Y7
+	VMOVUPS     96(AX)(R10*4), Y8
+	VMOVUPS     64(BX)(R10*4), Y9
+	VMOVUPS     96(BX)(R10*4), Y10
+	VMOVUPS     64(DI)(R10*4), Y11
+	VMOVUPS     96(DI)(R10*4), Y12
+	VMOVUPS     64(R8)(R10*4), Y13
+	VMOVDQU     32(CX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y7, Y15, Y1
+	VFMADD231PS Y9, Y15, Y2
+	VFMADD231PS Y11, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS 64(R9)(R10*4), Y15, Y5
+	VFMADD231PS 64(DX)(R10*4), Y15, Y6
+	VFMADD231PS Y8, Y14, Y1
+	VFMADD231PS Y10, Y14, Y2
+	VFMADD231PS Y12, Y14, Y3
+	VFMADD231PS 96(R8)(R10*4), Y14, Y4
+	VFMADD231PS 96(R9)(R10*4), Y14, Y5
+	VFMADD231PS 96(DX)(R10*4), Y14, Y6
+	ADDQ        $0x20, R10
+	JMP         mvTPBF16_6x1_loop
+
+mvTPBF16_6x1_loop1:
+	CMPQ        R10, SI
+	JGE         mvTPBF16_6x1_done
+	VMOVUPS     (AX)(R10*4), Y7
+	VMOVUPS     32(AX)(R10*4), Y8
+	VMOVUPS     (BX)(R10*4), Y9
+	VMOVUPS     32(BX)(R10*4), Y10
+	VMOVUPS     (DI)(R10*4), Y11
+	VMOVUPS     32(DI)(R10*4), Y12
+	VMOVUPS     (R8)(R10*4), Y13
+	VMOVDQU     (CX)(R10*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y7, Y15, Y1
+	VFMADD231PS Y9, Y15, Y2
+	VFMADD231PS Y11, Y15, Y3
+	VFMADD231PS Y13, Y15, Y4
+	VFMADD231PS (R9)(R10*4), Y15, Y5
+	VFMADD231PS (DX)(R10*4), Y15, Y6
+	VFMADD231PS Y8, Y14, Y1
+	VFMADD231PS Y10, Y14, Y2
+	VFMADD231PS Y12, Y14, Y3
+	VFMADD231PS 32(R8)(R10*4), Y14, Y4
+	VFMADD231PS 32(R9)(R10*4), Y14, Y5
+	VFMADD231PS 32(DX)(R10*4), Y14, Y6
+
+mvTPBF16_6x1_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), CX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X3, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X4, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X5, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X6, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_6x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_6x2(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), DI
+	LEAQ         (DI)(DX*1), R8
+	LEAQ         (R8)(DX*1), R9
+	LEAQ         (R9)(DX*1), R10
+	LEAQ         (R10)(DX*1), DX
+	LEAQ         (CX)(BX*1), BX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	VXORPS       Y9, Y9, Y9
+	VXORPS       Y10, Y10, Y10
+	VXORPS       Y11, Y11, Y11
+	VXORPS       Y12, Y12, Y12
+	XORQ         R11, R11
+	MOVQ         SI, R12
+	ANDQ         $-32, R12
+	MOVQ         pfd+64(FP), R13
+
+mvTPBF16_6x2_loop:
+	CMPQ        R11, R12
+	JGE         mvTPBF16_6x2_loop1
+	PREFETCHT0  (CX)(R13*1)
+	PREFETCHT0  (BX)(R13*1)
+	ADDQ        $0x40, R13
+	VMOVUPS     (AX)(R11*4), Y13
+	VMOVDQU     (CX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS (DI)(R11*4), Y15, Y2
+	VFMADD231PS (R8)(R11*4), Y15, Y3
+	VFMADD231PS (R9)(R11*4), Y15, Y4
+	VFMADD231PS (R10)(R11*4), Y15, Y5
+	VFMADD231PS (DX)(R11*4), Y15, Y6
+	VFMADD231PS 32(AX)(R11*4), Y14, Y1
+	VFMADD231PS 32(DI)(R11*4), Y14, Y2
+	VFMADD231PS 32(R8)(R11*4), Y14, Y3
+	VFMADD231PS 32(R9)(R11*4), Y14, Y4
+	VFMADD231PS 32(R10)(R11*4), Y14, Y5
+	VFMADD231PS 32(DX)(R11*4), Y14, Y6
+	VMOVDQU     (BX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS (DI)(R11*4), Y15, Y8
+	VFMADD231PS (R8)(R11*4), Y15, Y9
+	VFMADD231PS (R9)(R11*4), Y15, Y10
+	VFMADD231PS (R10)(R11*4), Y15, Y11
+	VFMADD231PS (DX)(R11*4), Y15, Y12
+	VFMADD231PS 32(AX)(R11*4), Y14, Y7
+	VFMADD231PS 32(DI)(R11*4), Y14, Y8
+	VFMADD231PS 32(R8)(R11*4), Y14, Y9
+	VFMADD231PS 32(R9)(R11*4), Y14, Y10
+	VFMADD231PS 32(R10)(R11*4), Y14, Y11
+	VFMADD231PS 32(DX)(R11*4), Y14, Y12
+	VMOVUPS     64(AX)(R11*4), Y13
+	VMOVDQU     32(CX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS 64(DI)(R11*4), Y15, Y2
+	VFMADD231PS 64(R8)(R11*4), Y15, Y3
+	VFMADD231PS 64(R9)(R11*4), Y15, Y4
+	VFMADD231PS 64(R10)(R11*4), Y15, Y5
+	VFMADD231PS 64(DX)(R11*4), Y15, Y6
+	VFMADD231PS 96(AX)(R11*4), Y14, Y1
+	VFMADD231PS 96(DI)(R11*4), Y14, Y2
+	VFMADD231PS 96(R8)(R11*4), Y14, Y3
+	VFMADD231PS 96(R9)(R11*4), Y14, Y4
+	VFMADD231PS 96(R10)(R11*4), Y14, Y5
+	VFMADD231PS 96(DX)(R11*4), Y14, Y6
+	VMOVDQU     32(BX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS 64(DI)(R11*4), Y15, Y8
+	VFMADD231PS 64(R8)(R11*4), Y15, Y9
+	VFMADD231PS 64(R9)(R11*4), Y15, Y10
+	VFMADD231PS 64(R10)(R11*4), Y15, Y11
+	VFMADD231PS 64(DX)(R11*4), Y15, Y12
+	VFMADD231PS 96(AX)(R11*4), Y14, Y7
+	VFMADD231PS 96(DI)(R11*4), Y14, Y8
+	VFMADD231PS 96(R8)(R11*4), Y14, Y9
+	VFMADD231PS 96(R9)(R11*4), Y14, Y10
+	VFMADD231PS 96(R10)(R11*4), Y14, Y11
+	VFMADD231PS 96(DX)(R11*4), Y14, Y12
+	ADDQ        $0x20, R11
+	JMP         mvTPBF16_6x2_loop
+
+mvTPBF16_6x2_loop1:
+	CMPQ        R11, SI
+	JGE         mvTPBF16_6x2_done
+	VMOVUPS     (AX)(R11*4), Y13
+	VMOVDQU     (CX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y13, Y15, Y1
+	VFMADD231PS (DI)(R11*4), Y15, Y2
+	VFMADD231PS (R8)(R11*4), Y15, Y3
+	VFMADD231PS (R9)(R11*4), Y15, Y4
+	VFMADD231PS (R10)(R11*4), Y15, Y5
+	VFMADD231PS (DX)(R11*4), Y15, Y6
+	VFMADD231PS 32(AX)(R11*4), Y14, Y1
+	VFMADD231PS 32(DI)(R11*4), Y14, Y2
+	VFMADD231PS 32(R8)(R11*4), Y14, Y3
+	VFMADD231PS 32(R9)(R11*4), Y14, Y4
+	VFMADD231PS 32(R10)(R11*4), Y14, Y5
+	VFMADD231PS 32(DX)(R11*4), Y14, Y6
+	VMOVDQU     (BX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y13, Y15, Y7
+	VFMADD231PS (DI)(R11*4), Y15, Y8
+	VFMADD231PS (R8)(R11*4), Y15, Y9
+	VFMADD231PS (R9)(R11*4), Y15, Y10
+	VFMADD231PS (R10)(R11*4), Y15, Y11
+	VFMADD231PS (DX)(R11*4), Y15, Y12
+	VFMADD231PS 32(AX)(R11*4), Y14, Y7
+	VFMADD231PS 32(DI)(R11*4), Y14, Y8
+	VFMADD231PS 32(R8)(R11*4), Y14, Y9
+	VFMADD231PS 32(R9)(R11*4), Y14, Y10
+	VFMADD231PS 32(R10)(R11*4), Y14, Y11
+	VFMADD231PS 32(DX)(R11*4), Y14, Y12
+
+mvTPBF16_6x2_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), DX
+	LEAQ         (DX)(CX*1), CX
+	VHADDPS      Y7, Y1, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y8, Y2, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y9, Y3, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y10, Y4, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y11, Y5, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	ADDQ         AX, DX
+	ADDQ         AX, CX
+	VHADDPS      Y12, Y6, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X0, X1, X1
+	VMOVSS       X1, (DX)
+	VEXTRACTPS   $0x01, X1, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_7x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_7x1(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), BX
+	LEAQ         (BX)(DX*1), DI
+	LEAQ         (DI)(DX*1), R8
+	LEAQ         (R8)(DX*1), R9
+	LEAQ         (R9)(DX*1), R10
+	LEAQ         (R10)(DX*1), DX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	XORQ         R11, R11
+	MOVQ         SI, R12
+	ANDQ         $-32, R12
+	MOVQ         pfd+64(FP), R13
+
+mvTPBF16_7x1_loop:
+	CMPQ        R11, R12
+	JGE         mvTPBF16_7x1_loop1
+	PREFETCHT0  (CX)(R13*1)
+	ADDQ        $0x40, R13
+	VMOVUPS     (AX)(R11*4), Y8
+	VMOVUPS     32(AX)(R11*4), Y9
+	VMOVUPS     (BX)(R11*4), Y10
+	VMOVUPS     32(BX)(R11*4), Y11
+	VMOVUPS     (DI)(R11*4), Y12
+	VMOVUPS     32(DI)(R11*4), Y13
+	VMOVDQU     (CX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y8, Y15, Y1
+	VFMADD231PS Y10, Y15, Y2
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS (R8)(R11*4), Y15, Y4
+	VFMADD231PS (R9)(R11*4), Y15, Y5
+	VFMADD231PS (R10)(R11*4), Y15, Y6
+	VFMADD231PS (DX)(R11*4), Y15, Y7
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VFMADD231PS 32(R8)(R11*4), Y14, Y4
+	VFMADD231PS 32(R9)(R11*4), Y14, Y5
+	VFMADD231PS 32(R10)(R11*4), Y14, Y6
+	VFMADD231PS 32(DX)(R11*4), Y14, Y7
+	VMOVUPS     64(AX)(R11*4), Y8
+	VMOVUPS     96(AX)(R11*4), Y9
+	VMOVUPS     64(BX)(R11*4), Y10
+	VMOVUPS     96(BX)(R11*4), Y11
+	VMOVUPS     64(DI)(R11*4), Y12
+	VMOVUPS     96(DI)(R11*4), Y13
+	VMOVDQU     32(CX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y8, Y15, Y1
+	VFMADD231PS Y10, Y15, Y2
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS 64(R8)(R11*4), Y15, Y4
+	VFMADD231PS 64(R9)(R11*4), Y15, Y5
+	VFMADD231PS 64(R10)(R11*4), Y15, Y6
+	VFMADD231PS 64(DX)(R11*4), Y15, Y7
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VFMADD231PS 96(R8)(R11*4), Y14, Y4
+	VFMADD231PS 96(R9)(R11*4), Y14, Y5
+	VFMADD231PS 96(R10)(R11*4), Y14, Y6
+	VFMADD231PS 96(DX)(R11*4), Y14, Y7
+	ADDQ        $0x20, R11
+	JMP         mvTPBF16_7x1_loop
+
+mvTPBF16_7x1_loop1:
+	CMPQ        R11, SI
+	JGE         mvTPBF16_7x1_done
+	VMOVUPS     (AX)(R11*4), Y8
+	VMOVUPS     32(AX)(R11*4), Y9
+	VMOVUPS     (BX)(R11*4), Y10
+	VMOVUPS     32(BX)(R11*4), Y11
+	VMOVUPS     (DI)(R11*4), Y12
+	VMOVUPS     32(DI)(R11*4), Y13
+	VMOVDQU     (CX)(R11*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y8, Y15, Y1
+	VFMADD231PS Y10, Y15, Y2
+	VFMADD231PS Y12, Y15, Y3
+	VFMADD231PS (R8)(R11*4), Y15, Y4
+	VFMADD231PS (R9)(R11*4), Y15, Y5
+	VFMADD231PS (R10)(R11*4), Y15, Y6
+	VFMADD231PS (DX)(R11*4), Y15, Y7
+	VFMADD231PS Y9, Y14, Y1
+	VFMADD231PS Y11, Y14, Y2
+	VFMADD231PS Y13, Y14, Y3
+	VFMADD231PS 32(R8)(R11*4), Y14, Y4
+	VFMADD231PS 32(R9)(R11*4), Y14, Y5
+	VFMADD231PS 32(R10)(R11*4), Y14, Y6
+	VFMADD231PS 32(DX)(R11*4), Y14, Y7
+
+mvTPBF16_7x1_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), CX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X3, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X4, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X5, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X6, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X7, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	VZEROUPPER
+	RET
+
+// func mvTPBF16_8x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+// Requires: AVX, AVX2, FMA3, MMX+
+TEXT ·mvTPBF16_8x1(SB), NOSPLIT, $0-72
+	MOVQ         x+24(FP), AX
+	MOVQ         w+40(FP), CX
+	MOVQ         ldx+32(FP), DX
+	MOVQ         ldw+48(FP), BX
+	MOVQ         k+56(FP), SI
+	ANDQ         $-16, SI
+	SHLQ         $0x02, DX
+	SHLQ         $0x01, BX
+	LEAQ         (AX)(DX*1), BX
+	LEAQ         (BX)(DX*1), DI
+	LEAQ         (DI)(DX*1), R8
+	LEAQ         (R8)(DX*1), R9
+	LEAQ         (R9)(DX*1), R10
+	LEAQ         (R10)(DX*1), R11
+	LEAQ         (R11)(DX*1), DX
+	VBROADCASTSS bf16_odd<>+0(SB), Y0
+	VXORPS       Y1, Y1, Y1
+	VXORPS       Y2, Y2, Y2
+	VXORPS       Y3, Y3, Y3
+	VXORPS       Y4, Y4, Y4
+	VXORPS       Y5, Y5, Y5
+	VXORPS       Y6, Y6, Y6
+	VXORPS       Y7, Y7, Y7
+	VXORPS       Y8, Y8, Y8
+	XORQ         R12, R12
+	MOVQ         SI, R13
+	ANDQ         $-32, R13
+	MOVQ         pfd+64(FP), R14
+
+mvTPBF16_8x1_loop:
+	CMPQ        R12, R13
+	JGE         mvTPBF16_8x1_loop1
+	PREFETCHT0  (CX)(R14*1)
+	ADDQ        $0x40, R14
+	VMOVUPS     (AX)(R12*4), Y9
+	VMOVUPS     32(AX)(R12*4), Y10
+	VMOVUPS     (BX)(R12*4), Y11
+	VMOVUPS     32(BX)(R12*4), Y12
+	VMOVUPS     (DI)(R12*4), Y13
+	VMOVDQU     (CX)(R12*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y1
+	VFMADD231PS Y11, Y15, Y2
+	VFMADD231PS Y13, Y15, Y3
+	VFMADD231PS (R8)(R12*4), Y15, Y4
+	VFMADD231PS (R9)(R12*4), Y15, Y5
+	VFMADD231PS (R10)(R12*4), Y15, Y6
+	VFMADD231PS (R11)(R12*4), Y15, Y7
+	VFMADD231PS (DX)(R12*4), Y15, Y8
+	VFMADD231PS Y10, Y14, Y1
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS 32(DI)(R12*4), Y14, Y3
+	VFMADD231PS 32(R8)(R12*4), Y14, Y4
+	VFMADD231PS 32(R9)(R12*4), Y14, Y5
+	VFMADD231PS 32(R10)(R12*4), Y14, Y6
+	VFMADD231PS 32(R11)(R12*4), Y14, Y7
+	VFMADD231PS 32(DX)(R12*4), Y14, Y8
+	VMOVUPS     64(AX)(R12*4), Y9
+	VMOVUPS     96(AX)(R12*4), Y10
+	VMOVUPS     64(BX)(R12*4), Y11
+	VMOVUPS     96(BX)(R12*4), Y12
+	VMOVUPS     64(DI)(R12*4), Y13
+	VMOVDQU     32(CX)(R12*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y1
+	VFMADD231PS Y11, Y15, Y2
+	VFMADD231PS Y13, Y15, Y3
+	VFMADD231PS 64(R8)(R12*4), Y15, Y4
+	VFMADD231PS 64(R9)(R12*4), Y15, Y5
+	VFMADD231PS 64(R10)(R12*4), Y15, Y6
+	VFMADD231PS 64(R11)(R12*4), Y15, Y7
+	VFMADD231PS 64(DX)(R12*4), Y15, Y8
+	VFMADD231PS Y10, Y14, Y1
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS 96(DI)(R12*4), Y14, Y3
+	VFMADD231PS 96(R8)(R12*4), Y14, Y4
+	VFMADD231PS 96(R9)(R12*4), Y14, Y5
+	VFMADD231PS 96(R10)(R12*4), Y14, Y6
+	VFMADD231PS 96(R11)(R12*4), Y14, Y7
+	VFMADD231PS 96(DX)(R12*4), Y14, Y8
+	ADDQ        $0x20, R12
+	JMP         mvTPBF16_8x1_loop
+
+mvTPBF16_8x1_loop1:
+	CMPQ        R12, SI
+	JGE         mvTPBF16_8x1_done
+	VMOVUPS     (AX)(R12*4), Y9
+	VMOVUPS     32(AX)(R12*4), Y10
+	VMOVUPS     (BX)(R12*4), Y11
+	VMOVUPS     32(BX)(R12*4), Y12
+	VMOVUPS     (DI)(R12*4), Y13
+	VMOVDQU     (CX)(R12*2), Y14
+	VPSLLD      $0x10, Y14, Y15
+	VPAND       Y0, Y14, Y14
+	VFMADD231PS Y9, Y15, Y1
+	VFMADD231PS Y11, Y15, Y2
+	VFMADD231PS Y13, Y15, Y3
+	VFMADD231PS (R8)(R12*4), Y15, Y4
+	VFMADD231PS (R9)(R12*4), Y15, Y5
+	VFMADD231PS (R10)(R12*4), Y15, Y6
+	VFMADD231PS (R11)(R12*4), Y15, Y7
+	VFMADD231PS (DX)(R12*4), Y15, Y8
+	VFMADD231PS Y10, Y14, Y1
+	VFMADD231PS Y12, Y14, Y2
+	VFMADD231PS 32(DI)(R12*4), Y14, Y3
+	VFMADD231PS 32(R8)(R12*4), Y14, Y4
+	VFMADD231PS 32(R9)(R12*4), Y14, Y5
+	VFMADD231PS 32(R10)(R12*4), Y14, Y6
+	VFMADD231PS 32(R11)(R12*4), Y14, Y7
+	VFMADD231PS 32(DX)(R12*4), Y14, Y8
+
+mvTPBF16_8x1_done:
+	MOVQ         ldd+8(FP), AX
+	MOVQ         lds+16(FP), CX
+	SHLQ         $0x02, AX
+	SHLQ         $0x02, CX
+	MOVQ         dst+0(FP), CX
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDPS       X1, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X2, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y3, X0
+	VADDPS       X3, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X4, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y5, X0
+	VADDPS       X5, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X6, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y7, X0
+	VADDPS       X7, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
+	ADDQ         AX, CX
+	VEXTRACTF128 $0x01, Y8, X0
+	VADDPS       X8, X0, X0
+	VHADDPS      X0, X0, X0
+	VHADDPS      X0, X0, X0
+	VMOVSS       X0, (CX)
 	VZEROUPPER
 	RET
 

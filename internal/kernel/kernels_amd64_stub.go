@@ -139,7 +139,8 @@ func mvTF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvTF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRF32_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF32_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -155,9 +156,10 @@ func mvTF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 //
 //go:noescape
-func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF32_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -173,9 +175,10 @@ func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF32_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -191,9 +194,10 @@ func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF32_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -209,9 +213,10 @@ func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF32_1x5 adds 5 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -227,9 +232,10 @@ func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF32_1x6 adds 6 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -245,9 +251,10 @@ func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF32_1x7 adds 7 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -263,9 +270,10 @@ func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF32_1x8 adds 8 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -281,7 +289,7 @@ func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_1x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTF32_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -343,7 +351,8 @@ func mvTF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvTF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRF32_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRF32_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -359,9 +368,10 @@ func mvTF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 //
 //go:noescape
-func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRF32_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -377,9 +387,10 @@ func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRF32_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -395,9 +406,10 @@ func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRF32_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -413,7 +425,7 @@ func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTF32_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -475,7 +487,8 @@ func mvTF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvTF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRF32_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF32_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -491,9 +504,10 @@ func mvTF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 //
 //go:noescape
-func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF32_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -509,9 +523,10 @@ func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF32_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -527,9 +542,10 @@ func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF32_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -545,9 +561,10 @@ func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF32_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -563,9 +580,10 @@ func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF32_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -581,9 +599,10 @@ func mvRF32_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF32_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -599,9 +618,10 @@ func mvRF32_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF32_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -617,7 +637,7 @@ func mvRF32_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTF32_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -649,7 +669,8 @@ func mvTF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvTF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRF32_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF32_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -665,9 +686,10 @@ func mvTF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 //
 //go:noescape
-func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF32_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -683,9 +705,10 @@ func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF32_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -701,9 +724,10 @@ func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF32_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -719,9 +743,10 @@ func mvRF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF32_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -737,9 +762,10 @@ func mvRF32_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF32_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -755,9 +781,10 @@ func mvRF32_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF32_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -773,9 +800,10 @@ func mvRF32_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF32_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF32_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -791,7 +819,7 @@ func mvRF32_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF32_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF32_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTBF16_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -823,7 +851,8 @@ func mvTBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //go:noescape
 func mvTBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRBF16_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRBF16_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -839,7 +868,64 @@ func mvTBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //	}
 //
 //go:noescape
-func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
+
+// mvRBF16_1x2 adds 2 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 2; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
+
+// mvRBF16_1x3 adds 3 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 3; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
+
+// mvRBF16_1x4 adds 4 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
+//
+//	for t := 0; t < 1; t++ {
+//		for j := 0; j < n&^7; j++ {
+//			var s float32
+//			if acc != 0 {
+//				s = dst[t*ldd+j]
+//			}
+//			for i := 0; i < 4; i++ {
+//				s += x[t*ldx+i] * bf16(w[i*ldw+j])
+//			}
+//			dst[t*ldd+j] = s
+//		}
+//	}
+//
+//go:noescape
+func mvRBF16_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTBF16_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -901,7 +987,8 @@ func mvTBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //go:noescape
 func mvTBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRBF16_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRBF16_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -917,9 +1004,10 @@ func mvTBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //	}
 //
 //go:noescape
-func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRBF16_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -935,9 +1023,10 @@ func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRBF16_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -953,9 +1042,10 @@ func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRBF16_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -971,7 +1061,7 @@ func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTBF16_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1033,7 +1123,8 @@ func mvTBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //go:noescape
 func mvTBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRBF16_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRBF16_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1049,9 +1140,10 @@ func mvTBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //	}
 //
 //go:noescape
-func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRBF16_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1067,9 +1159,10 @@ func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRBF16_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1085,9 +1178,10 @@ func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRBF16_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1103,9 +1197,10 @@ func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRBF16_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1121,9 +1216,10 @@ func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRBF16_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1139,9 +1235,10 @@ func mvRBF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRBF16_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1157,9 +1254,10 @@ func mvRBF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRBF16_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1175,7 +1273,7 @@ func mvRBF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTBF16_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1207,7 +1305,8 @@ func mvTBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //go:noescape
 func mvTBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRBF16_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRBF16_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1223,9 +1322,10 @@ func mvTBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //	}
 //
 //go:noescape
-func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRBF16_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1241,9 +1341,10 @@ func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRBF16_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1259,9 +1360,10 @@ func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRBF16_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1277,9 +1379,10 @@ func mvRBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRBF16_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1295,9 +1398,10 @@ func mvRBF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRBF16_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1313,9 +1417,10 @@ func mvRBF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRBF16_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1331,9 +1436,10 @@ func mvRBF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRBF16_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRBF16_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1349,7 +1455,7 @@ func mvRBF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //	}
 //
 //go:noescape
-func mvRBF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRBF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTF16_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1381,7 +1487,8 @@ func mvTF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvTF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRF16_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns:
+// mvRF16_1x1 adds 1 weight row(s) times 1 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1397,7 +1504,7 @@ func mvTF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 //
 //go:noescape
-func mvRF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTF16_2x1 computes 2 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1459,7 +1566,8 @@ func mvTF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvTF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRF16_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRF16_2x1 adds 1 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1475,9 +1583,10 @@ func mvTF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 //
 //go:noescape
-func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRF16_2x2 adds 2 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1493,9 +1602,10 @@ func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRF16_2x3 adds 3 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1511,9 +1621,10 @@ func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns:
+// mvRF16_2x4 adds 4 weight row(s) times 2 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1529,7 +1640,7 @@ func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTF16_3x1 computes 3 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1591,7 +1702,8 @@ func mvTF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvTF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRF16_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF16_3x1 adds 1 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1607,9 +1719,10 @@ func mvTF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 //
 //go:noescape
-func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF16_3x2 adds 2 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1625,9 +1738,10 @@ func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF16_3x3 adds 3 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1643,9 +1757,10 @@ func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF16_3x4 adds 4 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1661,9 +1776,10 @@ func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF16_3x5 adds 5 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1679,9 +1795,10 @@ func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF16_3x6 adds 6 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1697,9 +1814,10 @@ func mvRF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF16_3x7 adds 7 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1715,9 +1833,10 @@ func mvRF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns:
+// mvRF16_3x8 adds 8 weight row(s) times 3 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1733,7 +1852,7 @@ func mvRF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_3x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
 // mvTF16_4x1 computes 4 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
@@ -1765,7 +1884,8 @@ func mvTF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //go:noescape
 func mvTF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 
-// mvRF16_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF16_4x1 adds 1 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1781,9 +1901,10 @@ func mvTF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //	}
 //
 //go:noescape
-func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF16_4x2 adds 2 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1799,9 +1920,10 @@ func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF16_4x3 adds 3 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1817,9 +1939,10 @@ func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF16_4x4 adds 4 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1835,9 +1958,10 @@ func mvRF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF16_4x5 adds 5 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1853,9 +1977,10 @@ func mvRF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF16_4x6 adds 6 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1871,9 +1996,10 @@ func mvRF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF16_4x7 adds 7 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1889,9 +2015,10 @@ func mvRF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 
-// mvRF16_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns:
+// mvRF16_4x8 adds 8 weight row(s) times 4 token(s) to dst over n&^7 columns,
+// prefetching in every row the line pfd bytes ahead:
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
@@ -1907,7 +2034,368 @@ func mvRF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //	}
 //
 //go:noescape
-func mvRF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+func mvRF16_4x8(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
+
+// mvTPBF16_1x1 computes 1 token(s) x 1 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 1; t++ {
+//		for r := 0; r < 1; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_1x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_1x2 computes 1 token(s) x 2 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 1; t++ {
+//		for r := 0; r < 2; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_1x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_1x3 computes 1 token(s) x 3 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 1; t++ {
+//		for r := 0; r < 3; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_1x3(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_1x4 computes 1 token(s) x 4 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 1; t++ {
+//		for r := 0; r < 4; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_1x4(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_2x1 computes 2 token(s) x 1 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 2; t++ {
+//		for r := 0; r < 1; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_2x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_2x2 computes 2 token(s) x 2 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 2; t++ {
+//		for r := 0; r < 2; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_2x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_2x3 computes 2 token(s) x 3 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 2; t++ {
+//		for r := 0; r < 3; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_2x3(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_2x4 computes 2 token(s) x 4 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 2; t++ {
+//		for r := 0; r < 4; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_2x4(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_3x1 computes 3 token(s) x 1 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 3; t++ {
+//		for r := 0; r < 1; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_3x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_3x2 computes 3 token(s) x 2 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 3; t++ {
+//		for r := 0; r < 2; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_3x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_3x3 computes 3 token(s) x 3 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 3; t++ {
+//		for r := 0; r < 3; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_3x3(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_4x1 computes 4 token(s) x 1 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 4; t++ {
+//		for r := 0; r < 1; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_4x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_4x2 computes 4 token(s) x 2 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 4; t++ {
+//		for r := 0; r < 2; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_4x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_5x1 computes 5 token(s) x 1 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 5; t++ {
+//		for r := 0; r < 1; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_5x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_5x2 computes 5 token(s) x 2 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 5; t++ {
+//		for r := 0; r < 2; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_5x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_6x1 computes 6 token(s) x 1 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 6; t++ {
+//		for r := 0; r < 1; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_6x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_6x2 computes 6 token(s) x 2 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 6; t++ {
+//		for r := 0; r < 2; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_6x2(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_7x1 computes 7 token(s) x 1 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 7; t++ {
+//		for r := 0; r < 1; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_7x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
+
+// mvTPBF16_8x1 computes 8 token(s) x 1 bf16 weight row(s) of dst = x·wᵀ over k&^15
+// columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,
+// the line pfd bytes ahead:
+//
+//	for t := 0; t < 8; t++ {
+//		for r := 0; r < 1; r++ {
+//			var s float32
+//			for c := 0; c < k&^15; c += 16 {
+//				for j := 0; j < 8; j++ {
+//					s += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])
+//				}
+//			}
+//			dst[t*ldd+r*lds] = s
+//		}
+//	}
+//
+//go:noescape
+func mvTPBF16_8x1(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
 
 // packTF32 transposes and widens 16 weight rows × kc&^7 columns into a panel:
 //

@@ -14,9 +14,14 @@ import (
 type (
 	// mvTFunc: dst[t*ldd+r] = Σ_{i < k&^7} x[t*ldx+i]·w[r*ldw+i] for a fixed T×R block.
 	mvTFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
+	// mvTPFunc: dst[t*ldd+r*lds] = Σ_{i < k&^15} xp[t*ldx+i]·w[r*ldw+π(i)] for a fixed
+	// T×R block of bf16 rows, xp pair-permuted (permutePairs, π its column order);
+	// each row prefetches its line pfd bytes ahead (a hint).
+	mvTPFunc func(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)
 	// mvRFunc: dst[t*ldd+j] = (acc ? dst[t*ldd+j] : 0) + Σ_{i < kr} x[t*ldx+i]·w[i*ldw+j]
-	// for j < n&^7 and a fixed T and kr.
-	mvRFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)
+	// for j < n&^7 and a fixed T and kr; each row prefetches its line pfd bytes ahead
+	// (a hint).
+	mvRFunc func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)
 	// gemmFunc: the mr×16 micro-kernel over packed panels a [kc][6] and b [kc][16];
 	// it prefetches min(pfn, kc/4) lines at pf, pf+pfs, … (a hint with no effect on
 	// the result).
@@ -40,6 +45,7 @@ type (
 type kernels struct {
 	name string
 	mvT  [3][5][]mvTFunc // [dtype][T][R-1]
+	mvTP [9][]mvTPFunc   // bf16 x·wᵀ over pair-permuted x: [T][R-1]
 	mvR  [3][5][]mvRFunc // [dtype][T][kr-1]
 	gemm [7]gemmFunc     // [mr], mr in 1..6
 	// gemmCol loops gemm[6] over a column of activation panels
@@ -71,8 +77,9 @@ var simd *kernels
 // mvTRows and mvRRows are the largest blocks of the decode kernels per T (they
 // match the generator: accumulators and operands must fit in 16 YMM registers).
 var (
-	mvTRows = [5]int{0, 2, 4, 4, 2}
-	mvRRows = [3][5]int{{0, 8, 4, 8, 8}, {0, 1, 4, 8, 8}, {0, 1, 4, 8, 8}} // [dtype][T]
+	mvTRows  = [5]int{0, 2, 4, 4, 2}
+	mvRRows  = [3][5]int{{0, 8, 4, 8, 8}, {0, 4, 4, 8, 8}, {0, 1, 4, 8, 8}} // [dtype][T]
+	mvTPRows = [9]int{0, 4, 4, 3, 2, 2, 2, 1, 1}
 )
 
 func dtIndex(dt tensor.DType) int {
@@ -112,8 +119,44 @@ func mvTGo(d, T, R int) mvTFunc {
 	}
 }
 
+// mvTPGo is the twin of the bf16 pair kernels: x is pair-permuted, so within each
+// 16-column chunk x[c+j] multiplies column c+2j and x[c+8+j] column c+2j+1.
+func mvTPGo(T, R int) mvTPFunc {
+	return func(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int) {
+		for t := 0; t < T; t++ {
+			for r := 0; r < R; r++ {
+				var s float32
+				for c := 0; c < k&^15; c += 16 {
+					for j := 0; j < 8; j++ {
+						s += *f32At(x, t*ldx+c+j)*widenOne(1, w, r*ldw+c+2*j) + *f32At(x, t*ldx+c+8+j)*widenOne(1, w, r*ldw+c+2*j+1)
+					}
+				}
+				*f32At(dst, t*ldd+r*lds) = s
+			}
+		}
+	}
+}
+
+// permutePairs writes x [T, K] into dst [T, K] in the column order of the bf16 pair
+// kernels: every whole 16-column chunk as its 8 even columns, then its 8 odd ones
+// (a bf16 pair loaded as one 32-bit lane widens to the even column by a shift and to
+// the odd one by a mask). The last K%16 columns are copied unchanged.
+func permutePairs(dst, x []float32, T, K int) {
+	k16 := K &^ 15
+	for t := 0; t < T; t++ {
+		xr, dr := x[t*K:(t+1)*K], dst[t*K:(t+1)*K]
+		for c := 0; c < k16; c += 16 {
+			xc, dc := xr[c:c+16], dr[c:c+16]
+			for j := 0; j < 8; j++ {
+				dc[j], dc[8+j] = xc[2*j], xc[2*j+1]
+			}
+		}
+		copy(dr[k16:], xr[k16:])
+	}
+}
+
 func mvRGo(d, T, kr int) mvRFunc {
-	return func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int) {
+	return func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int) {
 		for t := 0; t < T; t++ {
 			for j := 0; j < n&^7; j++ {
 				var s float32
@@ -202,6 +245,11 @@ func goKernels() *kernels {
 			}
 		}
 		k.packT[d], k.packNRows[d] = packTGo(d), packNRowsGo(d)
+	}
+	for T := 1; T < len(mvTPRows); T++ {
+		for r := 1; r <= mvTPRows[T]; r++ {
+			k.mvTP[T] = append(k.mvTP[T], mvTPGo(T, r))
+		}
 	}
 	for mr := 1; mr <= 6; mr++ {
 		k.gemm[mr] = gemmGo(mr)

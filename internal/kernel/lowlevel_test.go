@@ -63,6 +63,56 @@ func TestLowLevelMvT(t *testing.T) {
 	}
 }
 
+func TestLowLevelMvTP(t *testing.T) {
+	a, g := needSIMD(t), goKernels()
+	for T := 1; T < len(mvTPRows); T++ {
+		for R := 1; R <= mvTPRows[T]; R++ {
+			for _, k := range []int{0, 15, 16, 40, 4096 + 16, 4096 + 47} {
+				for _, poison := range []bool{false, true} {
+					// Rows 2k+5 apart (as from separate streams), dst rows 3 apart.
+					ldx, ldw, ldd, lds := k+3, 2*k+5, 3*R+7, 3
+					x := randF32(newRand(uint64(k)), T*ldx)
+					w := rawWeights(uint64(T*R+k), 1, R*ldw+1, poison)
+					got, check := guarded(t, T*ldd)
+					want := make([]float32, T*ldd)
+					copy(want, got)
+					// The prefetch hint points past the weights (any address is harmless).
+					pfd := 2 * len(w)
+					a.mvTP[T][R-1](&got[0], ldd, lds, &x[0], ldx, &w[0], ldw, k, pfd)
+					g.mvTP[T][R-1](&want[0], ldd, lds, &x[0], ldx, &w[0], ldw, k, pfd)
+					check()
+					compareF32(t, fmt.Sprintf("mvTP T=%d R=%d k=%d", T, R, k), got, want,
+						func(int) float64 { return 2 * float64(k+1) * 0x1p-24 * float64(k) })
+				}
+			}
+		}
+	}
+}
+
+func TestPermutePairs(t *testing.T) {
+	for _, K := range []int{1, 15, 16, 37, 64} {
+		const T = 3
+		x := randF32(newRand(uint64(K)), T*K)
+		got := make([]float32, T*K)
+		permutePairs(got, x, T, K)
+		for tt := 0; tt < T; tt++ {
+			for c := 0; c < K; c++ {
+				src := c // where column c of the permuted row comes from
+				if c < K&^15 {
+					if j := c % 16; j < 8 {
+						src = c - j + 2*j
+					} else {
+						src = c - j + 2*(j-8) + 1
+					}
+				}
+				if got[tt*K+c] != x[tt*K+src] {
+					t.Fatalf("K=%d: permuted [%d,%d] = %v, want x[%d,%d] = %v", K, tt, c, got[tt*K+c], tt, src, x[tt*K+src])
+				}
+			}
+		}
+	}
+}
+
 func TestLowLevelMvR(t *testing.T) {
 	a, g := needSIMD(t), goKernels()
 	for d := 0; d < 3; d++ {
@@ -77,8 +127,9 @@ func TestLowLevelMvR(t *testing.T) {
 						init := randF32(newRand(9), T*ldd+1)
 						copy(got, init)
 						want := append([]float32(nil), init...)
-						a.mvR[d][T][kr-1](&got[0], ldd, &x[0], ldx, &w[0], ldw, n, acc)
-						g.mvR[d][T][kr-1](&want[0], ldd, &x[0], ldx, &w[0], ldw, n, acc)
+						pfd := 2 * kr * ldw * dtypeList[d].Size()
+						a.mvR[d][T][kr-1](&got[0], ldd, &x[0], ldx, &w[0], ldw, n, acc, pfd)
+						g.mvR[d][T][kr-1](&want[0], ldd, &x[0], ldx, &w[0], ldw, n, acc, pfd)
 						check()
 						compareF32(t, fmt.Sprintf("mvR d=%d T=%d kr=%d n=%d acc=%d", d, T, kr, n, acc), got, want,
 							func(i int) float64 { return 2*float64(kr+2)*0x1p-24*(float64(kr)+math.Abs(float64(init[i]))) + 0x1p-23 })

@@ -132,6 +132,10 @@ type mmTask struct {
 
 	rowPieces int // x·wᵀ decode: row pieces claimed by the workers
 
+	// xp is x [T, K] pair-permuted for the bf16 x·wᵀ decode kernels (permutePairs),
+	// nil when they do not run; xpBuf is its storage, kept across calls.
+	xp, xpBuf []float32
+
 	fnGeneric, fnMatvec, fnMatvecRows, fnATB, fnMatvecPiece func(lo, hi int)
 }
 
@@ -150,7 +154,7 @@ func getTask(dst, x []float32, T int, w Mat, N, K int, trans, acc bool) *mmTask 
 }
 
 func putTask(t *mmTask) {
-	t.dst, t.x, t.w, t.k, t.atbA, t.atbB = nil, nil, Mat{}, nil, nil, nil
+	t.dst, t.x, t.w, t.k, t.atbA, t.atbB, t.xp = nil, nil, Mat{}, nil, nil, nil, nil
 	t.g = gemmOp{}
 	taskPool.put(t)
 }
@@ -169,6 +173,7 @@ func (t *mmTask) run(p *parallel.Pool) {
 		p.For(t.workers, 1, t.fnMatvecRows)
 		t.reduceRows(0, t.T)
 	case t.T <= matvecMaxT && t.trans:
+		t.preparePairs()
 		// batchPieces pieces of rows per worker, claimed dynamically (see MatMulBatch).
 		t.rowPieces = 1
 		if W := p.Workers(); W > 1 {
@@ -210,12 +215,58 @@ func pieceBound(i, pieces, n, align int) int {
 	return n * i / pieces &^ (align - 1)
 }
 
+// Streams of the decode paths. A core reads several sequential streams through
+// memory faster than one (measured on the BENCH experts, one thread: ~13 GB/s for
+// 4 streams against ~8 for rows read one after another, beside ~15 for a plain
+// read of two far-apart streams), so the single-group decode kernels take one row
+// from each of several equal parts of their row range at a time.
+const (
+	mvTPAhead   = 2 // rows ahead, in its stream, that each x·wᵀ row prefetches
+	mvRStreams  = 4 // streams of the x·w decode path (at most mvRRows of every T <= 4)
+	mvRAheadRow = 2 // rows ahead, in its stream, that each x·w row prefetches
+)
+
+// mvTPGroup is the token group of the bf16 pair kernels for the tokens [t0, T):
+// up to 8 tokens run in one group, which reads the weights once as streams
+// (measured on the BENCH experts at T=6 and 8: ~25% faster than two groups
+// sweeping cached blocks, though the kernels for 6-8 tokens are ~10% slower on
+// cached data than 4×2); more are split into groups of 3 or 4, as equal as
+// possible (9 = 3+3+3, 16 = 4·4), which sweep cached blocks.
+func mvTPGroup(t0, T int) int {
+	if T < len(mvTPRows) {
+		return T - t0
+	}
+	groups := (T + 3) / 4
+	i := (t0*groups + T - 1) / T // the group that starts at t0
+	return (i+1)*T/groups - i*T/groups
+}
+
+// preparePairs sets t.xp for an x·wᵀ decode product over bf16 weights (the pair
+// kernels), nil otherwise.
+func (t *mmTask) preparePairs() {
+	t.xp = nil
+	if t.w.DType != tensor.BF16 || t.k.mvTP[1] == nil || t.K < 16 {
+		return
+	}
+	t.xpBuf = growT(t.xpBuf, t.T*t.K)
+	t.xp = t.xpBuf
+	permutePairs(t.xp, t.x, t.T, t.K)
+}
+
 // matvec runs the decode kernels on output columns [lo, hi).
 func (t *mmTask) matvec(lo, hi int) {
+	if !t.trans {
+		t.matvecN(t.dst, t.acc, 0, t.K, lo, hi)
+		return
+	}
 	d, es := dtIndex(t.w.DType), t.w.DType.Size()
 	T, N, K := t.T, t.N, t.K
 	dst, x, w := t.dst, t.x, t.w
-	if t.trans {
+	kk := K &^ 7 // columns the kernels take
+	if t.xp != nil {
+		kk = K &^ 15
+		t.matvecPairs(lo, hi)
+	} else {
 		rb := mvRowBlock
 		if T > 4 {
 			rb = min(rb, max(4, mvTBlockBytes/(K*es)&^3))
@@ -230,26 +281,68 @@ func (t *mmTask) matvec(lo, hi int) {
 				}
 			}
 		}
-		if k8 := K &^ 7; k8 < K { // the last K%8 columns
-			v := viewOf(w)
-			for t := 0; t < T; t++ {
-				xr := x[t*K+k8 : t*K+K]
-				for n := lo; n < hi; n++ {
-					s := dst[t*N+n]
-					for i, a := range xr {
-						s += a * v.at(n*K+k8+i)
-					}
-					dst[t*N+n] = s
+	}
+	if kk < K { // the columns past the kernels'
+		v := viewOf(w)
+		for t := 0; t < T; t++ {
+			xr := x[t*K+kk : t*K+K]
+			for n := lo; n < hi; n++ {
+				s := dst[t*N+n]
+				for i, a := range xr {
+					s += a * v.at(n*K+kk+i)
 				}
+				dst[t*N+n] = s
 			}
+		}
+	}
+}
+
+// matvecPairs runs the bf16 pair kernels on rows [lo, hi) over the first K&^15
+// columns.
+func (t *mmTask) matvecPairs(lo, hi int) {
+	const es = 2
+	T, N, K := t.T, t.N, t.K
+	dst, xp, w := t.dst, t.xp, t.w.Data
+	if T < len(mvTPRows) {
+		// One token group: each call takes one row from each of R streams (R
+		// equal contiguous parts of [lo, hi)); every row prefetches its line
+		// mvTPAhead rows further down its stream.
+		ks := t.k.mvTP[T]
+		R := len(ks)
+		L := (hi - lo) / R
+		pfd := mvTPAhead * K * es
+		for n := lo; n < lo+L; n++ {
+			ks[R-1](&dst[n], N, L, &xp[0], K, &w[n*K*es], L*K, K, pfd)
+		}
+		for n := lo + R*L; n < hi; n++ {
+			ks[0](&dst[n], N, 1, &xp[0], K, &w[n*K*es], K, K, pfd)
 		}
 		return
 	}
-	t.matvecN(t.dst, t.acc, 0, K, lo, hi)
+	// Several token groups: blocks of rb rows stay in cache while every group
+	// sweeps them; the first group prefetches the next block (measured on the LM
+	// head at T=16: cutting the range into streams as above does not help there).
+	rb := min(mvRowBlock, max(4, mvTBlockBytes/(K*es)&^3))
+	for n0 := lo; n0 < hi; n0 += rb {
+		n1 := min(n0+rb, hi)
+		for t0, g := 0, 0; t0 < T; t0 += g {
+			g = mvTPGroup(t0, T)
+			ks := t.k.mvTP[g]
+			pfd := 0 // later groups: their own lines, in cache (a harmless hint)
+			if t0 == 0 {
+				pfd = rb * K * es
+			}
+			for n := n0; n < n1; n += len(ks) {
+				r := min(len(ks), n1-n)
+				ks[r-1](&dst[t0*N+n], N, 1, &xp[t0*K], K, &w[n*K*es], K, K, pfd)
+			}
+		}
+	}
 }
 
 // matvecN adds x·w over weight rows [k0, k1) into columns [lo, hi) of out [T, N]
-// (overwriting them first unless acc): it streams blocks of mvKBlock weight rows
+// (overwriting them first unless acc): bf16 weights for up to 4 tokens are read
+// as mvRStreams streams; otherwise it streams blocks of mvKBlock weight rows
 // (contiguous within each row's strip) and every token group adds their
 // contribution to its strip of out.
 func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
@@ -257,18 +350,54 @@ func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
 	T, N, K := t.T, t.N, t.K
 	x, w := t.x, t.w
 	n8 := lo + (hi-lo)&^7 // end of the whole 8-column vectors
+	kc, accC := k0, acc   // where the passes over consecutive rows start
+	if n8 > lo && T <= 4 && t.w.DType == tensor.BF16 {
+		// One token group: every pass takes one row from each of mvRStreams
+		// streams (equal contiguous parts of [k0, k1)), their x gathered into xs;
+		// every row prefetches its line mvRAheadRow rows further down its stream.
+		// The last (k1-k0)%mvRStreams rows take the passes below.
+		const S = mvRStreams
+		ks := t.k.mvR[d][T]
+		if L := (k1 - k0) / S; L > 0 {
+			// xs [T][S] comes from a free list: a local array would escape
+			// through the kernel call by func value.
+			xs := streamX.get()
+			defer streamX.put(xs)
+			pfd := mvRAheadRow * N * es
+			for j := 0; j < L; j++ {
+				for tt := 0; tt < T; tt++ {
+					for s := 0; s < S; s++ {
+						xs[tt*S+s] = x[tt*K+k0+s*L+j]
+					}
+				}
+				a := 1
+				if j == 0 && !acc {
+					a = 0
+				}
+				ks[S-1](&out[lo], N, &xs[0], S, &w.Data[((k0+j)*N+lo)*es], L*N, n8-lo, a, pfd)
+			}
+			kc, accC = k0+S*L, true
+		}
+	}
 	if n8 > lo {
-		for b0 := k0; b0 < k1; b0 += mvKBlock {
+		for b0 := kc; b0 < k1; b0 += mvKBlock {
 			b1 := min(b0+mvKBlock, k1)
 			for t0 := 0; t0 < T; t0 += 4 {
 				ks := t.k.mvR[d][min(4, T-t0)]
+				if T == 1 && es == 2 {
+					// A single token over 16-bit weights takes one row per pass:
+					// the weights are then read strictly in order, which the
+					// hardware prefetchers stream best.
+					ks = ks[:1]
+				}
 				for k := b0; k < b1; {
 					kr := min(len(ks), b1-k)
 					a := 1
-					if k == k0 && !acc {
+					if k == kc && !accC {
 						a = 0
 					}
-					ks[kr-1](&out[t0*N+lo], N, &x[t0*K+k], K, &w.Data[(k*N+lo)*es], N, n8-lo, a)
+					// Prefetch the rows two passes ahead.
+					ks[kr-1](&out[t0*N+lo], N, &x[t0*K+k], K, &w.Data[(k*N+lo)*es], N, n8-lo, a, 2*kr*N*es)
 					k += kr
 				}
 			}
@@ -281,6 +410,9 @@ func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
 		matMulNGeneric(out, x, T, w, n8, hi, acc)
 	}
 }
+
+// streamX holds the activations of one pass of the streamed x·w decode path.
+var streamX = freeList[[4 * 8]float32]{new: func() *[4 * 8]float32 { return new([4 * 8]float32) }}
 
 // matvecRows is the x·w decode path split over weight rows rather than columns:
 // worker slot s streams a contiguous band of rows (whole rows, one sequential read)

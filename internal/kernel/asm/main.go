@@ -35,6 +35,11 @@ func main() {
 			}
 		}
 	}
+	for t := 1; t < len(mvTPRows); t++ {
+		for r := 1; r <= mvTPRows[t]; r++ {
+			genMvTP(t, r)
+		}
+	}
 	genGemmAll()
 	genAdamW()
 	Generate()
@@ -781,12 +786,13 @@ func wExpr(dt dtype) string {
 // mvRRows is the number of weight rows the row-streaming MatMulN decode kernel
 // combines per pass, per dtype (F32, BF16, F16) and T tokens (the T·rows
 // broadcasts of x stay in registers when they fit; beyond, they are reloaded from
-// memory, which is cheap). A single token over 16-bit weights takes one row per
+// memory, which is cheap). A single token over f16 weights takes one row per
 // pass: the weights are then read strictly in order, which the hardware
-// prefetchers stream best (measured: ~0.65 of a plain read against ~0.55 for 8
-// interleaved rows); f32 rows are twice as long per dst element, and one row per
-// pass would spend the time on dst loads and stores, so f32 keeps 8.
-var mvRRows = [3][5]int{{0, 8, 4, 8, 8}, {0, 1, 4, 8, 8}, {0, 1, 4, 8, 8}}
+// prefetchers stream better than 8 adjacent rows (measured: ~0.65 of a plain read
+// against ~0.55); bf16 takes one row per pass too, or 4 rows from 4 far-apart
+// streams (matvecN), faster still; f32 rows are twice as long per dst element,
+// and one row per pass would spend the time on dst loads and stores, so f32 keeps 8.
+var mvRRows = [3][5]int{{0, 8, 4, 8, 8}, {0, 4, 4, 8, 8}, {0, 1, 4, 8, 8}}
 
 func dtIndex(dt dtype) int {
 	switch dt.name {
@@ -797,10 +803,6 @@ func dtIndex(dt dtype) int {
 	}
 	return 0
 }
-
-// mvRPrefetch is how many passes ahead the row-streaming kernel prefetches: the
-// rows of the call after next, so that a DRAM access has a whole call to land.
-const mvRPrefetch = 2
 
 // rowMem addresses row i of a matrix whose rows are ld bytes apart, given base
 // registers for rows 0, 3, 6, … (three rows per base, through the index scale).
@@ -824,17 +826,18 @@ func rowBases(p, ld Register, rows int) []Register {
 	return b
 }
 
-// genMvR emits the row-streaming x·w decode kernel: kr consecutive weight rows are
-// read contiguously across n columns and their contributions added to dst, which
-// stays in L1 (its row strip) across calls; the rows mvRPrefetch calls ahead are
-// prefetched. Columns go 16 at a time, the T×16 block of dst in registers across
+// genMvR emits the row-streaming x·w decode kernel: kr weight rows (ldw bytes
+// apart: consecutive rows, or one from each of kr streams) are read contiguously
+// across n columns and their contributions added to dst, which stays in L1 (its
+// row strip) across calls; every row prefetches its line pfd bytes ahead. Columns go 16 at a time, the T×16 block of dst in registers across
 // the kr rows; bf16 is widened by interleaving with zeros (VPUNPCKLWD/HWD: columns
 // 0-3,8-11 and 4-7,12-15), so dst is permuted to that order on load and back on
 // store (VPERM2F128), f16 by VCVTPH2PS, f32 not at all (FMA from memory).
 func genMvR(dt dtype, T, kr int) {
 	name := fmt.Sprintf("mvR%s_%dx%d", dt.name, T, kr)
-	text(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int)")
-	Doc(fmt.Sprintf("%s adds %d weight row(s) times %d token(s) to dst over n&^7 columns:", name, kr, T),
+	text(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)")
+	Doc(fmt.Sprintf("%s adds %d weight row(s) times %d token(s) to dst over n&^7 columns,", name, kr, T),
+		"prefetching in every row the line pfd bytes ahead:",
 		"",
 		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", T),
 		"\t\tfor j := 0; j < n&^7; j++ {",
@@ -878,8 +881,7 @@ func genMvR(dt dtype, T, kr int) {
 	} else {
 		SHLQ(U8(1), ldw)
 	}
-	pf := GP64()
-	IMUL3Q(U32(mvRPrefetch*kr), ldw, pf)
+	pf := Load(Param("pfd"), GP64())
 	ADDQ(w, pf)
 	wb := rowBases(w, ldw, kr)
 	dp := loadPtr("dst")
@@ -1059,3 +1061,194 @@ func genMvR(dt dtype, T, kr int) {
 
 // pfBlocks is how many row blocks ahead the MatMulT decode kernels prefetch.
 const pfBlocks = 1
+
+// ---------------------------------------------------------------- matvec, x·wᵀ over pair-permuted x
+
+// mvTPRows is the number of weight rows a bf16 pair kernel handles at once for T
+// tokens (index T).
+var mvTPRows = [9]int{0, 4, 4, 3, 2, 2, 2, 1, 1}
+
+// genMvTP emits the bf16 x·wᵀ decode kernel over pair-permuted activations: 16
+// weights (32 bytes, 8 pairs of adjacent columns) are loaded once, the even
+// columns widened by a 16-bit left shift of each pair and the odd ones by masking
+// off its low half, with no shuffle. The caller permutes x to match (every
+// 16-column chunk as its 8 even columns, then its 8 odd ones; see permutePairs):
+// the order of the terms of a dot product is free. The R rows may lie anywhere
+// (row stride ldw, dst stride lds), so that they can come from R separate
+// streams through memory; each row prefetches its own line pfd bytes ahead.
+func genMvTP(T, R int) {
+	name := fmt.Sprintf("mvTPBF16_%dx%d", T, R)
+	text(name, NOSPLIT, "func(dst *float32, ldd int, lds int, x *float32, ldx int, w *byte, ldw int, k int, pfd int)")
+	Doc(fmt.Sprintf("%s computes %d token(s) x %d bf16 weight row(s) of dst = x·wᵀ over k&^15", name, T, R),
+		"columns, x pair-permuted (permutePairs); every 32 columns it prefetches, in each row,",
+		"the line pfd bytes ahead:",
+		"",
+		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", T),
+		fmt.Sprintf("\t\tfor r := 0; r < %d; r++ {", R),
+		"\t\t\tvar s float32",
+		"\t\t\tfor c := 0; c < k&^15; c += 16 {",
+		"\t\t\t\tfor j := 0; j < 8; j++ {",
+		"\t\t\t\t\ts += x[t*ldx+c+j]*bf16(w[r*ldw+c+2*j]) + x[t*ldx+c+8+j]*bf16(w[r*ldw+c+2*j+1])",
+		"\t\t\t\t}",
+		"\t\t\t}",
+		"\t\t\tdst[t*ldd+r*lds] = s",
+		"\t\t}",
+		"\t}")
+	x, w := loadPtr("x"), loadPtr("w")
+	ldx, ldw := Load(Param("ldx"), GP64()), Load(Param("ldw"), GP64())
+	k := Load(Param("k"), GP64())
+	ANDQ(I32(-16), k)
+	SHLQ(U8(2), ldx)
+	SHLQ(U8(1), ldw)
+	xs := make([]Register, T)
+	xs[0] = x
+	for t := 1; t < T; t++ {
+		xs[t] = GP64()
+		LEAQ(Mem{Base: xs[t-1], Index: ldx, Scale: 1}, xs[t])
+	}
+	ws := make([]Register, R)
+	ws[0] = w
+	for r := 1; r < R; r++ {
+		ws[r] = GP64()
+		LEAQ(Mem{Base: ws[r-1], Index: ldw, Scale: 1}, ws[r])
+	}
+	// Registers: the mask, a loaded and a widened weight vector, R·T accumulators
+	// (A sets of them while that leaves room for the activations of every token,
+	// so that short FMA chains do not bound the loop), then as many of the 2T
+	// activation vectors of a step as fit; the others are FMA memory operands.
+	A := 1
+	for A < 2 && 2*A*R*T+2*T+3 <= 16 {
+		A *= 2
+	}
+	nx := min(2*T, 16-3-A*R*T)
+	mask := YMM()
+	VBROADCASTSS(vconst("bf16_odd", 0xFFFF0000), mask)
+	accs := make([][][]VecVirtual, A)
+	for a := range accs {
+		accs[a] = make([][]VecVirtual, R)
+		for r := range accs[a] {
+			accs[a][r] = make([]VecVirtual, T)
+			for t := range accs[a][r] {
+				accs[a][r][t] = YMM()
+				VXORPS(accs[a][r][t], accs[a][r][t], accs[a][r][t])
+			}
+		}
+	}
+	i := GP64()
+	XORQ(i, i)
+	kU := GP64()
+	MOVQ(k, kU)
+	ANDQ(I32(-32), kU)
+	// step handles 16 columns at i+16u: half h = 0 the even columns, 1 the odd.
+	step := func(u int) {
+		xm := func(t, h int) Mem { return Mem{Base: xs[t], Index: i, Scale: 4, Disp: 64*u + 32*h} }
+		wm := func(r int) Mem { return Mem{Base: ws[r], Index: i, Scale: 2, Disp: 32 * u} }
+		xr := map[[2]int]VecVirtual{}
+		for j := 0; j < nx; j++ {
+			t, h := j/2, j%2
+			v := YMM()
+			VMOVUPS(xm(t, h), v)
+			xr[[2]int{t, h}] = v
+		}
+		for r := 0; r < R; r++ {
+			raw, ev := YMM(), YMM()
+			VMOVDQU(wm(r), raw)
+			VPSLLD(U8(16), raw, ev)
+			VPAND(mask, raw, raw)
+			for h, wv := range [2]VecVirtual{ev, raw} {
+				acc := accs[(2*u+h)%A]
+				for t := 0; t < T; t++ {
+					if v, ok := xr[[2]int{t, h}]; ok {
+						VFMADD231PS(v, wv, acc[r][t])
+					} else {
+						VFMADD231PS(xm(t, h), wv, acc[r][t])
+					}
+				}
+			}
+		}
+	}
+	// pf runs pfd bytes ahead of the column position (2i bytes) in every row.
+	pf := Load(Param("pfd"), GP64())
+	loop, loop1, done := name+"_loop", name+"_loop1", name+"_done"
+	Label(loop)
+	CMPQ(i, kU)
+	JGE(LabelRef(loop1))
+	for r := 0; r < R; r++ {
+		// A single token streams each row once: non-temporal. Several tokens take
+		// a row's lines several times over (the token groups of a row block):
+		// into L1 and L2.
+		m := Mem{Base: ws[r], Index: pf, Scale: 1}
+		if T > 1 {
+			PREFETCHT0(m)
+		} else {
+			PREFETCHNTA(m)
+		}
+	}
+	ADDQ(U8(64), pf)
+	step(0)
+	step(1)
+	ADDQ(U8(32), i)
+	JMP(LabelRef(loop))
+	Label(loop1)
+	CMPQ(i, k)
+	JGE(LabelRef(done))
+	step(0)
+	Label(done)
+	acc := accs[0]
+	for a := 1; a < A; a++ {
+		for r := 0; r < R; r++ {
+			for t := 0; t < T; t++ {
+				VADDPS(accs[a][r][t], acc[r][t], acc[r][t])
+			}
+		}
+	}
+	// dst of row r: rd[r] = dst + r·lds floats, advanced by ldd floats per token.
+	ldd, lds := Load(Param("ldd"), GP64()), Load(Param("lds"), GP64())
+	SHLQ(U8(2), ldd)
+	SHLQ(U8(2), lds)
+	rd := []Register{loadPtr("dst")}
+	for r := 1; r < R; r++ {
+		rd = append(rd, GP64())
+		LEAQ(Mem{Base: rd[r-1], Index: lds, Scale: 1}, rd[r])
+	}
+	for t := 0; t < T; t++ {
+		row := make([]VecVirtual, R)
+		for r := range row {
+			row[r] = acc[r][t]
+		}
+		hsumRows(row, rd)
+		if t+1 < T {
+			for _, p := range rd {
+				ADDQ(ldd, p)
+			}
+		}
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// hsumRows reduces each of up to 4 accumulators to the float32 sum of its 8 lanes
+// and stores sum r at (rd[r]): horizontal adds of pairs of accumulators, then of
+// those, so that the reductions share instructions.
+func hsumRows(acc []VecVirtual, rd []Register) {
+	if len(acc) == 1 {
+		hsumStore(acc[0], Mem{Base: rd[0]})
+		return
+	}
+	h := YMM()
+	VHADDPS(acc[1], acc[0], h) // [a0 01, a0 23, a1 01, a1 23 | the same of columns 4-7]
+	if len(acc) > 2 {
+		h2 := YMM()
+		VHADDPS(acc[len(acc)-1], acc[2], h2)
+		VHADDPS(h2, h, h) // [a0 0-3, a1 0-3, a2 0-3, a3 0-3 | columns 4-7]
+	} else {
+		VHADDPS(h, h, h)
+	}
+	x := XMM()
+	VEXTRACTF128(U8(1), h, x)
+	VADDPS(h.AsX(), x, x)
+	VMOVSS(x, Mem{Base: rd[0]})
+	for r := 1; r < len(acc); r++ {
+		VEXTRACTPS(U8(r), x, Mem{Base: rd[r]})
+	}
+}
