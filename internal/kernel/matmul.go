@@ -222,7 +222,7 @@ func pieceBound(i, pieces, n, align int) int {
 // from each of several equal parts of their row range at a time.
 const (
 	mvTPAhead   = 2 // rows ahead, in its stream, that each x·wᵀ row prefetches
-	mvRStreams  = 4 // streams of the x·w decode path (at most mvRRows of every T <= 4)
+	mvRStreams  = 4 // streams of the x·w decode path (at most the bf16 mvRRows of every T <= 4)
 	mvRAheadRow = 2 // rows ahead, in its stream, that each x·w row prefetches
 )
 
@@ -341,7 +341,7 @@ func (t *mmTask) matvecPairs(lo, hi int) {
 }
 
 // matvecN adds x·w over weight rows [k0, k1) into columns [lo, hi) of out [T, N]
-// (overwriting them first unless acc): bf16 weights for up to 4 tokens are read
+// (overwriting them first unless acc): bf16 weights for up to 8 tokens are read
 // as mvRStreams streams; otherwise it streams blocks of mvKBlock weight rows
 // (contiguous within each row's strip) and every token group adds their
 // contribution to its strip of out.
@@ -351,19 +351,23 @@ func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
 	x, w := t.x, t.w
 	n8 := lo + (hi-lo)&^7 // end of the whole 8-column vectors
 	kc, accC := k0, acc   // where the passes over consecutive rows start
-	if n8 > lo && T <= 4 && t.w.DType == tensor.BF16 {
-		// One token group: every pass takes one row from each of mvRStreams
-		// streams (equal contiguous parts of [k0, k1)), their x gathered into xs;
-		// every row prefetches its line mvRAheadRow rows further down its stream.
-		// The last (k1-k0)%mvRStreams rows take the passes below.
+	if n8 > lo && T <= 2*4 && t.w.DType == tensor.BF16 {
+		// Every pass takes one row from each of mvRStreams streams (equal
+		// contiguous parts of [k0, k1)), for one or two token groups (the second
+		// rereads the rows from L1), their x gathered into xs; every row
+		// prefetches its line mvRAheadRow rows further down its stream. The last
+		// (k1-k0)%mvRStreams rows take the passes below.
 		const S = mvRStreams
-		ks := t.k.mvR[d][T]
 		if L := (k1 - k0) / S; L > 0 {
 			// xs [T][S] comes from a free list: a local array would escape
 			// through the kernel call by func value.
 			xs := streamX.get()
 			defer streamX.put(xs)
 			pfd := mvRAheadRow * N * es
+			g0 := (T + 1) / 2 // tokens of the first group when there are two
+			if T <= 4 {
+				g0 = T
+			}
 			for j := 0; j < L; j++ {
 				for tt := 0; tt < T; tt++ {
 					for s := 0; s < S; s++ {
@@ -374,7 +378,10 @@ func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
 				if j == 0 && !acc {
 					a = 0
 				}
-				ks[S-1](&out[lo], N, &xs[0], S, &w.Data[((k0+j)*N+lo)*es], L*N, n8-lo, a, pfd)
+				for t0, g := 0, g0; t0 < T; t0, g = t0+g, T-g0 {
+					ks := t.k.mvR[d][g]
+					ks[S-1](&out[t0*N+lo], N, &xs[t0*S], S, &w.Data[((k0+j)*N+lo)*es], L*N, n8-lo, a, pfd)
+				}
 			}
 			kc, accC = k0+S*L, true
 		}
@@ -412,7 +419,7 @@ func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
 }
 
 // streamX holds the activations of one pass of the streamed x·w decode path.
-var streamX = freeList[[4 * 8]float32]{new: func() *[4 * 8]float32 { return new([4 * 8]float32) }}
+var streamX = freeList[[8 * mvRStreams]float32]{new: func() *[8 * mvRStreams]float32 { return new([8 * mvRStreams]float32) }}
 
 // matvecRows is the x·w decode path split over weight rows rather than columns:
 // worker slot s streams a contiguous band of rows (whole rows, one sequential read)
