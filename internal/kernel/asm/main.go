@@ -645,18 +645,7 @@ func genMvT(dt dtype, T, R int) {
 	} else {
 		SHLQ(U8(1), ldw)
 	}
-	xs := make([]Register, T)
-	xs[0] = x
-	for t := 1; t < T; t++ {
-		xs[t] = GP64()
-		LEAQ(Mem{Base: xs[t-1], Index: ldx, Scale: 1}, xs[t])
-	}
-	ws := make([]Register, R)
-	ws[0] = w
-	for r := 1; r < R; r++ {
-		ws[r] = GP64()
-		LEAQ(Mem{Base: ws[r-1], Index: ldw, Scale: 1}, ws[r])
-	}
+	xs, ws := stridePtrs(x, ldx, T), stridePtrs(w, ldw, R)
 	// With few rows the FMA latency would bound the loop: give each unrolled step
 	// its own accumulators (A sets, summed at the end) while registers allow.
 	U := 64 / (8 * dt.size)
@@ -664,17 +653,7 @@ func genMvT(dt dtype, T, R int) {
 	for A < U && 2*A*R*T+T+1 <= 16 {
 		A *= 2
 	}
-	accs := make([][][]VecVirtual, A)
-	for a := range accs {
-		accs[a] = make([][]VecVirtual, R)
-		for r := range accs[a] {
-			accs[a][r] = make([]VecVirtual, T)
-			for t := range accs[a][r] {
-				accs[a][r][t] = YMM()
-				VXORPS(accs[a][r][t], accs[a][r][t], accs[a][r][t])
-			}
-		}
-	}
+	accs := zeroAccs(A, R, T)
 	acc := accs[0]
 	xInRegs := R*T*A+T+1 <= 16
 	i := GP64()
@@ -768,6 +747,33 @@ func genMvT(dt dtype, T, R int) {
 	}
 	VZEROUPPER()
 	RET()
+}
+
+// stridePtrs returns n registers addressing base, base+ld, base+2·ld, ….
+func stridePtrs(base, ld Register, n int) []Register {
+	ps := []Register{base}
+	for i := 1; i < n; i++ {
+		p := GP64()
+		LEAQ(Mem{Base: ps[i-1], Index: ld, Scale: 1}, p)
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// zeroAccs allocates A sets of R×T zeroed accumulator vectors.
+func zeroAccs(A, R, T int) [][][]VecVirtual {
+	accs := make([][][]VecVirtual, A)
+	for a := range accs {
+		accs[a] = make([][]VecVirtual, R)
+		for r := range accs[a] {
+			accs[a][r] = make([]VecVirtual, T)
+			for t := range accs[a][r] {
+				accs[a][r][t] = YMM()
+				VXORPS(accs[a][r][t], accs[a][r][t], accs[a][r][t])
+			}
+		}
+	}
+	return accs
 }
 
 // wExpr is the Go expression (with %s for the element index) of one widened weight.
@@ -1100,18 +1106,7 @@ func genMvTP(T, R int) {
 	ANDQ(I32(-16), k)
 	SHLQ(U8(2), ldx)
 	SHLQ(U8(1), ldw)
-	xs := make([]Register, T)
-	xs[0] = x
-	for t := 1; t < T; t++ {
-		xs[t] = GP64()
-		LEAQ(Mem{Base: xs[t-1], Index: ldx, Scale: 1}, xs[t])
-	}
-	ws := make([]Register, R)
-	ws[0] = w
-	for r := 1; r < R; r++ {
-		ws[r] = GP64()
-		LEAQ(Mem{Base: ws[r-1], Index: ldw, Scale: 1}, ws[r])
-	}
+	xs, ws := stridePtrs(x, ldx, T), stridePtrs(w, ldw, R)
 	// Registers: the mask, a loaded and a widened weight vector, R·T accumulators
 	// (A sets of them while that leaves room for the activations of every token,
 	// so that short FMA chains do not bound the loop), then as many of the 2T
@@ -1123,17 +1118,7 @@ func genMvTP(T, R int) {
 	nx := min(2*T, 16-3-A*R*T)
 	mask := YMM()
 	VBROADCASTSS(vconst("bf16_odd", 0xFFFF0000), mask)
-	accs := make([][][]VecVirtual, A)
-	for a := range accs {
-		accs[a] = make([][]VecVirtual, R)
-		for r := range accs[a] {
-			accs[a][r] = make([]VecVirtual, T)
-			for t := range accs[a][r] {
-				accs[a][r][t] = YMM()
-				VXORPS(accs[a][r][t], accs[a][r][t], accs[a][r][t])
-			}
-		}
-	}
+	accs := zeroAccs(A, R, T)
 	i := GP64()
 	XORQ(i, i)
 	kU := GP64()
