@@ -11,6 +11,17 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
+// cursorPrefetch emits one step of a prefetch cursor: while pfn > 0, prefetch the
+// line at pf, advance pf by pfs and count pfn down (skip labels the jump past it).
+func cursorPrefetch(skip string, pf, pfs, pfn Register) {
+	TESTQ(pfn, pfn)
+	JLE(LabelRef(skip))
+	PREFETCHT0(Mem{Base: pf})
+	ADDQ(pfs, pf)
+	DECQ(pfn)
+	Label(skip)
+}
+
 // genGemmAll emits every GEMM kernel.
 func genGemmAll() {
 	for _, dt := range dtypes {
@@ -276,13 +287,7 @@ func genGemm(mr int) {
 	for u := 0; u < 4; u++ {
 		step(u)
 		if u == 1 {
-			skip := name + "_nopf"
-			TESTQ(pfn, pfn)
-			JLE(LabelRef(skip))
-			PREFETCHT0(Mem{Base: pf})
-			ADDQ(pfs, pf)
-			DECQ(pfn)
-			Label(skip)
+			cursorPrefetch(name+"_nopf", pf, pfs, pfn)
 		}
 	}
 	ADDQ(U8(96), a)
@@ -533,13 +538,7 @@ func genGemmPanels() {
 			PREFETCHT0(Mem{Base: a, Disp: gemmColPFA + 64})
 		}
 		if u == 1 {
-			skip := name + "_nopf"
-			TESTQ(pfn, pfn)
-			JLE(LabelRef(skip))
-			PREFETCHT0(Mem{Base: pf})
-			ADDQ(pfs, pf)
-			DECQ(pfn)
-			Label(skip)
+			cursorPrefetch(name+"_nopf", pf, pfs, pfn)
 		}
 	}
 	ADDQ(U8(96), a)
