@@ -66,6 +66,26 @@ func BenchmarkArgmax(b *testing.B) {
 	}
 }
 
+// BenchmarkSanitize is the pass every sampling call makes over its row (a finite row:
+// maxFinite), beside the one-pass reference it replaced.
+func BenchmarkSanitize(b *testing.B) {
+	x := randLogits(100352, 2, 1)
+	for _, impl := range []struct {
+		name string
+		fn   func([]float32) (float32, int)
+	}{{"lanes", sanitize}, {"onepass", sanitizeRef}} {
+		b.Run("impl="+impl.name, func(b *testing.B) {
+			b.SetBytes(4 * int64(len(x)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, i := impl.fn(x); i < 0 {
+					b.Fatal("no maximum")
+				}
+			}
+		})
+	}
+}
+
 func ExampleSampler_Sample() {
 	s, err := New(Config{Temperature: 0.7, TopP: 0.9, Seed: 42, LogProbs: 2})
 	if err != nil {
