@@ -27,7 +27,13 @@
 //     panels and weight blocks widened to float32 while packing; the work is split
 //     along N, M or the reduction (per-worker partial sums) by a packing-cost model,
 //     pieces are claimed dynamically, and operands larger than the caches are
-//     prefetched a block ahead from inside the micro-kernel.
+//     prefetched a block ahead from inside the micro-kernel;
+//   - decode attention (AttnScoresF32, AttnPVF32): the query heads of a GQA group
+//     (up to AttnGroupMax at a time) against a block of cached key rows in one
+//     call, 4 keys × 3 heads of FMA accumulators, and the probability-weighted
+//     value rows added into the heads' accumulators a few 8-column chunks per pass
+//     (multiply, then add, as AxpyF32); the key rows are prefetched ahead and the
+//     value rows while scoring.
 //
 // There are no AVX-512 or AVX512_BF16 (VDPBF16PS) kernels yet: the development
 // and CI machines (AMD Zen 3) lack those features, so such code could not be tested.

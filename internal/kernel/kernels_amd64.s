@@ -615,6 +615,872 @@ lnapply_done:
 	VZEROUPPER
 	RET
 
+// func attnQKF32_1(dst *float32, ldd int, q *float32, ldq int, k *float32, ldk int, n int, dh int, scale float32, pf *float32)
+// Requires: AVX, FMA3, MMX+
+TEXT ·attnQKF32_1(SB), NOSPLIT, $0-80
+	MOVQ dst+0(FP), AX
+	MOVQ k+32(FP), CX
+	MOVQ pf+72(FP), DX
+	MOVQ ldq+24(FP), BX
+	MOVQ ldk+40(FP), SI
+	MOVQ n+48(FP), DI
+	SHLQ $0x02, BX
+	SHLQ $0x02, SI
+	MOVQ CX, BX
+	MOVQ DI, R8
+	SHRQ $0x02, R8
+	CMPQ R8, $0x04
+	JLE  attnQKF32_1_pf0
+	MOVQ $0x00000004, R8
+
+attnQKF32_1_pf0:
+	TESTQ R8, R8
+	JZ    attnQKF32_1_loop4
+
+attnQKF32_1_pfrows:
+	MOVQ dh+56(FP), R11
+	ANDQ $-8, R11
+	SHLQ $0x02, R11
+	LEAQ (BX)(SI*2), R9
+	XORQ R10, R10
+
+attnQKF32_1_pfline0:
+	PREFETCHT0 (BX)(R10*1)
+	PREFETCHT0 (R9)(R10*1)
+	ADDQ       SI, R10
+	PREFETCHT0 (BX)(R10*1)
+	PREFETCHT0 (R9)(R10*1)
+	SUBQ       SI, R10
+	ADDQ       $0x40, R10
+	CMPQ       R10, R11
+	JL         attnQKF32_1_pfline0
+	LEAQ       (BX)(SI*4), BX
+	DECQ       R8
+	JNZ        attnQKF32_1_pfrows
+
+attnQKF32_1_loop4:
+	CMPQ DI, $0x04
+	JL   attnQKF32_1_loop1
+	MOVQ dh+56(FP), R9
+	ANDQ $-8, R9
+	SHLQ $0x02, R9
+	LEAQ (DX)(SI*2), BX
+	XORQ R8, R8
+
+attnQKF32_1_pflinev:
+	PREFETCHT0 (DX)(R8*1)
+	PREFETCHT0 (BX)(R8*1)
+	ADDQ       SI, R8
+	PREFETCHT0 (DX)(R8*1)
+	PREFETCHT0 (BX)(R8*1)
+	SUBQ       SI, R8
+	ADDQ       $0x40, R8
+	CMPQ       R8, R9
+	JL         attnQKF32_1_pflinev
+	CMPQ       DI, $0x14
+	JL         attnQKF32_1_nopf
+	MOVQ       SI, BX
+	SHLQ       $0x04, BX
+	ADDQ       CX, BX
+	MOVQ       dh+56(FP), R10
+	ANDQ       $-8, R10
+	SHLQ       $0x02, R10
+	LEAQ       (BX)(SI*2), R8
+	XORQ       R9, R9
+
+attnQKF32_1_pflinek:
+	PREFETCHT0 (BX)(R9*1)
+	PREFETCHT0 (R8)(R9*1)
+	ADDQ       SI, R9
+	PREFETCHT0 (BX)(R9*1)
+	PREFETCHT0 (R8)(R9*1)
+	SUBQ       SI, R9
+	ADDQ       $0x40, R9
+	CMPQ       R9, R10
+	JL         attnQKF32_1_pflinek
+
+attnQKF32_1_nopf:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   q+16(FP), BX
+	MOVQ   dh+56(FP), R10
+	ANDQ   $-8, R10
+	SHLQ   $0x02, R10
+	MOVQ   CX, R8
+	LEAQ   (CX)(SI*2), R9
+
+attnQKF32_1_inner4:
+	VMOVUPS      (BX), Y4
+	VMOVUPS      (R8), Y5
+	VFMADD231PS  Y4, Y5, Y0
+	VMOVUPS      (R8)(SI*1), Y5
+	VFMADD231PS  Y4, Y5, Y1
+	VMOVUPS      (R9), Y5
+	VFMADD231PS  Y4, Y5, Y2
+	VMOVUPS      (R9)(SI*1), Y5
+	VFMADD231PS  Y4, Y5, Y3
+	ADDQ         $0x20, BX
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	SUBQ         $0x20, R10
+	JNZ          attnQKF32_1_inner4
+	VBROADCASTSS scale+64(FP), X4
+	MOVQ         ldd+8(FP), BX
+	SHLQ         $0x02, BX
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMULPS       X4, X0, X0
+	VMOVUPS      X0, (AX)
+	ADDQ         $0x10, AX
+	LEAQ         (CX)(SI*4), CX
+	LEAQ         (DX)(SI*4), DX
+	SUBQ         $0x04, DI
+	JMP          attnQKF32_1_loop4
+
+attnQKF32_1_loop1:
+	TESTQ  DI, DI
+	JZ     attnQKF32_1_done
+	VXORPS Y0, Y0, Y0
+	MOVQ   q+16(FP), DX
+	MOVQ   dh+56(FP), R8
+	ANDQ   $-8, R8
+	SHLQ   $0x02, R8
+	MOVQ   CX, BX
+
+attnQKF32_1_inner1:
+	VMOVUPS      (BX), Y1
+	VFMADD231PS  (DX), Y1, Y0
+	ADDQ         $0x20, DX
+	ADDQ         $0x20, BX
+	SUBQ         $0x20, R8
+	JNZ          attnQKF32_1_inner1
+	VBROADCASTSS scale+64(FP), X1
+	MOVQ         ldd+8(FP), DX
+	SHLQ         $0x02, DX
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X2
+	VADDSS       X2, X0, X0
+	VMULSS       X1, X0, X0
+	VMOVSS       X0, (AX)
+	ADDQ         $0x04, AX
+	ADDQ         SI, CX
+	DECQ         DI
+	JMP          attnQKF32_1_loop1
+
+attnQKF32_1_done:
+	VZEROUPPER
+	RET
+
+// func attnQKF32_2(dst *float32, ldd int, q *float32, ldq int, k *float32, ldk int, n int, dh int, scale float32, pf *float32)
+// Requires: AVX, FMA3, MMX+
+TEXT ·attnQKF32_2(SB), NOSPLIT, $0-80
+	MOVQ dst+0(FP), AX
+	MOVQ k+32(FP), CX
+	MOVQ pf+72(FP), DX
+	MOVQ ldq+24(FP), BX
+	MOVQ ldk+40(FP), SI
+	MOVQ n+48(FP), DI
+	SHLQ $0x02, BX
+	SHLQ $0x02, SI
+	MOVQ CX, R8
+	MOVQ DI, R9
+	SHRQ $0x02, R9
+	CMPQ R9, $0x04
+	JLE  attnQKF32_2_pf0
+	MOVQ $0x00000004, R9
+
+attnQKF32_2_pf0:
+	TESTQ R9, R9
+	JZ    attnQKF32_2_loop4
+
+attnQKF32_2_pfrows:
+	MOVQ dh+56(FP), R12
+	ANDQ $-8, R12
+	SHLQ $0x02, R12
+	LEAQ (R8)(SI*2), R10
+	XORQ R11, R11
+
+attnQKF32_2_pfline0:
+	PREFETCHT0 (R8)(R11*1)
+	PREFETCHT0 (R10)(R11*1)
+	ADDQ       SI, R11
+	PREFETCHT0 (R8)(R11*1)
+	PREFETCHT0 (R10)(R11*1)
+	SUBQ       SI, R11
+	ADDQ       $0x40, R11
+	CMPQ       R11, R12
+	JL         attnQKF32_2_pfline0
+	LEAQ       (R8)(SI*4), R8
+	DECQ       R9
+	JNZ        attnQKF32_2_pfrows
+
+attnQKF32_2_loop4:
+	CMPQ DI, $0x04
+	JL   attnQKF32_2_loop1
+	MOVQ dh+56(FP), R10
+	ANDQ $-8, R10
+	SHLQ $0x02, R10
+	LEAQ (DX)(SI*2), R8
+	XORQ R9, R9
+
+attnQKF32_2_pflinev:
+	PREFETCHT0 (DX)(R9*1)
+	PREFETCHT0 (R8)(R9*1)
+	ADDQ       SI, R9
+	PREFETCHT0 (DX)(R9*1)
+	PREFETCHT0 (R8)(R9*1)
+	SUBQ       SI, R9
+	ADDQ       $0x40, R9
+	CMPQ       R9, R10
+	JL         attnQKF32_2_pflinev
+	CMPQ       DI, $0x14
+	JL         attnQKF32_2_nopf
+	MOVQ       SI, R8
+	SHLQ       $0x04, R8
+	ADDQ       CX, R8
+	MOVQ       dh+56(FP), R11
+	ANDQ       $-8, R11
+	SHLQ       $0x02, R11
+	LEAQ       (R8)(SI*2), R9
+	XORQ       R10, R10
+
+attnQKF32_2_pflinek:
+	PREFETCHT0 (R8)(R10*1)
+	PREFETCHT0 (R9)(R10*1)
+	ADDQ       SI, R10
+	PREFETCHT0 (R8)(R10*1)
+	PREFETCHT0 (R9)(R10*1)
+	SUBQ       SI, R10
+	ADDQ       $0x40, R10
+	CMPQ       R10, R11
+	JL         attnQKF32_2_pflinek
+
+attnQKF32_2_nopf:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   q+16(FP), R8
+	MOVQ   dh+56(FP), R11
+	ANDQ   $-8, R11
+	SHLQ   $0x02, R11
+	MOVQ   CX, R9
+	LEAQ   (CX)(SI*2), R10
+
+attnQKF32_2_inner4:
+	VMOVUPS      (R8), Y8
+	VMOVUPS      (R8)(BX*1), Y9
+	VMOVUPS      (R9), Y10
+	VFMADD231PS  Y8, Y10, Y0
+	VFMADD231PS  Y9, Y10, Y4
+	VMOVUPS      (R9)(SI*1), Y10
+	VFMADD231PS  Y8, Y10, Y1
+	VFMADD231PS  Y9, Y10, Y5
+	VMOVUPS      (R10), Y10
+	VFMADD231PS  Y8, Y10, Y2
+	VFMADD231PS  Y9, Y10, Y6
+	VMOVUPS      (R10)(SI*1), Y10
+	VFMADD231PS  Y8, Y10, Y3
+	VFMADD231PS  Y9, Y10, Y7
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x20, R10
+	SUBQ         $0x20, R11
+	JNZ          attnQKF32_2_inner4
+	VBROADCASTSS scale+64(FP), X8
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMULPS       X8, X0, X0
+	VMOVUPS      X0, (AX)
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X5
+	VADDPS       X5, X4, X4
+	VMULPS       X8, X4, X4
+	VMOVUPS      X4, (AX)(R8*1)
+	ADDQ         $0x10, AX
+	LEAQ         (CX)(SI*4), CX
+	LEAQ         (DX)(SI*4), DX
+	SUBQ         $0x04, DI
+	JMP          attnQKF32_2_loop4
+
+attnQKF32_2_loop1:
+	TESTQ  DI, DI
+	JZ     attnQKF32_2_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   q+16(FP), DX
+	MOVQ   dh+56(FP), R9
+	ANDQ   $-8, R9
+	SHLQ   $0x02, R9
+	MOVQ   CX, R8
+
+attnQKF32_2_inner1:
+	VMOVUPS      (R8), Y2
+	VFMADD231PS  (DX), Y2, Y0
+	VFMADD231PS  (DX)(BX*1), Y2, Y1
+	ADDQ         $0x20, DX
+	ADDQ         $0x20, R8
+	SUBQ         $0x20, R9
+	JNZ          attnQKF32_2_inner1
+	VBROADCASTSS scale+64(FP), X2
+	MOVQ         ldd+8(FP), DX
+	SHLQ         $0x02, DX
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X3
+	VADDSS       X3, X0, X0
+	VMULSS       X2, X0, X0
+	VMOVSS       X0, (AX)
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDSS       X0, X1, X1
+	VMULSS       X2, X1, X1
+	VMOVSS       X1, (AX)(DX*1)
+	ADDQ         $0x04, AX
+	ADDQ         SI, CX
+	DECQ         DI
+	JMP          attnQKF32_2_loop1
+
+attnQKF32_2_done:
+	VZEROUPPER
+	RET
+
+// func attnQKF32_3(dst *float32, ldd int, q *float32, ldq int, k *float32, ldk int, n int, dh int, scale float32, pf *float32)
+// Requires: AVX, FMA3, MMX+
+TEXT ·attnQKF32_3(SB), NOSPLIT, $0-80
+	MOVQ dst+0(FP), AX
+	MOVQ k+32(FP), CX
+	MOVQ pf+72(FP), DX
+	MOVQ ldq+24(FP), BX
+	MOVQ ldk+40(FP), SI
+	MOVQ n+48(FP), DI
+	SHLQ $0x02, BX
+	SHLQ $0x02, SI
+	MOVQ CX, R8
+	MOVQ DI, R9
+	SHRQ $0x02, R9
+	CMPQ R9, $0x04
+	JLE  attnQKF32_3_pf0
+	MOVQ $0x00000004, R9
+
+attnQKF32_3_pf0:
+	TESTQ R9, R9
+	JZ    attnQKF32_3_loop4
+
+attnQKF32_3_pfrows:
+	MOVQ dh+56(FP), R12
+	ANDQ $-8, R12
+	SHLQ $0x02, R12
+	LEAQ (R8)(SI*2), R10
+	XORQ R11, R11
+
+attnQKF32_3_pfline0:
+	PREFETCHT0 (R8)(R11*1)
+	PREFETCHT0 (R10)(R11*1)
+	ADDQ       SI, R11
+	PREFETCHT0 (R8)(R11*1)
+	PREFETCHT0 (R10)(R11*1)
+	SUBQ       SI, R11
+	ADDQ       $0x40, R11
+	CMPQ       R11, R12
+	JL         attnQKF32_3_pfline0
+	LEAQ       (R8)(SI*4), R8
+	DECQ       R9
+	JNZ        attnQKF32_3_pfrows
+
+attnQKF32_3_loop4:
+	CMPQ DI, $0x04
+	JL   attnQKF32_3_loop1
+	MOVQ dh+56(FP), R10
+	ANDQ $-8, R10
+	SHLQ $0x02, R10
+	LEAQ (DX)(SI*2), R8
+	XORQ R9, R9
+
+attnQKF32_3_pflinev:
+	PREFETCHT0 (DX)(R9*1)
+	PREFETCHT0 (R8)(R9*1)
+	ADDQ       SI, R9
+	PREFETCHT0 (DX)(R9*1)
+	PREFETCHT0 (R8)(R9*1)
+	SUBQ       SI, R9
+	ADDQ       $0x40, R9
+	CMPQ       R9, R10
+	JL         attnQKF32_3_pflinev
+	CMPQ       DI, $0x14
+	JL         attnQKF32_3_nopf
+	MOVQ       SI, R8
+	SHLQ       $0x04, R8
+	ADDQ       CX, R8
+	MOVQ       dh+56(FP), R11
+	ANDQ       $-8, R11
+	SHLQ       $0x02, R11
+	LEAQ       (R8)(SI*2), R9
+	XORQ       R10, R10
+
+attnQKF32_3_pflinek:
+	PREFETCHT0 (R8)(R10*1)
+	PREFETCHT0 (R9)(R10*1)
+	ADDQ       SI, R10
+	PREFETCHT0 (R8)(R10*1)
+	PREFETCHT0 (R9)(R10*1)
+	SUBQ       SI, R10
+	ADDQ       $0x40, R10
+	CMPQ       R10, R11
+	JL         attnQKF32_3_pflinek
+
+attnQKF32_3_nopf:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	MOVQ   q+16(FP), R8
+	MOVQ   dh+56(FP), R11
+	ANDQ   $-8, R11
+	SHLQ   $0x02, R11
+	MOVQ   CX, R9
+	LEAQ   (CX)(SI*2), R10
+
+attnQKF32_3_inner4:
+	VMOVUPS      (R8), Y12
+	VMOVUPS      (R8)(BX*1), Y13
+	VMOVUPS      (R8)(BX*2), Y14
+	VMOVUPS      (R9), Y15
+	VFMADD231PS  Y12, Y15, Y0
+	VFMADD231PS  Y13, Y15, Y4
+	VFMADD231PS  Y14, Y15, Y8
+	VMOVUPS      (R9)(SI*1), Y15
+	VFMADD231PS  Y12, Y15, Y1
+	VFMADD231PS  Y13, Y15, Y5
+	VFMADD231PS  Y14, Y15, Y9
+	VMOVUPS      (R10), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y6
+	VFMADD231PS  Y14, Y15, Y10
+	VMOVUPS      (R10)(SI*1), Y15
+	VFMADD231PS  Y12, Y15, Y3
+	VFMADD231PS  Y13, Y15, Y7
+	VFMADD231PS  Y14, Y15, Y11
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x20, R10
+	SUBQ         $0x20, R11
+	JNZ          attnQKF32_3_inner4
+	VBROADCASTSS scale+64(FP), X12
+	MOVQ         ldd+8(FP), R8
+	SHLQ         $0x02, R8
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X0
+	VMULPS       X12, X0, X0
+	VMOVUPS      X0, (AX)
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X5
+	VADDPS       X5, X4, X4
+	VMULPS       X12, X4, X4
+	VMOVUPS      X4, (AX)(R8*1)
+	VHADDPS      Y9, Y8, Y8
+	VHADDPS      Y11, Y10, Y10
+	VHADDPS      Y10, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X9
+	VADDPS       X9, X8, X8
+	VMULPS       X12, X8, X8
+	VMOVUPS      X8, (AX)(R8*2)
+	ADDQ         $0x10, AX
+	LEAQ         (CX)(SI*4), CX
+	LEAQ         (DX)(SI*4), DX
+	SUBQ         $0x04, DI
+	JMP          attnQKF32_3_loop4
+
+attnQKF32_3_loop1:
+	TESTQ  DI, DI
+	JZ     attnQKF32_3_done
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	MOVQ   q+16(FP), DX
+	MOVQ   dh+56(FP), R9
+	ANDQ   $-8, R9
+	SHLQ   $0x02, R9
+	MOVQ   CX, R8
+
+attnQKF32_3_inner1:
+	VMOVUPS      (R8), Y3
+	VFMADD231PS  (DX), Y3, Y0
+	VFMADD231PS  (DX)(BX*1), Y3, Y1
+	VFMADD231PS  (DX)(BX*2), Y3, Y2
+	ADDQ         $0x20, DX
+	ADDQ         $0x20, R8
+	SUBQ         $0x20, R9
+	JNZ          attnQKF32_3_inner1
+	VBROADCASTSS scale+64(FP), X3
+	MOVQ         ldd+8(FP), DX
+	SHLQ         $0x02, DX
+	VHADDPS      Y0, Y0, Y0
+	VHADDPS      Y0, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X4
+	VADDSS       X4, X0, X0
+	VMULSS       X3, X0, X0
+	VMOVSS       X0, (AX)
+	VHADDPS      Y1, Y1, Y1
+	VHADDPS      Y1, Y1, Y1
+	VEXTRACTF128 $0x01, Y1, X0
+	VADDSS       X0, X1, X1
+	VMULSS       X3, X1, X1
+	VMOVSS       X1, (AX)(DX*1)
+	VHADDPS      Y2, Y2, Y2
+	VHADDPS      Y2, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDSS       X0, X2, X2
+	VMULSS       X3, X2, X2
+	VMOVSS       X2, (AX)(DX*2)
+	ADDQ         $0x04, AX
+	ADDQ         SI, CX
+	DECQ         DI
+	JMP          attnQKF32_3_loop1
+
+attnQKF32_3_done:
+	VZEROUPPER
+	RET
+
+// func attnPVF32_1(acc *float32, lda int, p *float32, ldp int, v *float32, ldv int, n int, dh int)
+// Requires: AVX
+TEXT ·attnPVF32_1(SB), NOSPLIT, $0-64
+	MOVQ  acc+0(FP), AX
+	MOVQ  p+16(FP), CX
+	MOVQ  v+32(FP), DX
+	MOVQ  lda+8(FP), BX
+	MOVQ  ldp+24(FP), SI
+	MOVQ  ldv+40(FP), DI
+	MOVQ  n+48(FP), R8
+	MOVQ  dh+56(FP), R9
+	SHLQ  $0x02, BX
+	SHLQ  $0x02, SI
+	SHLQ  $0x02, DI
+	ANDQ  $-8, R9
+	TESTQ R8, R8
+	JZ    attnPVF32_1_done
+
+attnPVF32_1_colsC:
+	CMPQ    R9, $0x20
+	JL      attnPVF32_1_endC
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	MOVQ    CX, BX
+	MOVQ    DX, SI
+	MOVQ    R8, R10
+
+attnPVF32_1_keysC:
+	VMOVUPS      (SI), Y4
+	VMOVUPS      32(SI), Y5
+	VMOVUPS      64(SI), Y6
+	VMOVUPS      96(SI), Y7
+	VBROADCASTSS (BX), Y8
+	VMULPS       Y4, Y8, Y4
+	VADDPS       Y4, Y0, Y0
+	VMULPS       Y5, Y8, Y4
+	VADDPS       Y4, Y1, Y1
+	VMULPS       Y6, Y8, Y4
+	VADDPS       Y4, Y2, Y2
+	VMULPS       Y7, Y8, Y4
+	VADDPS       Y4, Y3, Y3
+	ADDQ         $0x04, BX
+	ADDQ         DI, SI
+	DECQ         R10
+	JNZ          attnPVF32_1_keysC
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, 96(AX)
+	ADDQ         $0x00000080, AX
+	ADDQ         $0x00000080, DX
+	SUBQ         $0x20, R9
+	JMP          attnPVF32_1_colsC
+
+attnPVF32_1_endC:
+attnPVF32_1_cols1:
+	CMPQ    R9, $0x08
+	JL      attnPVF32_1_end1
+	VMOVUPS (AX), Y0
+	MOVQ    CX, BX
+	MOVQ    DX, SI
+	MOVQ    R8, R10
+
+attnPVF32_1_keys1:
+	VMOVUPS      (SI), Y1
+	VBROADCASTSS (BX), Y2
+	VMULPS       Y1, Y2, Y1
+	VADDPS       Y1, Y0, Y0
+	ADDQ         $0x04, BX
+	ADDQ         DI, SI
+	DECQ         R10
+	JNZ          attnPVF32_1_keys1
+	VMOVUPS      Y0, (AX)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000020, DX
+	SUBQ         $0x08, R9
+	JMP          attnPVF32_1_cols1
+
+attnPVF32_1_end1:
+attnPVF32_1_done:
+	VZEROUPPER
+	RET
+
+// func attnPVF32_2(acc *float32, lda int, p *float32, ldp int, v *float32, ldv int, n int, dh int)
+// Requires: AVX
+TEXT ·attnPVF32_2(SB), NOSPLIT, $0-64
+	MOVQ  acc+0(FP), AX
+	MOVQ  p+16(FP), CX
+	MOVQ  v+32(FP), DX
+	MOVQ  lda+8(FP), BX
+	MOVQ  ldp+24(FP), SI
+	MOVQ  ldv+40(FP), DI
+	MOVQ  n+48(FP), R8
+	MOVQ  dh+56(FP), R9
+	SHLQ  $0x02, BX
+	SHLQ  $0x02, SI
+	SHLQ  $0x02, DI
+	ANDQ  $-8, R9
+	TESTQ R8, R8
+	JZ    attnPVF32_2_done
+
+attnPVF32_2_colsC:
+	CMPQ    R9, $0x20
+	JL      attnPVF32_2_endC
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS 96(AX), Y3
+	VMOVUPS (AX)(BX*1), Y4
+	VMOVUPS 32(AX)(BX*1), Y5
+	VMOVUPS 64(AX)(BX*1), Y6
+	VMOVUPS 96(AX)(BX*1), Y7
+	MOVQ    CX, R10
+	MOVQ    DX, R11
+	MOVQ    R8, R12
+
+attnPVF32_2_keysC:
+	VMOVUPS      (R11), Y8
+	VMOVUPS      32(R11), Y9
+	VMOVUPS      64(R11), Y10
+	VMOVUPS      96(R11), Y11
+	VBROADCASTSS (R10), Y12
+	VMULPS       Y8, Y12, Y13
+	VADDPS       Y13, Y0, Y0
+	VMULPS       Y9, Y12, Y13
+	VADDPS       Y13, Y1, Y1
+	VMULPS       Y10, Y12, Y13
+	VADDPS       Y13, Y2, Y2
+	VMULPS       Y11, Y12, Y12
+	VADDPS       Y12, Y3, Y3
+	VBROADCASTSS (R10)(SI*1), Y12
+	VMULPS       Y8, Y12, Y8
+	VADDPS       Y8, Y4, Y4
+	VMULPS       Y9, Y12, Y8
+	VADDPS       Y8, Y5, Y5
+	VMULPS       Y10, Y12, Y8
+	VADDPS       Y8, Y6, Y6
+	VMULPS       Y11, Y12, Y8
+	VADDPS       Y8, Y7, Y7
+	ADDQ         $0x04, R10
+	ADDQ         DI, R11
+	DECQ         R12
+	JNZ          attnPVF32_2_keysC
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, 96(AX)
+	VMOVUPS      Y4, (AX)(BX*1)
+	VMOVUPS      Y5, 32(AX)(BX*1)
+	VMOVUPS      Y6, 64(AX)(BX*1)
+	VMOVUPS      Y7, 96(AX)(BX*1)
+	ADDQ         $0x00000080, AX
+	ADDQ         $0x00000080, DX
+	SUBQ         $0x20, R9
+	JMP          attnPVF32_2_colsC
+
+attnPVF32_2_endC:
+attnPVF32_2_cols1:
+	CMPQ    R9, $0x08
+	JL      attnPVF32_2_end1
+	VMOVUPS (AX), Y0
+	VMOVUPS (AX)(BX*1), Y1
+	MOVQ    CX, R10
+	MOVQ    DX, R11
+	MOVQ    R8, R12
+
+attnPVF32_2_keys1:
+	VMOVUPS      (R11), Y2
+	VBROADCASTSS (R10), Y3
+	VMULPS       Y2, Y3, Y3
+	VADDPS       Y3, Y0, Y0
+	VBROADCASTSS (R10)(SI*1), Y3
+	VMULPS       Y2, Y3, Y2
+	VADDPS       Y2, Y1, Y1
+	ADDQ         $0x04, R10
+	ADDQ         DI, R11
+	DECQ         R12
+	JNZ          attnPVF32_2_keys1
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, (AX)(BX*1)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000020, DX
+	SUBQ         $0x08, R9
+	JMP          attnPVF32_2_cols1
+
+attnPVF32_2_end1:
+attnPVF32_2_done:
+	VZEROUPPER
+	RET
+
+// func attnPVF32_3(acc *float32, lda int, p *float32, ldp int, v *float32, ldv int, n int, dh int)
+// Requires: AVX
+TEXT ·attnPVF32_3(SB), NOSPLIT, $0-64
+	MOVQ  acc+0(FP), AX
+	MOVQ  p+16(FP), CX
+	MOVQ  v+32(FP), DX
+	MOVQ  lda+8(FP), BX
+	MOVQ  ldp+24(FP), SI
+	MOVQ  ldv+40(FP), DI
+	MOVQ  n+48(FP), R8
+	MOVQ  dh+56(FP), R9
+	SHLQ  $0x02, BX
+	SHLQ  $0x02, SI
+	SHLQ  $0x02, DI
+	ANDQ  $-8, R9
+	TESTQ R8, R8
+	JZ    attnPVF32_3_done
+
+attnPVF32_3_colsC:
+	CMPQ    R9, $0x18
+	JL      attnPVF32_3_endC
+	VMOVUPS (AX), Y0
+	VMOVUPS 32(AX), Y1
+	VMOVUPS 64(AX), Y2
+	VMOVUPS (AX)(BX*1), Y3
+	VMOVUPS 32(AX)(BX*1), Y4
+	VMOVUPS 64(AX)(BX*1), Y5
+	VMOVUPS (AX)(BX*2), Y6
+	VMOVUPS 32(AX)(BX*2), Y7
+	VMOVUPS 64(AX)(BX*2), Y8
+	MOVQ    CX, R10
+	MOVQ    DX, R11
+	MOVQ    R8, R12
+
+attnPVF32_3_keysC:
+	VMOVUPS      (R11), Y9
+	VMOVUPS      32(R11), Y10
+	VMOVUPS      64(R11), Y11
+	VBROADCASTSS (R10), Y12
+	VMULPS       Y9, Y12, Y13
+	VADDPS       Y13, Y0, Y0
+	VMULPS       Y10, Y12, Y13
+	VADDPS       Y13, Y1, Y1
+	VMULPS       Y11, Y12, Y12
+	VADDPS       Y12, Y2, Y2
+	VBROADCASTSS (R10)(SI*1), Y12
+	VMULPS       Y9, Y12, Y13
+	VADDPS       Y13, Y3, Y3
+	VMULPS       Y10, Y12, Y13
+	VADDPS       Y13, Y4, Y4
+	VMULPS       Y11, Y12, Y12
+	VADDPS       Y12, Y5, Y5
+	VBROADCASTSS (R10)(SI*2), Y12
+	VMULPS       Y9, Y12, Y9
+	VADDPS       Y9, Y6, Y6
+	VMULPS       Y10, Y12, Y9
+	VADDPS       Y9, Y7, Y7
+	VMULPS       Y11, Y12, Y9
+	VADDPS       Y9, Y8, Y8
+	ADDQ         $0x04, R10
+	ADDQ         DI, R11
+	DECQ         R12
+	JNZ          attnPVF32_3_keysC
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, 32(AX)
+	VMOVUPS      Y2, 64(AX)
+	VMOVUPS      Y3, (AX)(BX*1)
+	VMOVUPS      Y4, 32(AX)(BX*1)
+	VMOVUPS      Y5, 64(AX)(BX*1)
+	VMOVUPS      Y6, (AX)(BX*2)
+	VMOVUPS      Y7, 32(AX)(BX*2)
+	VMOVUPS      Y8, 64(AX)(BX*2)
+	ADDQ         $0x00000060, AX
+	ADDQ         $0x00000060, DX
+	SUBQ         $0x18, R9
+	JMP          attnPVF32_3_colsC
+
+attnPVF32_3_endC:
+attnPVF32_3_cols1:
+	CMPQ    R9, $0x08
+	JL      attnPVF32_3_end1
+	VMOVUPS (AX), Y0
+	VMOVUPS (AX)(BX*1), Y1
+	VMOVUPS (AX)(BX*2), Y2
+	MOVQ    CX, R10
+	MOVQ    DX, R11
+	MOVQ    R8, R12
+
+attnPVF32_3_keys1:
+	VMOVUPS      (R11), Y3
+	VBROADCASTSS (R10), Y4
+	VMULPS       Y3, Y4, Y4
+	VADDPS       Y4, Y0, Y0
+	VBROADCASTSS (R10)(SI*1), Y4
+	VMULPS       Y3, Y4, Y4
+	VADDPS       Y4, Y1, Y1
+	VBROADCASTSS (R10)(SI*2), Y4
+	VMULPS       Y3, Y4, Y3
+	VADDPS       Y3, Y2, Y2
+	ADDQ         $0x04, R10
+	ADDQ         DI, R11
+	DECQ         R12
+	JNZ          attnPVF32_3_keys1
+	VMOVUPS      Y0, (AX)
+	VMOVUPS      Y1, (AX)(BX*1)
+	VMOVUPS      Y2, (AX)(BX*2)
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000020, DX
+	SUBQ         $0x08, R9
+	JMP          attnPVF32_3_cols1
+
+attnPVF32_3_end1:
+attnPVF32_3_done:
+	VZEROUPPER
+	RET
+
 // func mvTF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k int)
 // Requires: AVX, FMA3, MMX+
 TEXT ·mvTF32_1x1(SB), NOSPLIT, $0-56

@@ -109,6 +109,96 @@ func sqDevF64AVX2(x *float32, n int, mean float64) float64
 //go:noescape
 func lnApplyAVX2(dst *float32, x *float32, gamma *float32, n int, mean float64, rstd float64)
 
+// attnQKF32_1 computes the scaled scores of 1 query row(s) against n key rows over dh&^7 >= 8 columns:
+//
+//	for g := 0; g < 1; g++ {
+//		for j := 0; j < n; j++ {
+//			var s float32
+//			for i := 0; i < dh&^7; i++ {
+//				s += q[g*ldq+i] * k[j*ldk+i]
+//			}
+//			dst[g*ldd+j] = s * scale
+//		}
+//	}
+//
+// It prefetches rows j*ldk … +dh of pf for j < n&^3 (a hint).
+//
+//go:noescape
+func attnQKF32_1(dst *float32, ldd int, q *float32, ldq int, k *float32, ldk int, n int, dh int, scale float32, pf *float32)
+
+// attnQKF32_2 computes the scaled scores of 2 query row(s) against n key rows over dh&^7 >= 8 columns:
+//
+//	for g := 0; g < 2; g++ {
+//		for j := 0; j < n; j++ {
+//			var s float32
+//			for i := 0; i < dh&^7; i++ {
+//				s += q[g*ldq+i] * k[j*ldk+i]
+//			}
+//			dst[g*ldd+j] = s * scale
+//		}
+//	}
+//
+// It prefetches rows j*ldk … +dh of pf for j < n&^3 (a hint).
+//
+//go:noescape
+func attnQKF32_2(dst *float32, ldd int, q *float32, ldq int, k *float32, ldk int, n int, dh int, scale float32, pf *float32)
+
+// attnQKF32_3 computes the scaled scores of 3 query row(s) against n key rows over dh&^7 >= 8 columns:
+//
+//	for g := 0; g < 3; g++ {
+//		for j := 0; j < n; j++ {
+//			var s float32
+//			for i := 0; i < dh&^7; i++ {
+//				s += q[g*ldq+i] * k[j*ldk+i]
+//			}
+//			dst[g*ldd+j] = s * scale
+//		}
+//	}
+//
+// It prefetches rows j*ldk … +dh of pf for j < n&^3 (a hint).
+//
+//go:noescape
+func attnQKF32_3(dst *float32, ldd int, q *float32, ldq int, k *float32, ldk int, n int, dh int, scale float32, pf *float32)
+
+// attnPVF32_1 adds p·v to 1 accumulator row(s) over dh&^7 columns, bit-exact (multiply, then add):
+//
+//	for g := 0; g < 1; g++ {
+//		for j := 0; j < n; j++ {
+//			for i := 0; i < dh&^7; i++ {
+//				acc[g*lda+i] += p[g*ldp+j] * v[j*ldv+i]
+//			}
+//		}
+//	}
+//
+//go:noescape
+func attnPVF32_1(acc *float32, lda int, p *float32, ldp int, v *float32, ldv int, n int, dh int)
+
+// attnPVF32_2 adds p·v to 2 accumulator row(s) over dh&^7 columns, bit-exact (multiply, then add):
+//
+//	for g := 0; g < 2; g++ {
+//		for j := 0; j < n; j++ {
+//			for i := 0; i < dh&^7; i++ {
+//				acc[g*lda+i] += p[g*ldp+j] * v[j*ldv+i]
+//			}
+//		}
+//	}
+//
+//go:noescape
+func attnPVF32_2(acc *float32, lda int, p *float32, ldp int, v *float32, ldv int, n int, dh int)
+
+// attnPVF32_3 adds p·v to 3 accumulator row(s) over dh&^7 columns, bit-exact (multiply, then add):
+//
+//	for g := 0; g < 3; g++ {
+//		for j := 0; j < n; j++ {
+//			for i := 0; i < dh&^7; i++ {
+//				acc[g*lda+i] += p[g*ldp+j] * v[j*ldv+i]
+//			}
+//		}
+//	}
+//
+//go:noescape
+func attnPVF32_3(acc *float32, lda int, p *float32, ldp int, v *float32, ldv int, n int, dh int)
+
 // mvTF32_1x1 computes 1 token(s) x 1 weight row(s) of dst = x·wᵀ over k&^7 columns:
 //
 //	for t := 0; t < 1; t++ {

@@ -25,6 +25,7 @@ func main() {
 	genVector()
 	genExp()
 	genNorm()
+	genAttn()
 	for _, dt := range dtypes {
 		for t := 1; t <= 4; t++ {
 			for r := 1; r <= mvTRows[t]; r++ {
