@@ -61,3 +61,61 @@ func CausalAttentionHead(out, q []float32, keys, values []float32, stride, off, 
 		out[i] = float32(float64(acc[i]) * inv)
 	}
 }
+
+// CausalAttentionGroup computes the attention outputs of the G query heads of one
+// GQA group, which share a key/value head, over the first n cached positions: the
+// same result as CausalAttentionHead for each head (to float32 rounding of the
+// scores), but every key and value row is read once for up to
+// kernel.AttnGroupMax heads, and a block of keys is scored (kernel.AttnScoresF32)
+// and summed into the outputs (kernel.AttnPVF32) by one kernel call each.
+//
+//	out, q [G·Dh] (head-major); keys, values: row j of the group at [j*stride + off : +Dh]
+//
+// The numerics are those of CausalAttentionHead: per block of attnBlock keys the
+// running max, float32 exp(s − max) by kernel.ExpSubF32 with a float64 running sum,
+// and the float32 P·V added key by key (multiply, then add).
+func CausalAttentionGroup(out, q []float32, G int, keys, values []float32, stride, off, n int, scale float32) {
+	dh := len(q) / G
+	const gm = kernel.AttnGroupMax
+	var acc [gm * MaxHeadDim]float32
+	var scores [gm * attnBlock]float32
+	var runMax [gm]float64
+	var runSum [gm]float64
+	for g0 := 0; g0 < G; g0 += gm {
+		gs := min(gm, G-g0)
+		qs := q[g0*dh : (g0+gs)*dh]
+		a := acc[:gs*dh]
+		clear(a)
+		for g := range gs {
+			runMax[g], runSum[g] = math.Inf(-1), 0
+		}
+		for j0 := 0; j0 < n; j0 += attnBlock {
+			nb := min(attnBlock, n-j0)
+			k := keys[j0*stride+off:]
+			v := values[j0*stride+off:]
+			kernel.AttnScoresF32(scores[:], attnBlock, qs, gs, dh, k, stride, nb, scale, v)
+			for g := range gs {
+				pb := scores[g*attnBlock : g*attnBlock+nb]
+				newMax := math.Max(runMax[g], float64(kernel.MaxF32(pb)))
+				if runSum[g] != 0 {
+					c := math.Exp(runMax[g] - newMax)
+					runSum[g] *= c
+					c32 := float32(c)
+					for i := range a[g*dh : (g+1)*dh] {
+						a[g*dh+i] *= c32
+					}
+				}
+				runMax[g] = newMax
+				runSum[g] += kernel.ExpSubF32(pb, pb, float32(newMax))
+			}
+			kernel.AttnPVF32(a, gs, dh, scores[:], attnBlock, v, stride, nb)
+		}
+		for g := range gs {
+			inv := 1 / runSum[g]
+			o := out[(g0+g)*dh : (g0+g+1)*dh]
+			for i, x := range a[g*dh : (g+1)*dh] {
+				o[i] = float32(float64(x) * inv)
+			}
+		}
+	}
+}

@@ -118,6 +118,8 @@ type Workspace struct {
 	attnFn    func(lo, hi int)
 	attnPiece func(lo, hi int)
 	attnTasks int
+	attnPer   int
+	attnSplit int
 	attnModel *Model
 	attnSteps []Step
 	attnLayer int
@@ -240,9 +242,7 @@ func (m *Model) Forward(ws *Workspace, steps []Step) ([]float32, error) {
 func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	c := m.Config
 	b := &m.Blocks[l]
-	D, H, KVH, Dh := c.DModel, c.NHeads, c.AttnConfig.KVNHeads, c.HeadDim()
-	Q := c.QKVDim()
-	half := Dh / 2
+	D, Q := c.DModel, c.QKVDim()
 
 	// Attention: h = LN(x); qkv = clamp(h·Wqkvᵀ); rope; append K/V; attend; project.
 	nn.LayerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm1, LayerNormEps)
@@ -250,30 +250,7 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	if clip := c.AttnConfig.ClipQKV; clip != nil {
 		nn.Clamp(ws.qkv[:n*Q], float32(*clip))
 	}
-	kvRow := KVH * Dh
-	for t := 0; t < n; t++ {
-		q := ws.qkv[t*Q : (t+1)*Q]
-		cos, sin := ws.cos[t*half:(t+1)*half], ws.sin[t*half:(t+1)*half]
-		m.RoPE.Apply(q[:D], H, cos, sin)
-		m.RoPE.Apply(q[D:D+kvRow], KVH, cos, sin)
-		cache := steps[ws.tokSeq[t]].Cache
-		cache.K[l] = append(cache.K[l], q[D:D+kvRow]...)
-		cache.V[l] = append(cache.V[l], q[D+kvRow:D+2*kvRow]...)
-	}
-	ws.attnModel, ws.attnSteps, ws.attnLayer = m, steps, l
-	if ws.attnFn == nil {
-		// bound once: a per-call closure would allocate
-		ws.attnFn, ws.attnPiece = ws.attendRange, ws.attendPieces
-	}
-	// Sequences of a batch differ in length, so the (token, head) tasks are claimed
-	// dynamically in pieces of attnPiece; a handful of tasks stays on the caller.
-	ws.attnTasks = n * H
-	if pieces := (n*H + attnPiece - 1) / attnPiece; pieces >= 4 {
-		ws.Pool.ForEach(pieces, ws.attnPiece)
-	} else {
-		ws.Pool.For(n*H, attnPiece, ws.attnFn)
-	}
-	ws.attnSteps = nil
+	m.attention(ws, steps, l, n)
 	matT(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj)
 	for i, v := range ws.proj[:n*D] {
 		ws.x[i] += v
@@ -287,27 +264,75 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	}
 }
 
-// attnPiece is the number of (token, head) attention tasks per dynamically claimed piece.
-const attnPiece = 4
-
-// attendPieces computes attention for pieces [lo, hi) of attnPiece tasks.
-func (ws *Workspace) attendPieces(lo, hi int) {
-	ws.attendRange(lo*attnPiece, min(hi*attnPiece, ws.attnTasks))
+// attention rotates the new tokens' q and k (ws.qkv [n, QKVDim]), appends their k
+// and v to the caches of layer l and writes every head's output to ws.attn [n, D].
+func (m *Model) attention(ws *Workspace, steps []Step, l, n int) {
+	c := m.Config
+	D, H, KVH, Dh := c.DModel, c.NHeads, c.AttnConfig.KVNHeads, c.HeadDim()
+	Q := c.QKVDim()
+	half := Dh / 2
+	kvRow := KVH * Dh
+	ws.attnModel, ws.attnSteps, ws.attnLayer = m, steps, l
+	if ws.attnFn == nil {
+		// bound once: a per-call closure would allocate
+		ws.attnFn, ws.attnPiece = ws.attendRange, ws.attendPieces
+	}
+	// A task is a token's attention over all its KV heads: a cache row holds every
+	// KV head of a position, and the memory system fetches whole rows (a task per
+	// KV head would read each row from DRAM once per head). With too few tokens to
+	// occupy the workers a task is one KV head. Sequences of a batch differ in
+	// length, so tasks are claimed dynamically, in pieces of ws.attnPer tasks (one
+	// in decode; a few in a long prefill, whose pieces must stay under ForEach's
+	// limit); a handful of tasks is split statically.
+	ws.attnSplit = 1
+	if n < 2*ws.Pool.Workers() {
+		ws.attnSplit = KVH
+	}
+	for t := 0; t < n; t++ {
+		q := ws.qkv[t*Q : (t+1)*Q]
+		cos, sin := ws.cos[t*half:(t+1)*half], ws.sin[t*half:(t+1)*half]
+		m.RoPE.Apply(q[:D], H, cos, sin)
+		m.RoPE.Apply(q[D:D+kvRow], KVH, cos, sin)
+		cache := steps[ws.tokSeq[t]].Cache
+		cache.K[l] = append(cache.K[l], q[D:D+kvRow]...)
+		cache.V[l] = append(cache.V[l], q[D+kvRow:D+2*kvRow]...)
+	}
+	tasks := n * ws.attnSplit
+	ws.attnTasks, ws.attnPer = tasks, max(1, (tasks+attnMaxPieces-1)/attnMaxPieces)
+	if pieces := (tasks + ws.attnPer - 1) / ws.attnPer; pieces >= 4 {
+		ws.Pool.ForEach(pieces, ws.attnPiece)
+	} else {
+		ws.Pool.For(tasks, 1, ws.attnFn)
+	}
+	ws.attnSteps = nil
 }
 
-// attendRange computes attention for tasks [lo, hi), task = token·H + head.
+// attnMaxPieces bounds the dynamically claimed pieces of one attention call.
+const attnMaxPieces = 4096
+
+// attendPieces computes attention for pieces [lo, hi) of ws.attnPer tasks.
+func (ws *Workspace) attendPieces(lo, hi int) {
+	ws.attendRange(lo*ws.attnPer, min(hi*ws.attnPer, ws.attnTasks))
+}
+
+// attendRange computes attention for tasks [lo, hi): task = token·attnSplit + part,
+// the part covering KV heads [part·KVH/attnSplit, (part+1)·KVH/attnSplit). The query
+// heads of a KV head's GQA group are computed together, each cached key and value
+// row read once for them.
 func (ws *Workspace) attendRange(lo, hi int) {
-	m, steps, l := ws.attnModel, ws.attnSteps, ws.attnLayer
+	m, steps, l, split := ws.attnModel, ws.attnSteps, ws.attnLayer, ws.attnSplit
 	c := m.Config
 	D, H, KVH, Dh := c.DModel, c.NHeads, c.AttnConfig.KVNHeads, c.HeadDim()
 	Q, kvRow, group := c.QKVDim(), KVH*Dh, H/KVH
 	scale := float32(1 / math.Sqrt(float64(Dh)))
 	for task := lo; task < hi; task++ {
-		t, h := task/H, task%H
+		t, part := task/split, task%split
 		cache := steps[ws.tokSeq[t]].Cache
-		g := h / group
-		nn.CausalAttentionHead(ws.attn[t*D+h*Dh:t*D+(h+1)*Dh], ws.qkv[t*Q+h*Dh:t*Q+(h+1)*Dh],
-			cache.K[l], cache.V[l], kvRow, g*Dh, ws.tokPos[t]+1, scale)
+		for g := part * KVH / split; g < (part+1)*KVH/split; g++ {
+			h0, h1 := g*group*Dh, (g+1)*group*Dh // the group's query heads, [group·Dh]
+			nn.CausalAttentionGroup(ws.attn[t*D+h0:t*D+h1], ws.qkv[t*Q+h0:t*Q+h1], group,
+				cache.K[l], cache.V[l], kvRow, g*Dh, ws.tokPos[t]+1, scale)
+		}
 	}
 }
 
