@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/dbrx-engine/dbrx/nn"
 )
 
 // LayerNormEps is fixed by the reference (PyTorch's nn.LayerNorm default); DBRX's
@@ -136,6 +138,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeadDim()%2 != 0 {
 		return bad("d_model", "head dim %d (d_model %d / n_heads %d) must be even for RoPE", c.HeadDim(), c.DModel, c.NHeads)
+	}
+	if c.HeadDim() > nn.MaxHeadDim { // attention keeps a head's accumulator on the stack
+		return bad("d_model", "head dim %d (d_model %d / n_heads %d) exceeds %d", c.HeadDim(), c.DModel, c.NHeads, nn.MaxHeadDim)
 	}
 	if c.NHeads%c.AttnConfig.KVNHeads != 0 {
 		return bad("attn_config.kv_n_heads", "n_heads %d is not divisible by kv_n_heads %d", c.NHeads, c.AttnConfig.KVNHeads)

@@ -74,6 +74,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{`{` + base + `, "attn_config": {"kv_n_heads": 3}}`, "attn_config.kv_n_heads", "3"},
 		{`{"d_model": 65, "n_heads": 4}`, "d_model", "65"},
+		{`{` + base + `, "d_model": 2064, "n_heads": 2}`, "d_model", "1032"},
 		{`{` + base + `, "ffn_config": {"moe_top_k": 5}}`, "ffn_config.moe_top_k", "5"},
 		{`{` + base + `, "ffn_config": {"moe_top_k": 0}}`, "ffn_config.moe_top_k", "0"},
 		{`{` + base + `, "tie_word_embeddings": true}`, "tie_word_embeddings", "not supported"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/dbrx-engine/dbrx/internal/kernel"
 	"github.com/dbrx-engine/dbrx/internal/parallel"
@@ -120,6 +121,7 @@ type Workspace struct {
 	attnTasks int
 	attnPer   int
 	attnSplit int
+	ropeFn    func(lo, hi int)
 	attnModel *Model
 	attnSteps []Step
 	attnLayer int
@@ -268,9 +270,7 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 // and v to the caches of layer l and writes every head's output to ws.attn [n, D].
 func (m *Model) attention(ws *Workspace, steps []Step, l, n int) {
 	c := m.Config
-	D, H, KVH, Dh := c.DModel, c.NHeads, c.AttnConfig.KVNHeads, c.HeadDim()
-	Q := c.QKVDim()
-	half := Dh / 2
+	KVH, Dh := c.AttnConfig.KVNHeads, c.HeadDim()
 	kvRow := KVH * Dh
 	ws.attnModel, ws.attnSteps, ws.attnLayer = m, steps, l
 	if ws.attnFn == nil {
@@ -288,15 +288,18 @@ func (m *Model) attention(ws *Workspace, steps []Step, l, n int) {
 	if n < 2*ws.Pool.Workers() {
 		ws.attnSplit = KVH
 	}
-	for t := 0; t < n; t++ {
-		q := ws.qkv[t*Q : (t+1)*Q]
-		cos, sin := ws.cos[t*half:(t+1)*half], ws.sin[t*half:(t+1)*half]
-		m.RoPE.Apply(q[:D], H, cos, sin)
-		m.RoPE.Apply(q[D:D+kvRow], KVH, cos, sin)
-		cache := steps[ws.tokSeq[t]].Cache
-		cache.K[l] = append(cache.K[l], q[D:D+kvRow]...)
-		cache.V[l] = append(cache.V[l], q[D+kvRow:D+2*kvRow]...)
+	// The caches grow here; the tokens are rotated and their rows written in
+	// parallel (each row write is a cache miss, and a decode batch has one per
+	// sequence).
+	for _, s := range steps {
+		kv, r := s.Cache, len(s.IDs)*kvRow
+		kv.K[l] = slices.Grow(kv.K[l], r)[:len(kv.K[l])+r]
+		kv.V[l] = slices.Grow(kv.V[l], r)[:len(kv.V[l])+r]
 	}
+	if ws.ropeFn == nil {
+		ws.ropeFn = ws.ropeAppend
+	}
+	ws.Pool.For(n, attnRopeGrain, ws.ropeFn)
 	tasks := n * ws.attnSplit
 	ws.attnTasks, ws.attnPer = tasks, max(1, (tasks+attnMaxPieces-1)/attnMaxPieces)
 	if pieces := (tasks + ws.attnPer - 1) / ws.attnPer; pieces >= 4 {
@@ -305,6 +308,28 @@ func (m *Model) attention(ws *Workspace, steps []Step, l, n int) {
 		ws.Pool.For(tasks, 1, ws.attnFn)
 	}
 	ws.attnSteps = nil
+}
+
+// attnRopeGrain is the least number of tokens per worker worth rotating and
+// appending in parallel.
+const attnRopeGrain = 4
+
+// ropeAppend rotates the q and k heads of tokens [lo, hi) in ws.qkv and writes their
+// k and v into their rows (already allocated) of the caches of layer ws.attnLayer.
+func (ws *Workspace) ropeAppend(lo, hi int) {
+	m, steps, l := ws.attnModel, ws.attnSteps, ws.attnLayer
+	c := m.Config
+	D, H, KVH, Dh, Q := c.DModel, c.NHeads, c.AttnConfig.KVNHeads, c.HeadDim(), c.QKVDim()
+	half, kvRow := Dh/2, KVH*Dh
+	for t := lo; t < hi; t++ {
+		q := ws.qkv[t*Q : (t+1)*Q]
+		cos, sin := ws.cos[t*half:(t+1)*half], ws.sin[t*half:(t+1)*half]
+		m.RoPE.Apply(q[:D], H, cos, sin)
+		m.RoPE.Apply(q[D:D+kvRow], KVH, cos, sin)
+		cache, row := steps[ws.tokSeq[t]].Cache, ws.tokPos[t]*kvRow
+		copy(cache.K[l][row:row+kvRow], q[D:D+kvRow])
+		copy(cache.V[l][row:row+kvRow], q[D+kvRow:D+2*kvRow])
+	}
 }
 
 // attnMaxPieces bounds the dynamically claimed pieces of one attention call.
