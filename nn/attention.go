@@ -10,7 +10,8 @@ import (
 // attention allocates nothing, and blocks are merged with the online-softmax rescale.
 const attnBlock = 256
 
-// MaxHeadDim bounds Dh for the stack accumulator of CausalAttentionHead.
+// MaxHeadDim bounds Dh for the stack accumulators of CausalAttentionHead and
+// CausalAttentionGroup.
 const MaxHeadDim = 512
 
 // CausalAttentionHead computes one query head's attention output over the first n
@@ -71,16 +72,17 @@ func CausalAttentionHead(out, q []float32, keys, values []float32, stride, off, 
 //
 //	out, q [G·Dh] (head-major); keys, values: row j of the group at [j*stride + off : +Dh]
 //
+// Dh = len(q)/G must be at most MaxHeadDim.
 // The numerics are those of CausalAttentionHead: per block of attnBlock keys the
 // running max, float32 exp(s − max) by kernel.ExpSubF32 with a float64 running sum,
 // and the float32 P·V added key by key (multiply, then add).
 func CausalAttentionGroup(out, q []float32, G int, keys, values []float32, stride, off, n int, scale float32) {
 	dh := len(q) / G
 	const gm = kernel.AttnGroupMax
-	var acc [gm * MaxHeadDim]float32
-	var scores [gm * attnBlock]float32
-	var runMax [gm]float64
-	var runSum [gm]float64
+	// Up to gm heads at a time, state on the stack (decode allocates nothing):
+	var acc [gm * MaxHeadDim]float32   // [gs, dh] the heads' unnormalised outputs
+	var scores [gm * attnBlock]float32 // [gs, attnBlock] a block's scores, then exp(s − max)
+	var runMax, runSum [gm]float64     // [gs] running max and Σ exp of each head
 	for g0 := 0; g0 < G; g0 += gm {
 		gs := min(gm, G-g0)
 		qs := q[g0*dh : (g0+gs)*dh]
