@@ -42,20 +42,11 @@ const coldBytes = 256 << 20
 func BenchmarkMatMul(b *testing.B) {
 	for _, s := range benchShapes {
 		for _, dt := range dtypeList {
-			for _, T := range []int{1, 4, 16, 512} {
+			for _, T := range []int{1, 2, 4, 8, 16, 64, 512} {
 				for _, threads := range []int{1, 2} {
-					for _, impl := range []string{"asm", "twin"} {
-						if impl == "asm" && simd == nil {
+					for _, impl := range []string{"asm", "panel", "twin"} {
+						if !benchWanted(s, dt, T, impl) {
 							continue
-						}
-						if impl == "twin" && (T > 1 && s.name != "out" || dt != tensor.BF16) {
-							continue // minutes per call
-						}
-						if T > 1 && dt != tensor.BF16 && s.name == "lm_head" {
-							continue
-						}
-						if (T == 4 || T == 16) && (impl == "twin" || s.name != "w1" && s.name != "w2" && (s.name != "lm_head" || T != 16)) {
-							continue // batched decode: one shape per orientation, and the LM head of 16 sequences
 						}
 						name := fmt.Sprintf("shape=%s/op=%s/dtype=%s/T=%d/N=%d/K=%d/threads=%d/impl=%s",
 							s.name, opName(s.trans), dt, T, s.N, s.K, threads, impl)
@@ -65,6 +56,32 @@ func BenchmarkMatMul(b *testing.B) {
 			}
 		}
 	}
+}
+
+// benchWanted selects the cases of BenchmarkMatMul: every shape and dtype at T=1
+// and 512; batched decode (T=4, 16) on one shape per orientation; the bf16 LM head
+// at every T, through MatMulT (impl=asm) and PackPanelsBF16's layout (impl=panel,
+// also on the attention shapes); the twin at T=1 and on the small shape.
+func benchWanted(s benchShape, dt tensor.DType, T int, impl string) bool {
+	if impl != "twin" && simd == nil {
+		return false
+	}
+	lmBF16 := s.name == "lm_head" && dt == tensor.BF16
+	switch impl {
+	case "twin":
+		return dt == tensor.BF16 && (T == 1 || T == 512 && s.name == "out")
+	case "panel":
+		return dt == tensor.BF16 && (lmBF16 || (s.name == "qkv" || s.name == "out") && (T == 1 || T == 16 || T == 512))
+	}
+	switch T {
+	case 1:
+		return true
+	case 512:
+		return s.name != "lm_head" || dt == tensor.BF16
+	case 4, 16:
+		return s.name == "w1" || s.name == "w2" || lmBF16
+	}
+	return lmBF16
 }
 
 func opName(trans bool) string {
@@ -87,7 +104,20 @@ func benchMatMul(b *testing.B, s benchShape, dt tensor.DType, T, threads int, im
 	}
 	ws := make([]Mat, copies)
 	ws[0] = randMat(r, dt, rows, cols)
-	for i := 1; i < copies; i++ {
+	var ps []PanelMat
+	if impl == "panel" {
+		pm, err := PackPanelsBF16(ws[0])
+		if err != nil {
+			b.Fatal(err)
+		}
+		ws = nil
+		ps = make([]PanelMat, copies)
+		ps[0] = pm
+		for i := 1; i < copies; i++ {
+			ps[i] = PanelMat{Rows: rows, Cols: cols, Data: append([]byte(nil), pm.Data...)}
+		}
+	}
+	for i := 1; i < len(ws); i++ {
 		ws[i] = Mat{DType: dt, Rows: rows, Cols: cols, Data: append([]byte(nil), ws[0].Data...)}
 	}
 	x := randF32(r, T*s.K)
@@ -95,7 +125,7 @@ func benchMatMul(b *testing.B, s benchShape, dt tensor.DType, T, threads int, im
 	p := parallel.New(threads)
 	defer p.Close()
 	var k *kernels
-	if impl == "asm" {
+	if impl != "twin" {
 		k = simd
 	}
 	withKernels(k, func() {
@@ -104,6 +134,11 @@ func benchMatMul(b *testing.B, s benchShape, dt tensor.DType, T, threads int, im
 		i := 0
 		c0 := cpuTime()
 		for b.Loop() {
+			if ps != nil {
+				MatMulTPanels(p, dst, x, T, ps[i%copies])
+				i++
+				continue
+			}
 			w := ws[i%copies]
 			i++
 			if s.trans {
@@ -362,6 +397,31 @@ func BenchmarkDecodeMoE(b *testing.B) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// BenchmarkPanelMicro runs the panel kernels (MatMulTPanels) on one hot panel of K
+// columns: the compute bound of the product, weights in L1 (K=256) or L2 (768).
+func BenchmarkPanelMicro(b *testing.B) {
+	if simd == nil {
+		b.Skip("no assembly kernels")
+	}
+	for _, K := range []int{256, 768} {
+		for _, M := range []int{1, 2, 4, 5, 6} {
+			b.Run(fmt.Sprintf("K=%d/M=%d", K, M), func(b *testing.B) {
+				r := newRand(13)
+				x := randF32(r, M*K)
+				w := rawWeights(14, 1, 16*K, false)
+				c := make([]float32, M*16)
+				c0 := cpuTime()
+				for b.Loop() {
+					simd.panel[M][0](&c[0], 16, 0, &x[0], K, &w[0], 0, K, 0, 0, 0, 0, 0)
+				}
+				flops := 2 * float64(M) * 16 * float64(K) * float64(b.N)
+				b.ReportMetric(flops/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				b.ReportMetric(flops/(cpuTime()-c0).Seconds()/1e9, "GFLOP/s@cpu")
+			})
 		}
 	}
 }

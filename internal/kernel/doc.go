@@ -22,6 +22,14 @@
 //     tokens in one group); the single-group bf16 paths read a worker's rows as
 //     several far-apart streams at once, which the memory system serves faster
 //     than one;
+//   - bf16 x·wᵀ over weights packed once into panels of 16 rows (PanelMat,
+//     MatMulTPanels; the model's LM head): outer-product kernels for up to 6
+//     tokens × 16 rows that widen a panel column by a shift and a mask, broadcast
+//     each token's activation from x as it is, and store 16 contiguous sums, no
+//     horizontal sums; few tokens read the panels as several far-apart streams,
+//     batches sweep each panel (256 columns at a time, L1) with token groups that
+//     share the prefetch of the next panel, and 64 tokens or more take the GEMM
+//     below with its weight blocks widened straight from the panels;
 //   - prefill and training (T > 16, and MatMulATB's aᵀ·b weight gradients): a
 //     blocked GEMM (gemm.go) with a 6×16 FMA micro-kernel over packed activation
 //     panels and weight blocks widened to float32 while packing; the work is split

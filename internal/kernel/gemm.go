@@ -68,6 +68,7 @@ type gemmOp struct {
 	w       []byte // B's elements, dtype index d
 	ldw     int
 	bT      bool
+	bPanel  bool // B is MatMulTPanels' w: PanelMat data of ldw columns (bT, d bf16)
 	d       int
 	c       []float32 // [M, N], row stride N
 	acc     bool
@@ -362,6 +363,13 @@ func (t *mmTask) packB(b []float32, jc, nc, pc, kc int) {
 	d, es, ldw := g.d, t.es, g.ldw
 	v := t.wv
 	full := nc / gemmNR
+	if g.bPanel { // panel n/16 widens to [kc][16] as it is, zero rows past N included
+		for jr := 0; jr < nc; jr += gemmNR {
+			n := jc + jr
+			t.k.widenPanel(&b[jr*kc], &g.w[((n/panelRows)*ldw+pc)*panelRows*2], kc)
+		}
+		return
+	}
 	if !g.bT && full > 0 { // B[p, j] = w[p*ldw+j]: whole rows at once
 		t.k.packNRows[d](&b[0], &g.w[(pc*ldw+jc)*es], ldw, kc, full)
 	}
@@ -622,6 +630,10 @@ func (t *mmTask) aRegion(cur *pfCursor, ic, mc, pc, kc, calls int) {
 func (t *mmTask) bRegion(cur *pfCursor, jc, nc, pc, kc, calls int) {
 	g := &t.g
 	es := t.es
+	if g.bPanel {
+		cur.set(unsafe.Pointer(&g.w[((jc/panelRows)*g.ldw+pc)*panelRows*2]), ceilDiv(nc, panelRows), panelRows*2*kc, panelRows*2*g.ldw, calls)
+		return
+	}
 	if g.bT {
 		cur.set(unsafe.Pointer(&g.w[(jc*g.ldw+pc)*es]), nc, es*kc, es*g.ldw, calls)
 		return

@@ -2733,6 +2733,242 @@ func packAR(dst *float32, a *float32, lda int, kc int)
 //go:noescape
 func packACB(dst *float32, a *float32, lda int, kc int, panels int)
 
+// panelBF16_1x1 multiplies 1 token(s) of x (row stride ldx) by 1 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 1; t++ {
+//		for s := 0; s < 1; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_1x1(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// panelBF16_1x4 multiplies 1 token(s) of x (row stride ldx) by 4 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 1; t++ {
+//		for s := 0; s < 4; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_1x4(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// panelBF16_2x1 multiplies 2 token(s) of x (row stride ldx) by 1 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 2; t++ {
+//		for s := 0; s < 1; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_2x1(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// panelBF16_2x2 multiplies 2 token(s) of x (row stride ldx) by 2 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 2; t++ {
+//		for s := 0; s < 2; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_2x2(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// panelBF16_3x1 multiplies 3 token(s) of x (row stride ldx) by 1 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 3; t++ {
+//		for s := 0; s < 1; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_3x1(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// panelBF16_3x2 multiplies 3 token(s) of x (row stride ldx) by 2 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 3; t++ {
+//		for s := 0; s < 2; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_3x2(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// panelBF16_4x1 multiplies 4 token(s) of x (row stride ldx) by 1 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 4; t++ {
+//		for s := 0; s < 1; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_4x1(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// panelBF16_5x1 multiplies 5 token(s) of x (row stride ldx) by 1 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 5; t++ {
+//		for s := 0; s < 1; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_5x1(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// panelBF16_6x1 multiplies 6 token(s) of x (row stride ldx) by 1 bf16 weight panel(s)
+// (panel s at w+s·wss bytes, [k][16] with halves interleaved) into dst, adding to it
+// when acc != 0:
+//
+//	for t := 0; t < 6; t++ {
+//		for s := 0; s < 1; s++ {
+//			for j := 0; j < 16; j++ {
+//				var sum float32
+//				if acc != 0 {
+//					sum = dst[t*ldd+s*dss+j]
+//				}
+//				for kk := 0; kk < k; kk++ {
+//					sum += x[t*ldx+kk] * bf16(w[s*wss/2+kk*16+2*(j%8)+j/8])
+//				}
+//				dst[t*ldd+s*dss+j] = sum
+//			}
+//		}
+//	}
+//
+// Every 64 bytes of each panel it prefetches the line pfd bytes ahead, and every 4
+// columns the line at pf (then pf += pfs) while pfn > 0 (pfn counted down): hints only.
+//
+//go:noescape
+func panelBF16_6x1(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
+
+// widenPanelBF16 widens kc columns of a bf16 weight panel (halves interleaved) into [kc][16]:
+//
+//	for i := 0; i < kc; i++ {
+//		for j := 0; j < 16; j++ {
+//			dst[i*16+j] = bf16(w[i*16+2*(j%8)+j/8])
+//		}
+//	}
+//
+//go:noescape
+func widenPanelBF16(dst *float32, w *byte, kc int)
+
 // adamwLowF32AVX2 is the AdamW update over the first n&^7 elements, bit-exact with adamWF32Generic:
 //
 //	g := g*gs; w := w*decay; m = m + c1*(g-m)

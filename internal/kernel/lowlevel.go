@@ -39,6 +39,12 @@ type (
 	// [kc][6] panels), reading each row once.
 	packRowsFunc func(dst *float32, w *byte, ldw int, kc int, panels int)
 	packACBFunc  func(dst, a *float32, lda int, kc int, panels int)
+	// panelFunc: M tokens of x times S bf16 weight panels (PanelMat layout, panel s
+	// at w+s·wss bytes) into dst[t*ldd+s*dss+j], j < 16, over k columns, added to
+	// dst's old value when acc != 0; it
+	// prefetches, in each panel, the line pfd bytes ahead every 64 bytes, and
+	// min(pfn, k/4) lines at pf, pf+pfs, … (hints).
+	panelFunc func(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int)
 )
 
 // kernels is one implementation of the low-level kernels. Index dtypes with dtIndex.
@@ -56,6 +62,11 @@ type kernels struct {
 	// packAR/packACB pack float32 activations for the GEMM
 	packAR  packAFunc
 	packACB packACBFunc
+	// panel[M][S-1]: MatMulTPanels' kernels, M tokens × S streams
+	panel [7][]panelFunc
+	// widenPanel widens kc columns of a bf16 PanelMat panel into a GEMM
+	// [kc][16] panel
+	widenPanel func(dst *float32, w *byte, kc int)
 
 	dot      func(a, b *float32, n int) float32
 	axpy     func(y *float32, a float32, x *float32, n int)
@@ -80,6 +91,9 @@ var (
 	mvTRows  = [5]int{0, 2, 4, 4, 2}
 	mvRRows  = [3][5]int{{0, 8, 4, 8, 8}, {0, 4, 4, 8, 8}, {0, 1, 4, 8, 8}} // [dtype][T]
 	mvTPRows = [9]int{0, 4, 4, 3, 2, 2, 2, 1, 1}
+	// panelStreams[M] is the most streams of the panel kernels for M tokens;
+	// there are kernels for 1 stream and for panelStreams[M].
+	panelStreams = [7]int{0, 4, 2, 2, 1, 1, 1}
 )
 
 func dtIndex(dt tensor.DType) int {
@@ -232,6 +246,34 @@ func packNRowsGo(d int) packRowsFunc {
 	}
 }
 
+func panelGo(M, S int) panelFunc {
+	return func(dst *float32, ldd int, dss int, x *float32, ldx int, w *byte, wss int, k int, acc int, pfd int, pf uintptr, pfs int, pfn int) {
+		for t := 0; t < M; t++ {
+			for s := 0; s < S; s++ {
+				ws := unsafe.Add(unsafe.Pointer(w), s*wss)
+				for j := 0; j < panelRows; j++ {
+					var sum float32
+					if acc != 0 {
+						sum = *f32At(dst, t*ldd+s*dss+j)
+					}
+					for kk := 0; kk < k; kk++ {
+						sum += *f32At(x, t*ldx+kk) * widenOne(1, (*byte)(ws), kk*panelRows+2*(j%8)+j/8)
+					}
+					*f32At(dst, t*ldd+s*dss+j) = sum
+				}
+			}
+		}
+	}
+}
+
+func widenPanelGo(dst *float32, w *byte, kc int) {
+	for i := 0; i < kc; i++ {
+		for j := 0; j < panelRows; j++ {
+			*f32At(dst, i*panelRows+j) = widenOne(1, w, i*panelRows+2*(j%8)+j/8)
+		}
+	}
+}
+
 // goKernels returns the Go twins of every low-level kernel.
 func goKernels() *kernels {
 	k := &kernels{name: "go"}
@@ -256,6 +298,13 @@ func goKernels() *kernels {
 	}
 	k.gemmCol = gemmPanelsGo
 	k.packAR, k.packACB = packARGo, packACBGo
+	k.widenPanel = widenPanelGo
+	for M := 1; M < len(panelStreams); M++ {
+		k.panel[M] = []panelFunc{panelGo(M, 1)}
+		if S := panelStreams[M]; S > 1 {
+			k.panel[M] = append(k.panel[M], panelGo(M, S))
+		}
+	}
 	n8 := func(n int) int { return n &^ 7 }
 	k.dot = func(a, b *float32, n int) float32 {
 		var s float32

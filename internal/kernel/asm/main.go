@@ -42,6 +42,7 @@ func main() {
 		}
 	}
 	genGemmAll()
+	genPanelAll()
 	genAdamW()
 	Generate()
 }
