@@ -183,6 +183,19 @@ func TestBF16StaysBF16(t *testing.T) {
 	if m.LMHead.DType != tensor.BF16 || m.Blocks[0].W1.DType != tensor.BF16 {
 		t.Errorf("bf16 checkpoint bound as %s/%s", m.LMHead.DType, m.Blocks[0].W1.DType)
 	}
+	// The bf16 LM head is packed for the panel product (the fixture logits of B
+	// and C then test it); an f32 one is not.
+	if p := m.lmPanels; p.Rows != m.Config.VocabSize || p.Cols != m.Config.DModel {
+		t.Errorf("bf16 LM head packed as [%d, %d]", p.Rows, p.Cols)
+	}
+	a, err := Load(fixtureDir("A"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.lmPanels.Rows != 0 {
+		t.Errorf("f32 LM head packed into panels")
+	}
 }
 
 func TestForwardBadInput(t *testing.T) {

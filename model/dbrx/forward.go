@@ -236,7 +236,11 @@ func (m *Model) Forward(ws *Workspace, steps []Step) ([]float32, error) {
 	if ws.Trace != nil {
 		ws.Trace(TraceFinalNorm, -1, ws.normed[:r*D])
 	}
-	matT(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.LMHead)
+	if m.lmPanels.Rows > 0 {
+		kernel.MatMulTPanels(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.lmPanels)
+	} else {
+		matT(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.LMHead)
+	}
 	return ws.logits[:r*V], nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"github.com/dbrx-engine/dbrx/internal/kernel"
 	"github.com/dbrx-engine/dbrx/model"
 	"github.com/dbrx-engine/dbrx/nn"
+	"github.com/dbrx-engine/dbrx/tensor"
 	"github.com/dbrx-engine/dbrx/weights"
 )
 
@@ -33,6 +34,13 @@ type Model struct {
 	NormF  []float32  // [D]    transformer.norm_f.weight
 	LMHead kernel.Mat // [V, D] lm_head.weight
 	RoPE   *nn.RoPE
+
+	// lmPanels is a bf16 LMHead packed at Bind for kernel.MatMulTPanels (Rows 0
+	// for other weight types): the LM head is the largest product of a batched
+	// decode step, and the panel layout serves every sequence of a batch from one
+	// read of the weights. Forward never touches LMHead's own pages then, so the
+	// mmap'd checkpoint copy can be evicted.
+	lmPanels kernel.PanelMat // [V, D] bf16, panels of 16 rows
 
 	src weights.Source
 }
@@ -126,6 +134,13 @@ func Bind(c Config, src weights.Source) (*Model, error) {
 	m.LMHead = b.Mat(NameLMHead, V, D)
 	if err := b.Finish(); err != nil {
 		return nil, err
+	}
+	if m.LMHead.DType == tensor.BF16 && !m.LMHead.IsQuantized() {
+		p, err := kernel.PackPanelsBF16(m.LMHead)
+		if err != nil {
+			return nil, fmt.Errorf("dbrx: packing %s: %w", NameLMHead, err)
+		}
+		m.lmPanels = p
 	}
 	m.RoPE = nn.NewRoPE(c.HeadDim(), c.AttnConfig.RopeTheta)
 	return m, nil
