@@ -117,7 +117,8 @@ const (
 	// weight blocks widened from the panels): with that many the product is
 	// bound by the FMAs, and the GEMM's packed activations serve the
 	// micro-kernel better than rows of x (measured on the LM head at T=512: ~25%
-	// faster than the panel kernels; at T=64 within the noise).
+	// faster than the panel kernels; at T=64 within the noise, both ~5% slower
+	// than MatMulT's GEMM over the row-major weights).
 	panelGemmT = 64
 	// panelTokBlock bounds the tokens whose activations sweep each panel before
 	// the next one: their activations (panelTokBlock·K floats) stay in L2 while
@@ -129,7 +130,7 @@ const (
 	// columns; 128 is no better).
 	panelKC = 256
 	// panelAhead is how far ahead (bytes) each stream of the streamed paths
-	// prefetches (measured on the LM head at T=1..4: 0 to 8 KiB within the
+	// prefetches (measured on the LM head at T=1..4: 1 to 8 KiB within the
 	// noise).
 	panelAhead = 2048
 	// panelCallStreams is the number of streams read by consecutive calls when
