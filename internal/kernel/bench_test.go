@@ -59,7 +59,8 @@ func BenchmarkMatMul(b *testing.B) {
 }
 
 // benchWanted selects the cases of BenchmarkMatMul: every shape and dtype at T=1
-// and 512; batched decode (T=4, 16) on one shape per orientation; the bf16 LM head
+// and 512; batched decode (T=4, 16) on one shape per orientation, and the bf16
+// attention shapes at T=16; the bf16 LM head
 // at every T, through MatMulT (impl=asm) and PackPanelsBF16's layout (impl=panel,
 // also on the attention shapes); the twin at T=1 and on the small shape.
 func benchWanted(s benchShape, dt tensor.DType, T int, impl string) bool {
@@ -79,7 +80,8 @@ func benchWanted(s benchShape, dt tensor.DType, T int, impl string) bool {
 	case 512:
 		return s.name != "lm_head" || dt == tensor.BF16
 	case 4, 16:
-		return s.name == "w1" || s.name == "w2" || lmBF16
+		attn := T == 16 && dt == tensor.BF16 && (s.name == "qkv" || s.name == "out") // beside impl=panel
+		return s.name == "w1" || s.name == "w2" || lmBF16 || attn
 	}
 	return lmBF16
 }
