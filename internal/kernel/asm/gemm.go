@@ -252,16 +252,7 @@ func genGemm(mr int) {
 	if 2*mr < 8 {
 		sets = 2
 	}
-	accs := make([][][2]VecVirtual, sets)
-	for s := range accs {
-		accs[s] = make([][2]VecVirtual, mr)
-		for i := range accs[s] {
-			for j := 0; j < 2; j++ {
-				accs[s][i][j] = YMM()
-				VXORPS(accs[s][i][j], accs[s][i][j], accs[s][i][j])
-			}
-		}
-	}
+	accs := zeroAccPairs(sets, mr)
 	acc := accs[0]
 	step := func(u int) {
 		b0, b1 := YMM(), YMM()

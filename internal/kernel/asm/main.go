@@ -778,6 +778,22 @@ func zeroAccs(A, R, T int) [][][]VecVirtual {
 	return accs
 }
 
+// zeroAccPairs allocates A sets of n zeroed pairs of accumulator vectors (the two
+// halves of a 16-wide row of outputs).
+func zeroAccPairs(A, n int) [][][2]VecVirtual {
+	accs := make([][][2]VecVirtual, A)
+	for a := range accs {
+		accs[a] = make([][2]VecVirtual, n)
+		for i := range accs[a] {
+			for h := range 2 {
+				accs[a][i][h] = YMM()
+				VXORPS(accs[a][i][h], accs[a][i][h], accs[a][i][h])
+			}
+		}
+	}
+	return accs
+}
+
 // wExpr is the Go expression (with %s for the element index) of one widened weight.
 func wExpr(dt dtype) string {
 	switch dt.name {

@@ -83,16 +83,7 @@ func genPanel(M, S int) {
 	mask := YMM()
 	VBROADCASTSS(vconst("bf16_odd", 0xFFFF0000), mask)
 	// acc[s][t][h]: h = 0 rows 0-7, 1 rows 8-15.
-	acc := make([][][2]VecVirtual, S)
-	for s := range acc {
-		acc[s] = make([][2]VecVirtual, M)
-		for t := range acc[s] {
-			for h := 0; h < 2; h++ {
-				acc[s][t][h] = YMM()
-				VXORPS(acc[s][t][h], acc[s][t][h], acc[s][t][h])
-			}
-		}
-	}
+	acc := zeroAccPairs(S, M)
 	// The broadcast activations of a column stay in registers across the streams
 	// when they all fit; otherwise each is broadcast again for each stream (one
 	// register; AVX2 has 16, and avo would spill into the EVEX-only Y16-Y31).
