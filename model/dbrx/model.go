@@ -25,8 +25,10 @@ type Block struct {
 }
 
 // Model is a DBRX causal LM bound to its weights. Weights are views into the
-// checkpoint (bf16 stays bf16); the Model is read-only and safe for concurrent
-// Forward calls with distinct Workspaces and caches.
+// checkpoint (bf16 stays bf16), except that a bf16 LM head is also packed once at
+// Bind into the panel layout its batched product reads (an extra V·D·2 bytes);
+// the Model is read-only and safe for concurrent Forward calls with distinct
+// Workspaces and caches.
 type Model struct {
 	Config Config
 	Wte    kernel.Mat // [V, D] transformer.wte.weight
