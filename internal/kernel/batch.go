@@ -58,12 +58,16 @@ type batchTask struct {
 	owner []int      // per piece: product whose partial sum part[s] holds, or -1
 	part  []float32  // per piece: [maxTN]
 	maxTN int
-	fn    func(lo, hi int)
+	// toPermute lists the x·wᵀ products whose pair-permuted activations are filled
+	// in parallel before the bands run (w1 and v1 of an expert share one).
+	toPermute []int
+	fn        func(lo, hi int)
+	fnPermute func(lo, hi int)
 }
 
 var batchPool = freeList[batchTask]{new: func() *batchTask {
 	t := new(batchTask)
-	t.fn = t.band
+	t.fn, t.fnPermute = t.band, t.permute
 	return t
 }}
 
@@ -95,6 +99,7 @@ func (t *batchTask) run(p *parallel.Pool) {
 	t.mm, t.q = t.mm[:n], t.q[:n]
 	total := 0.0
 	t.maxTN = 0
+	t.toPermute = t.toPermute[:0]
 	for i := range t.ps {
 		pr := &t.ps[i]
 		w := pr.W
@@ -140,6 +145,7 @@ func (t *batchTask) run(p *parallel.Pool) {
 			total += t.rowC[i] * float64(w.Rows)
 		}
 	}
+	p.For(len(t.toPermute), 1, t.fnPermute)
 	if total > 0 {
 		W := p.Workers()
 		if W > 1 {
@@ -198,9 +204,9 @@ func (t *batchTask) run(p *parallel.Pool) {
 	}
 }
 
-// preparePairs pair-permutes the activations of x·wᵀ product i for the bf16
-// kernels, or shares those of an earlier product with the same x (an expert's w1
-// and v1).
+// preparePairs gives x·wᵀ product i storage for its pair-permuted activations
+// (the bf16 kernels), listed in toPermute to be filled in parallel, or shares
+// those of an earlier product with the same x (an expert's w1 and v1).
 func (t *batchTask) preparePairs(i int) {
 	pr, mt := &t.ps[i], &t.mm[i]
 	for j := i - 1; j >= 0; j-- {
@@ -210,7 +216,16 @@ func (t *batchTask) preparePairs(i int) {
 			return
 		}
 	}
-	mt.preparePairs()
+	if mt.allocPairs() {
+		t.toPermute = append(t.toPermute, i)
+	}
+}
+
+// permute fills the pair-permuted activations of products toPermute[lo:hi].
+func (t *batchTask) permute(lo, hi int) {
+	for _, i := range t.toPermute[lo:hi] {
+		t.mm[i].permute()
+	}
 }
 
 // band runs pieces [lo, hi).

@@ -244,14 +244,25 @@ func mvTPGroup(t0, T int) int {
 // preparePairs sets t.xp for an x·wᵀ decode product over bf16 weights (the pair
 // kernels), nil otherwise.
 func (t *mmTask) preparePairs() {
+	if t.allocPairs() {
+		t.permute()
+	}
+}
+
+// allocPairs sets t.xp to storage for the pair-permuted activations when the bf16
+// pair kernels run (reporting whether they do), nil otherwise; permute fills it.
+func (t *mmTask) allocPairs() bool {
 	t.xp = nil
 	if t.w.DType != tensor.BF16 || t.k.mvTP[1] == nil || t.K < 16 {
-		return
+		return false
 	}
 	t.xpBuf = growT(t.xpBuf, t.T*t.K)
 	t.xp = t.xpBuf
-	permutePairs(t.xp, t.x, t.T, t.K)
+	return true
 }
+
+// permute writes x pair-permuted into t.xp.
+func (t *mmTask) permute() { permutePairs(t.xp, t.x, t.T, t.K) }
 
 // matvec runs the decode kernels on output columns [lo, hi).
 func (t *mmTask) matvec(lo, hi int) {

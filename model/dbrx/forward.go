@@ -125,6 +125,57 @@ type Workspace struct {
 	attnModel *Model
 	attnSteps []Step
 	attnLayer int
+
+	// row-parallel LayerNorm and SwiGLU state, set by layerNorm and swiGLU
+	lnFn, swiFn func(lo, hi int)
+	lnDst, lnX  []float32 // [n, D]
+	lnGamma     []float32 // [D]
+	lnD, swiF   int
+	swiG, swiU  []float32 // [rows, F]
+}
+
+// Rows per worker below which a row-parallel step of the layers stays on the
+// caller (a pool dispatch costs a few microseconds).
+const (
+	lnGrainRows  = 4
+	swiGrainRows = 4
+)
+
+// layerNorm is nn.LayerNorm over n rows of D, split over ws.Pool by rows (each row
+// computed exactly as alone, so a batch gives every sequence the same bits).
+func (ws *Workspace) layerNorm(dst, x []float32, n, D int, gamma []float32) {
+	if ws.lnFn == nil {
+		ws.lnFn = ws.layerNormRows // bound once: a per-call closure would allocate
+	}
+	ws.lnDst, ws.lnX, ws.lnGamma, ws.lnD = dst, x, gamma, D
+	ws.Pool.For(n, lnGrainRows, ws.lnFn)
+	ws.lnDst, ws.lnX, ws.lnGamma = nil, nil, nil
+}
+
+func (ws *Workspace) layerNormRows(lo, hi int) {
+	D := ws.lnD
+	nn.LayerNorm(ws.lnDst[lo*D:hi*D], ws.lnX[lo*D:hi*D], hi-lo, D, ws.lnGamma, LayerNormEps)
+}
+
+// swiGLU sets g = silu(g)·u over rows of F, split over ws.Pool by rows; each row is
+// one kernel.SiLUMulF32 call, so its bits do not depend on the batch around it.
+//
+//	g, u [rows, F]
+func (ws *Workspace) swiGLU(g, u []float32, rows, F int) {
+	if ws.swiFn == nil {
+		ws.swiFn = ws.swiGLURows
+	}
+	ws.swiG, ws.swiU, ws.swiF = g, u, F
+	ws.Pool.For(rows, swiGrainRows, ws.swiFn)
+	ws.swiG, ws.swiU = nil, nil
+}
+
+func (ws *Workspace) swiGLURows(lo, hi int) {
+	F := ws.swiF
+	for r := lo; r < hi; r++ {
+		g, u := ws.swiG[r*F:(r+1)*F], ws.swiU[r*F:(r+1)*F]
+		kernel.SiLUMulF32(g, g, u)
+	}
 }
 
 // NewWorkspace returns a workspace whose kernels run on pool (nil: single-threaded).
@@ -251,7 +302,7 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	D, Q := c.DModel, c.QKVDim()
 
 	// Attention: h = LN(x); qkv = clamp(h·Wqkvᵀ); rope; append K/V; attend; project.
-	nn.LayerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm1, LayerNormEps)
+	ws.layerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm1)
 	matT(ws.Pool, ws.qkv[:n*Q], ws.h[:n*D], n, b.Wqkv)
 	if clip := c.AttnConfig.ClipQKV; clip != nil {
 		nn.Clamp(ws.qkv[:n*Q], float32(*clip))
@@ -263,7 +314,7 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	}
 
 	// MoE: h = LN(x); route; experts over their tokens only; weighted sum; residual.
-	nn.LayerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm2, LayerNormEps)
+	ws.layerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm2)
 	m.moe(ws, b, l, n)
 	for i, v := range ws.moe[:n*D] {
 		ws.x[i] += v
@@ -431,7 +482,7 @@ func (m *Model) moe(ws *Workspace, b *Block, l, n int) {
 		}
 	}
 	kernel.MatMulBatch(ws.Pool, ps)
-	kernel.SiLUMulF32(ge, ge, ue)
+	ws.swiGLU(ge, ue, nk, F)
 	ps = ps[:0]
 	for e := 0; e < E; e++ {
 		lo, hi := cnt[e], cnt[e+1]
