@@ -304,9 +304,6 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	// Attention: h = LN(x); qkv = clamp(h·Wqkvᵀ); rope; append K/V; attend; project.
 	ws.layerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm1)
 	matT(ws.Pool, ws.qkv[:n*Q], ws.h[:n*D], n, b.Wqkv)
-	if clip := c.AttnConfig.ClipQKV; clip != nil {
-		nn.Clamp(ws.qkv[:n*Q], float32(*clip))
-	}
 	m.attention(ws, steps, l, n)
 	matT(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj)
 	for i, v := range ws.proj[:n*D] {
@@ -321,7 +318,7 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 	}
 }
 
-// attention rotates the new tokens' q and k (ws.qkv [n, QKVDim]), appends their k
+// attention clamps and rotates the new tokens' q and k (ws.qkv [n, QKVDim]), appends their k
 // and v to the caches of layer l and writes every head's output to ws.attn [n, D].
 func (m *Model) attention(ws *Workspace, steps []Step, l, n int) {
 	c := m.Config
@@ -369,8 +366,9 @@ func (m *Model) attention(ws *Workspace, steps []Step, l, n int) {
 // appending in parallel.
 const attnRopeGrain = 4
 
-// ropeAppend rotates the q and k heads of tokens [lo, hi) in ws.qkv and writes their
-// k and v into their rows (already allocated) of the caches of layer ws.attnLayer.
+// ropeAppend clamps the qkv rows of tokens [lo, hi) in ws.qkv (clip_qkv), rotates
+// their q and k heads and writes their k and v into their rows (already
+// allocated) of the caches of layer ws.attnLayer.
 func (ws *Workspace) ropeAppend(lo, hi int) {
 	m, steps, l := ws.attnModel, ws.attnSteps, ws.attnLayer
 	c := m.Config
@@ -378,6 +376,9 @@ func (ws *Workspace) ropeAppend(lo, hi int) {
 	half, kvRow := Dh/2, KVH*Dh
 	for t := lo; t < hi; t++ {
 		q := ws.qkv[t*Q : (t+1)*Q]
+		if clip := c.AttnConfig.ClipQKV; clip != nil {
+			nn.Clamp(q, float32(*clip))
+		}
 		cos, sin := ws.cos[t*half:(t+1)*half], ws.sin[t*half:(t+1)*half]
 		m.RoPE.Apply(q[:D], H, cos, sin)
 		m.RoPE.Apply(q[D:D+kvRow], KVH, cos, sin)
