@@ -134,12 +134,9 @@ type Workspace struct {
 	swiG, swiU  []float32 // [rows, F]
 }
 
-// Rows per worker below which a row-parallel step of the layers stays on the
-// caller (a pool dispatch costs a few microseconds).
-const (
-	lnGrainRows  = 4
-	swiGrainRows = 4
-)
+// rowGrain is the rows per worker below which a row-parallel step of the layers
+// (layerNorm, swiGLU) stays on the caller: a pool dispatch costs a few microseconds.
+const rowGrain = 4
 
 // layerNorm is nn.LayerNorm over n rows of D, split over ws.Pool by rows (each row
 // computed exactly as alone, so a batch gives every sequence the same bits).
@@ -148,7 +145,7 @@ func (ws *Workspace) layerNorm(dst, x []float32, n, D int, gamma []float32) {
 		ws.lnFn = ws.layerNormRows // bound once: a per-call closure would allocate
 	}
 	ws.lnDst, ws.lnX, ws.lnGamma, ws.lnD = dst, x, gamma, D
-	ws.Pool.For(n, lnGrainRows, ws.lnFn)
+	ws.Pool.For(n, rowGrain, ws.lnFn)
 	ws.lnDst, ws.lnX, ws.lnGamma = nil, nil, nil
 }
 
@@ -166,7 +163,7 @@ func (ws *Workspace) swiGLU(g, u []float32, rows, F int) {
 		ws.swiFn = ws.swiGLURows
 	}
 	ws.swiG, ws.swiU, ws.swiF = g, u, F
-	ws.Pool.For(rows, swiGrainRows, ws.swiFn)
+	ws.Pool.For(rows, rowGrain, ws.swiFn)
 	ws.swiG, ws.swiU = nil, nil
 }
 
