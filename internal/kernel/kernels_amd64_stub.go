@@ -234,14 +234,15 @@ func mvTF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -253,14 +254,15 @@ func mvRF32_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -272,14 +274,15 @@ func mvRF32_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -291,14 +294,15 @@ func mvRF32_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -310,14 +314,15 @@ func mvRF32_1x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 5; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -329,14 +334,15 @@ func mvRF32_1x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 6; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -348,14 +354,15 @@ func mvRF32_1x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 7; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -367,14 +374,15 @@ func mvRF32_1x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 8; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -446,14 +454,15 @@ func mvTF32_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -465,14 +474,15 @@ func mvRF32_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -484,14 +494,15 @@ func mvRF32_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -503,14 +514,15 @@ func mvRF32_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -582,14 +594,15 @@ func mvTF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -601,14 +614,15 @@ func mvRF32_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -620,14 +634,15 @@ func mvRF32_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -639,14 +654,15 @@ func mvRF32_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -658,14 +674,15 @@ func mvRF32_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 5; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -677,14 +694,15 @@ func mvRF32_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 6; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -696,14 +714,15 @@ func mvRF32_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 7; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -715,14 +734,15 @@ func mvRF32_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 8; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -764,14 +784,15 @@ func mvTF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -783,14 +804,15 @@ func mvRF32_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -802,14 +824,15 @@ func mvRF32_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -821,14 +844,15 @@ func mvRF32_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -840,14 +864,15 @@ func mvRF32_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 5; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -859,14 +884,15 @@ func mvRF32_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 6; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -878,14 +904,15 @@ func mvRF32_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 7; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -897,14 +924,15 @@ func mvRF32_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 8; i++ {
 //				s += x[t*ldx+i] * w[i*ldw+j]
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -946,14 +974,15 @@ func mvTBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -965,14 +994,15 @@ func mvRBF16_1x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -984,14 +1014,15 @@ func mvRBF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1003,14 +1034,15 @@ func mvRBF16_1x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1082,14 +1114,15 @@ func mvTBF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1101,14 +1134,15 @@ func mvRBF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1120,14 +1154,15 @@ func mvRBF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1139,14 +1174,15 @@ func mvRBF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1218,14 +1254,15 @@ func mvTBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1237,14 +1274,15 @@ func mvRBF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1256,14 +1294,15 @@ func mvRBF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1275,14 +1314,15 @@ func mvRBF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1294,14 +1334,15 @@ func mvRBF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 5; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1313,14 +1354,15 @@ func mvRBF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 6; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1332,14 +1374,15 @@ func mvRBF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 7; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1351,14 +1394,15 @@ func mvRBF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 8; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1400,14 +1444,15 @@ func mvTBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1419,14 +1464,15 @@ func mvRBF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1438,14 +1484,15 @@ func mvRBF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1457,14 +1504,15 @@ func mvRBF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1476,14 +1524,15 @@ func mvRBF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 5; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1495,14 +1544,15 @@ func mvRBF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 6; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1514,14 +1564,15 @@ func mvRBF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 7; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1533,14 +1584,15 @@ func mvRBF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := pairPos(j, n&^7) // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 8; i++ {
 //				s += x[t*ldx+i] * bf16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1582,14 +1634,15 @@ func mvTF16_1x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //
 //	for t := 0; t < 1; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1661,14 +1714,15 @@ func mvTF16_2x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1680,14 +1734,15 @@ func mvRF16_2x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1699,14 +1754,15 @@ func mvRF16_2x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1718,14 +1774,15 @@ func mvRF16_2x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 2; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1797,14 +1854,15 @@ func mvTF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1816,14 +1874,15 @@ func mvRF16_3x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1835,14 +1894,15 @@ func mvRF16_3x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1854,14 +1914,15 @@ func mvRF16_3x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1873,14 +1934,15 @@ func mvRF16_3x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 5; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1892,14 +1954,15 @@ func mvRF16_3x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 6; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1911,14 +1974,15 @@ func mvRF16_3x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 7; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1930,14 +1994,15 @@ func mvRF16_3x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 3; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 8; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1979,14 +2044,15 @@ func mvTF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, k 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 1; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -1998,14 +2064,15 @@ func mvRF16_4x1(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 2; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -2017,14 +2084,15 @@ func mvRF16_4x2(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 3; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -2036,14 +2104,15 @@ func mvRF16_4x3(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 4; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -2055,14 +2124,15 @@ func mvRF16_4x4(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 5; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -2074,14 +2144,15 @@ func mvRF16_4x5(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 6; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -2093,14 +2164,15 @@ func mvRF16_4x6(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 7; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //
@@ -2112,14 +2184,15 @@ func mvRF16_4x7(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n 
 //
 //	for t := 0; t < 4; t++ {
 //		for j := 0; j < n&^7; j++ {
+//			p := j // where column j is kept in dst
 //			var s float32
 //			if acc != 0 {
-//				s = dst[t*ldd+j]
+//				s = dst[t*ldd+p]
 //			}
 //			for i := 0; i < 8; i++ {
 //				s += x[t*ldx+i] * f16(w[i*ldw+j])
 //			}
-//			dst[t*ldd+j] = s
+//			dst[t*ldd+p] = s
 //		}
 //	}
 //

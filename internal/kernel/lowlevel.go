@@ -169,18 +169,33 @@ func permutePairs(dst, x []float32, T, K int) {
 	}
 }
 
+// pairPos is where the x·w decode kernels over bf16 weights keep column j of the
+// n&^7 columns (n8) they cover: every whole 16-column chunk in pair order (as
+// permutePairs), a last 8-column block in natural order.
+func pairPos(j, n8 int) int {
+	if j >= n8&^15 {
+		return j
+	}
+	c, o := j&^15, j&15
+	return c + o>>1 + o&1*8
+}
+
 func mvRGo(d, T, kr int) mvRFunc {
 	return func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int) {
 		for t := 0; t < T; t++ {
 			for j := 0; j < n&^7; j++ {
+				p := j
+				if d == dtIndex(tensor.BF16) {
+					p = pairPos(j, n&^7)
+				}
 				var s float32
 				if acc != 0 {
-					s = *f32At(dst, t*ldd+j)
+					s = *f32At(dst, t*ldd+p)
 				}
 				for i := 0; i < kr; i++ {
 					s += *f32At(x, t*ldx+i) * widenOne(d, w, i*ldw+j)
 				}
-				*f32At(dst, t*ldd+j) = s
+				*f32At(dst, t*ldd+p) = s
 			}
 		}
 	}

@@ -362,6 +362,11 @@ func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
 	x, w := t.x, t.w
 	n8 := lo + (hi-lo)&^7 // end of the whole 8-column vectors
 	kc, accC := k0, acc   // where the passes over consecutive rows start
+	// The bf16 kernels keep the columns in pair order (pairPos) while they add up.
+	pairs := t.w.DType == tensor.BF16 && n8 > lo
+	if pairs && acc {
+		reorderPairs(out, N, T, lo, n8-lo, true)
+	}
 	if n8 > lo && T <= 2*4 && t.w.DType == tensor.BF16 {
 		// Every pass takes one row from each of mvRStreams streams (equal
 		// contiguous parts of [k0, k1)), for one or two token groups (the second
@@ -421,11 +426,34 @@ func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
 			}
 		}
 	}
+	if pairs {
+		reorderPairs(out, N, T, lo, n8-lo, false)
+	}
 	if n8 < hi {
 		if k0 != 0 || k1 != K {
 			panic("kernel: matvecN: column tail with a partial row range")
 		}
 		matMulNGeneric(out, x, T, w, n8, hi, acc)
+	}
+}
+
+// reorderPairs puts the whole 16-column chunks of columns [lo, lo+n8) of out [T,
+// ldd] into pair order (toPairs) or back into natural order; see pairPos.
+func reorderPairs(out []float32, ldd, T, lo, n8 int, toPairs bool) {
+	var tmp [16]float32
+	for t := 0; t < T; t++ {
+		row := out[t*ldd+lo : t*ldd+lo+n8&^15]
+		for c := 0; c < len(row); c += 16 {
+			ch := row[c : c+16]
+			copy(tmp[:], ch)
+			for j := 0; j < 8; j++ {
+				if toPairs {
+					ch[j], ch[8+j] = tmp[2*j], tmp[2*j+1]
+				} else {
+					ch[2*j], ch[2*j+1] = tmp[j], tmp[8+j]
+				}
+			}
+		}
 	}
 }
 

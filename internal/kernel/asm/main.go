@@ -853,10 +853,13 @@ func rowBases(p, ld Register, rows int) []Register {
 // genMvR emits the row-streaming x·w decode kernel: kr weight rows (ldw bytes
 // apart: consecutive rows, or one from each of kr streams) are read contiguously
 // across n columns and their contributions added to dst, which stays in L1 (its
-// row strip) across calls; every row prefetches its line pfd bytes ahead. Columns go 16 at a time, the T×16 block of dst in registers across
-// the kr rows; bf16 is widened by interleaving with zeros (VPUNPCKLWD/HWD: columns
-// 0-3,8-11 and 4-7,12-15), so dst is permuted to that order on load and back on
-// store (VPERM2F128), f16 by VCVTPH2PS, f32 not at all (FMA from memory).
+// row strip) across calls; every row prefetches its line pfd bytes ahead. Columns
+// go 16 at a time, the T×16 block of dst in registers across the kr rows. bf16 is
+// widened as in the pair kernels (a shift gives the even columns of a chunk, a mask
+// the odd ones, no shuffle), so for bf16 dst holds every whole 16-column chunk in
+// pair order (its 8 even columns, then its 8 odd ones; see pairPos) and a last
+// 8-column block in natural order; f16 is widened by VCVTPH2PS, f32 not at all (FMA
+// from memory).
 func genMvR(dt dtype, T, kr int) {
 	name := fmt.Sprintf("mvR%s_%dx%d", dt.name, T, kr)
 	text(name, NOSPLIT, "func(dst *float32, ldd int, x *float32, ldx int, w *byte, ldw int, n int, acc int, pfd int)")
@@ -865,14 +868,15 @@ func genMvR(dt dtype, T, kr int) {
 		"",
 		fmt.Sprintf("\tfor t := 0; t < %d; t++ {", T),
 		"\t\tfor j := 0; j < n&^7; j++ {",
+		fmt.Sprintf("\t\t\tp := %s // where column j is kept in dst", map[bool]string{true: "pairPos(j, n&^7)", false: "j"}[dt.name == "BF16"]),
 		"\t\t\tvar s float32",
 		"\t\t\tif acc != 0 {",
-		"\t\t\t\ts = dst[t*ldd+j]",
+		"\t\t\t\ts = dst[t*ldd+p]",
 		"\t\t\t}",
 		fmt.Sprintf("\t\t\tfor i := 0; i < %d; i++ {", kr),
 		fmt.Sprintf("\t\t\t\ts += x[t*ldx+i] * %s", fmt.Sprintf(wExpr(dt), "i*ldw+j")),
 		"\t\t\t}",
-		"\t\t\tdst[t*ldd+j] = s",
+		"\t\t\tdst[t*ldd+p] = s",
 		"\t\t}",
 		"\t}")
 	es := dt.size
@@ -915,10 +919,10 @@ func genMvR(dt dtype, T, kr int) {
 	n := Load(Param("n"), GP64())
 	ANDQ(I32(-8), n)
 	flag := Load(Param("acc"), GP64())
-	var zero VecVirtual
+	var mask VecVirtual
 	if dt.name == "BF16" {
-		zero = YMM()
-		VXORPS(zero, zero, zero)
+		mask = YMM()
+		VBROADCASTSS(vconst("bf16_odd", 0xFFFF0000), mask)
 	}
 	xv := func(t, i int) VecVirtual {
 		if xInRegs {
@@ -938,10 +942,9 @@ func genMvR(dt dtype, T, kr int) {
 		ADDQ(U32(wBytes), pf)
 	}
 	// step16 handles 16 columns at byte offset off of the weight rows (off/es·4 of
-	// dst).
+	// dst); bf16 keeps them in dst in pair order (see the doc comment).
 	step16 := func(off int, accumulate bool) {
 		doff := off / es * 4
-		perm := dt.name == "BF16"
 		acc := make([][2][]VecVirtual, T)
 		for t := 0; t < T; t++ {
 			for h := 0; h < 2; h++ {
@@ -951,17 +954,8 @@ func genMvR(dt dtype, T, kr int) {
 				}
 			}
 			if accumulate {
-				d0, d1 := acc[t][0][0], acc[t][1][0]
-				if perm {
-					lo, hi := YMM(), YMM()
-					VMOVUPS(rowMem(db, ldd, t, doff), lo)
-					VMOVUPS(rowMem(db, ldd, t, doff+32), hi)
-					VPERM2F128(U8(0x20), hi, lo, d0)
-					VPERM2F128(U8(0x31), hi, lo, d1)
-				} else {
-					VMOVUPS(rowMem(db, ldd, t, doff), d0)
-					VMOVUPS(rowMem(db, ldd, t, doff+32), d1)
-				}
+				VMOVUPS(rowMem(db, ldd, t, doff), acc[t][0][0])
+				VMOVUPS(rowMem(db, ldd, t, doff+32), acc[t][1][0])
 			}
 		}
 		for i := 0; i < kr; i++ {
@@ -970,11 +964,13 @@ func genMvR(dt dtype, T, kr int) {
 			var wv [2]Op
 			switch dt.name {
 			case "BF16":
-				lo, hi := YMM(), YMM()
-				m := rowMem(wb, ldw, i, off)
-				VPUNPCKLWD(m, zero, lo)
-				VPUNPCKHWD(m, zero, hi)
-				wv = [2]Op{lo, hi}
+				// A 32-bit lane holds a pair of columns: the even one widens by a
+				// shift, the odd one by masking off the low half.
+				ev, od := YMM(), YMM()
+				VMOVDQU(rowMem(wb, ldw, i, off), od)
+				VPSLLD(U8(16), od, ev)
+				VPAND(mask, od, od)
+				wv = [2]Op{ev, od}
 			case "F16":
 				lo, hi := YMM(), YMM()
 				VCVTPH2PS(rowMem(wb, ldw, i, off), lo)
@@ -1000,15 +996,8 @@ func genMvR(dt dtype, T, kr int) {
 					VADDPS(acc[t][h][c], acc[t][h][0], acc[t][h][0])
 				}
 			}
-			a, b := acc[t][0][0], acc[t][1][0]
-			if perm {
-				lo, hi := YMM(), YMM()
-				VPERM2F128(U8(0x20), b, a, lo)
-				VPERM2F128(U8(0x31), b, a, hi)
-				a, b = lo, hi
-			}
-			VMOVUPS(a, rowMem(db, ldd, t, doff))
-			VMOVUPS(b, rowMem(db, ldd, t, doff+32))
+			VMOVUPS(acc[t][0][0], rowMem(db, ldd, t, doff))
+			VMOVUPS(acc[t][1][0], rowMem(db, ldd, t, doff+32))
 		}
 	}
 	// step8 handles the last 8 columns in natural order.
