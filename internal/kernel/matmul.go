@@ -367,7 +367,7 @@ func (t *mmTask) matvecN(out []float32, acc bool, k0, k1, lo, hi int) {
 	if pairs && acc {
 		reorderPairs(out, N, T, lo, n8-lo, true)
 	}
-	if n8 > lo && T <= 2*4 && t.w.DType == tensor.BF16 {
+	if pairs && T <= 2*4 {
 		// Every pass takes one row from each of mvRStreams streams (equal
 		// contiguous parts of [k0, k1)), for one or two token groups (the second
 		// rereads the rows from L1), their x gathered into xs; every row
