@@ -13,6 +13,8 @@ func madvise(b []byte, a advice) error {
 		adv = syscall.MADV_RANDOM
 	case adviceSequential:
 		adv = syscall.MADV_SEQUENTIAL
+	case adviceHugePage:
+		adv = syscall.MADV_HUGEPAGE
 	default:
 		return nil
 	}
