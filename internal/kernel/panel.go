@@ -73,7 +73,8 @@ func PackPanelsBF16(w Mat) (PanelMat, error) {
 //
 // Products and sums are float32 (weights widened exactly); only the summation
 // order may differ from MatMulT, and every product is taken, so a NaN or Inf in w
-// reaches dst even where x is 0. Panels are split over the pool's workers, claimed
+// reaches dst even where x is 0. Below panelGemmT (64) tokens, a token's outputs
+// are the same bits whatever T is: batching does not change them. Panels are split over the pool's workers, claimed
 // dynamically; with a pool, a warmed-up call allocates nothing.
 func MatMulTPanels(p *parallel.Pool, dst, x []float32, T int, w PanelMat) {
 	N, K := w.Rows, w.Cols
@@ -196,13 +197,15 @@ func (t *panelTask) piece(lo, hi int) {
 // several far-apart streams faster than one. So the range is cut into S equal
 // contiguous parts read at once: by the kernels of panelStreams[T] > 1 panels,
 // one from each stream per call, or else (4 to 6 tokens) by consecutive calls on
-// panelKC columns of each stream's panel in turn. Every stream prefetches
-// panelAhead bytes ahead.
+// each stream's panel in turn. Either way the calls take panelKC columns at a
+// time, as the groups do, so that a token's sums are the same bits for every T
+// (see groups). Every stream prefetches panelAhead bytes ahead.
 func (t *panelTask) streams(p0, p1 int) {
 	K := t.w.Cols
-	S, si, calls, C := panelStreams[t.T], 1, 1, 1
+	C := (K + panelKC - 1) / panelKC
+	S, si, calls := panelStreams[t.T], 1, 1
 	if S == 1 {
-		S, si, calls, C = panelCallStreams, 0, panelCallStreams, (K+panelKC-1)/panelKC
+		S, si, calls = panelCallStreams, 0, panelCallStreams
 	}
 	if L := (p1 - p0) / S; S > 1 && L > 0 {
 		for j := p0; j < p0+L; j++ {
@@ -211,7 +214,7 @@ func (t *panelTask) streams(p0, p1 int) {
 		p0 += S * L
 	}
 	for j := p0; j < p1; j++ {
-		t.sweep(j, 0, 1, 1, 0)
+		t.sweep(j, 0, 1, C, 0)
 	}
 }
 

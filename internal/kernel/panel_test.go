@@ -235,3 +235,38 @@ func TestLowLevelWidenPanel(t *testing.T) {
 		}
 	}
 }
+
+// TestMatMulTPanelsBatchInvariant: a token's outputs are the same bits whether it
+// is multiplied alone or among T-1 others, for every T the panel kernels take
+// (below panelGemmT): every path sums the same panelKC-column chunks, each in
+// column order, and adds them up in chunk order. (The GEMM that takes more tokens
+// accumulates across its blocks instead.) Batched decoding relies on this for the
+// products that run on panels.
+func TestMatMulTPanelsBatchInvariant(t *testing.T) {
+	if simd == nil {
+		t.Skip("assembly only")
+	}
+	p := parallel.New(2)
+	defer p.Close()
+	const N, K = 16*40 + 5, 768 + 8
+	const maxT = panelGemmT - 1
+	r := newRand(21)
+	w, err := PackPanelsBF16(randMat(r, tensor.BF16, N, K))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := randF32(r, maxT*K)
+	alone := make([]float32, maxT*N)
+	for i := 0; i < maxT; i++ {
+		MatMulTPanels(p, alone[i*N:(i+1)*N], x[i*K:(i+1)*K], 1, w)
+	}
+	for T := 2; T <= maxT; T++ {
+		got := make([]float32, T*N)
+		MatMulTPanels(p, got, x[:T*K], T, w)
+		for i, v := range got {
+			if math.Float32bits(v) != math.Float32bits(alone[i]) {
+				t.Fatalf("T=%d: token %d row %d: batched %g, alone %g", T, i/N, i%N, v, alone[i])
+			}
+		}
+	}
+}
