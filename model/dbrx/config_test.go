@@ -188,13 +188,22 @@ func TestBF16StaysBF16(t *testing.T) {
 	if p := m.lmPanels; p.Rows != m.Config.VocabSize || p.Cols != m.Config.DModel {
 		t.Errorf("bf16 LM head packed as [%d, %d]", p.Rows, p.Cols)
 	}
+	// So are the attention projections.
+	for i, b := range m.Blocks {
+		if p := b.wqkvPanels; p.Rows != b.Wqkv.Rows || p.Cols != b.Wqkv.Cols {
+			t.Errorf("block %d: bf16 Wqkv [%d, %d] packed as [%d, %d]", i, b.Wqkv.Rows, b.Wqkv.Cols, p.Rows, p.Cols)
+		}
+		if p := b.outPanels; p.Rows != b.OutProj.Rows || p.Cols != b.OutProj.Cols {
+			t.Errorf("block %d: bf16 OutProj [%d, %d] packed as [%d, %d]", i, b.OutProj.Rows, b.OutProj.Cols, p.Rows, p.Cols)
+		}
+	}
 	a, err := Load(fixtureDir("A"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if a.lmPanels.Rows != 0 {
-		t.Errorf("f32 LM head packed into panels")
+	if a.lmPanels.Rows != 0 || a.Blocks[0].wqkvPanels.Rows != 0 || a.Blocks[0].outPanels.Rows != 0 {
+		t.Errorf("f32 weights packed into panels")
 	}
 }
 

@@ -284,11 +284,7 @@ func (m *Model) Forward(ws *Workspace, steps []Step) ([]float32, error) {
 	if ws.Trace != nil {
 		ws.Trace(TraceFinalNorm, -1, ws.normed[:r*D])
 	}
-	if m.lmPanels.Rows > 0 {
-		kernel.MatMulTPanels(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.lmPanels)
-	} else {
-		matT(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.LMHead)
-	}
+	linear(ws.Pool, ws.logits[:r*V], ws.normed[:r*D], r, m.LMHead, m.lmPanels)
 	return ws.logits[:r*V], nil
 }
 
@@ -300,9 +296,9 @@ func (m *Model) block(ws *Workspace, steps []Step, l, n int) {
 
 	// Attention: h = LN(x); qkv = clamp(h·Wqkvᵀ); rope; append K/V; attend; project.
 	ws.layerNorm(ws.h[:n*D], ws.x[:n*D], n, D, b.Norm1)
-	matT(ws.Pool, ws.qkv[:n*Q], ws.h[:n*D], n, b.Wqkv)
+	linear(ws.Pool, ws.qkv[:n*Q], ws.h[:n*D], n, b.Wqkv, b.wqkvPanels)
 	m.attention(ws, steps, l, n)
-	matT(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj)
+	linear(ws.Pool, ws.proj[:n*D], ws.attn[:n*D], n, b.OutProj, b.outPanels)
 	for i, v := range ws.proj[:n*D] {
 		ws.x[i] += v
 	}
@@ -412,6 +408,16 @@ func (ws *Workspace) attendRange(lo, hi int) {
 				cache.K[l], cache.V[l], kvRow, g*Dh, ws.tokPos[t]+1, scale)
 		}
 	}
+}
+
+// linear computes dst [T, w.Rows] = x [T, w.Cols] · wᵀ on the packed copy p of w
+// when there is one (p.Rows > 0), else on w itself.
+func linear(p *parallel.Pool, dst, x []float32, T int, w kernel.Mat, packed kernel.PanelMat) {
+	if packed.Rows > 0 {
+		kernel.MatMulTPanels(p, dst, x, T, packed)
+		return
+	}
+	matT(p, dst, x, T, w)
 }
 
 // matT computes dst [T, w.Rows] = x [T, w.Cols] · wᵀ for any weight type: float
