@@ -131,8 +131,8 @@ const (
 	// columns; 128 is no better).
 	panelKC = 256
 	// panelAhead is how far ahead (bytes) each stream of the streamed paths
-	// prefetches (measured on the LM head at T=1..4: 1 to 8 KiB within the
-	// noise).
+	// prefetches from swPrefetchMinT tokens on (measured on the LM head at
+	// T=1..4: 1 to 8 KiB within the noise).
 	panelAhead = 2048
 	// panelCallStreams is the number of streams read by consecutive calls when
 	// the kernels for the tokens take one panel (4 to 6 tokens; measured on the
@@ -199,7 +199,8 @@ func (t *panelTask) piece(lo, hi int) {
 // one from each stream per call, or else (4 to 6 tokens) by consecutive calls on
 // each stream's panel in turn. Either way the calls take panelKC columns at a
 // time, as the groups do, so that a token's sums are the same bits for every T
-// (see groups). Every stream prefetches panelAhead bytes ahead.
+// (see groups). From swPrefetchMinT tokens on, every stream prefetches panelAhead
+// bytes ahead.
 func (t *panelTask) streams(p0, p1 int) {
 	K := t.w.Cols
 	C := (K + panelKC - 1) / panelKC
@@ -226,6 +227,7 @@ func (t *panelTask) sweep(j, L, calls, C, si int) {
 	pb := K * panelRows * 2
 	dst, x, w := t.dst, t.x, t.w.Data
 	kern := t.k.panel[T][si]
+	pfd := prefetchAhead(T, panelAhead)
 	for c := 0; c < C; c++ {
 		k0, k1 := c*K/C&^3, (c+1)*K/C&^3
 		if c == C-1 {
@@ -233,7 +235,7 @@ func (t *panelTask) sweep(j, L, calls, C, si int) {
 		}
 		for s := 0; s < calls; s++ {
 			q := j + s*L
-			kern(&dst[q*panelRows], N, L*panelRows, &x[k0], K, &w[q*pb+k0*panelRows*2], L*pb, k1-k0, c, panelAhead, 0, 0, 0)
+			kern(&dst[q*panelRows], N, L*panelRows, &x[k0], K, &w[q*pb+k0*panelRows*2], L*pb, k1-k0, c, pfd, 0, 0, 0)
 		}
 	}
 }
