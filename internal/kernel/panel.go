@@ -126,10 +126,11 @@ const (
 	// the panels stream through.
 	panelTokBlock = 48
 	// panelKC is the columns of a panel that the token groups sweep at a time:
-	// the chunk (8 KiB of weights at 256) and a group's activations then stay in
-	// L1 (measured on the LM head at T=16: ~10% faster than whole panels of 768
-	// columns; 128 is no better).
-	panelKC = 256
+	// the chunk (12 KiB of weights) and a group's activations (9 KiB) then stay
+	// in L1. Measured on the LM head in interleaved runs, 2 threads, against 256:
+	// 3-5% less time at T=16, 2-3% at 32 and 48, level at 1-12; 768 (whole
+	// panels) as good at K=768 but not within L1 at larger K; 128 4-5% worse.
+	panelKC = 384
 	// panelAhead is how far ahead (bytes) each stream of the streamed paths
 	// prefetches from swPrefetchMinT tokens on (measured on the LM head at
 	// T=1..4: 1 to 8 KiB within the noise).
