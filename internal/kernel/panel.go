@@ -74,8 +74,9 @@ func PackPanelsBF16(w Mat) (PanelMat, error) {
 // Products and sums are float32 (weights widened exactly); only the summation
 // order may differ from MatMulT, and every product is taken, so a NaN or Inf in w
 // reaches dst even where x is 0. Below panelGemmT (64) tokens, a token's outputs
-// are the same bits whatever T is: batching does not change them. Panels are split over the pool's workers, claimed
-// dynamically; with a pool, a warmed-up call allocates nothing.
+// are the same bits whatever T is: batching does not change them. Panels are
+// split over the pool's workers, claimed dynamically; with a pool, a warmed-up
+// call allocates nothing.
 func MatMulTPanels(p *parallel.Pool, dst, x []float32, T int, w PanelMat) {
 	N, K := w.Rows, w.Cols
 	P := (N + panelRows - 1) / panelRows

@@ -410,8 +410,8 @@ func (ws *Workspace) attendRange(lo, hi int) {
 	}
 }
 
-// linear computes dst [T, w.Rows] = x [T, w.Cols] · wᵀ on the packed copy p of w
-// when there is one (p.Rows > 0), else on w itself.
+// linear computes dst [T, w.Rows] = x [T, w.Cols] · wᵀ on packed, the panel copy
+// of w, when there is one (packed.Rows > 0), else on w itself.
 func linear(p *parallel.Pool, dst, x []float32, T int, w kernel.Mat, packed kernel.PanelMat) {
 	if packed.Rows > 0 {
 		kernel.MatMulTPanels(p, dst, x, T, packed)
