@@ -288,47 +288,51 @@ func sanitize(x []float32) (m float32, amax int) {
 // maxFinite returns the maximum of x and the lowest index holding it, and ok when
 // every entry is finite (ok is false, and m and amax meaningless, if x is empty or
 // holds a NaN or an infinity; a row whose sum overflows also reports false, which
-// only costs the slower exact pass). It is the common case of sanitize, ~2.5× faster
-// than that pass over a full vocabulary: eight independent lanes of compares and
-// sums instead of one chain of branches on every element.
+// only costs the slower exact pass). It is the common case of sanitize, in two
+// passes: the maximum and the sum in four lanes held in registers, then the first
+// index holding the maximum (~2x faster over a full vocabulary than one pass that
+// also tracks the index of each lane's maximum). A maximum of 0 compares equal to
+// both zeros, so the first zero of either sign is found, as a single pass of
+// strict compares would keep it.
 func maxFinite(x []float32) (m float32, amax int, ok bool) {
-	n := len(x) &^ 7
+	n := len(x) &^ 3
 	if n == 0 {
 		return 0, 0, false
 	}
-	var lm [8]float32 // lane j: the maximum of x[j], x[j+8], …, first at index li[j]
-	var li [8]int
-	var ls [8]float32 // lane sums: NaN or ±Inf anywhere makes their total non-finite
-	copy(lm[:], x[:8])
-	for j := range li {
-		li[j] = j
-	}
-	for i := 0; i < n; i += 8 {
-		v := x[i : i+8 : i+8]
-		for j := range 8 {
-			ls[j] += v[j]
-			if v[j] > lm[j] {
-				lm[j], li[j] = v[j], i+j
-			}
+	m0, m1, m2, m3 := x[0], x[1], x[2], x[3]
+	var s0, s1, s2, s3 float32 // NaN or ±Inf anywhere makes their total non-finite
+	for i := 0; i < n; i += 4 {
+		v := x[i : i+4 : i+4]
+		s0, s1, s2, s3 = s0+v[0], s1+v[1], s2+v[2], s3+v[3]
+		if v[0] > m0 {
+			m0 = v[0]
+		}
+		if v[1] > m1 {
+			m1 = v[1]
+		}
+		if v[2] > m2 {
+			m2 = v[2]
+		}
+		if v[3] > m3 {
+			m3 = v[3]
 		}
 	}
-	m, amax = lm[0], li[0]
-	for j := 1; j < 8; j++ {
-		if lm[j] > m || lm[j] == m && li[j] < amax {
-			m, amax = lm[j], li[j]
-		}
-	}
-	sum := ((ls[0] + ls[1]) + (ls[2] + ls[3])) + ((ls[4] + ls[5]) + (ls[6] + ls[7]))
-	for i := n; i < len(x); i++ {
-		sum += x[i]
-		if x[i] > m {
-			m, amax = x[i], i
+	sum, m := (s0+s1)+(s2+s3), max(m0, m1, m2, m3)
+	for _, v := range x[n:] {
+		sum += v
+		if v > m {
+			m = v
 		}
 	}
 	if sum-sum != 0 { // NaN or ±Inf
 		return 0, 0, false
 	}
-	return m, amax, true
+	for i, v := range x {
+		if v == m {
+			return v, i, true
+		}
+	}
+	return 0, 0, false // unreachable: m is one of the entries
 }
 
 // logSumExp returns log Σ exp(x) for a sanitised row with finite maximum m, using s.w

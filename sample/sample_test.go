@@ -872,17 +872,18 @@ func sanitizeRef(x []float32) (float32, int) {
 
 // TestSanitizeFastPath checks sanitize (whose finite rows take maxFinite) against the
 // plain one-pass definition: NaN becomes -Inf, +Inf resolves, and the result is the
-// maximum with the lowest index holding it, on rows with ties, non-finite entries and
-// lengths around the 8-lane blocks.
+// maximum with the lowest index holding it (the same bits: a zero maximum keeps the
+// sign of the first zero), on rows with ties, non-finite entries, zeros of both
+// signs and lengths around the 4-lane blocks.
 func TestSanitizeFastPath(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
-	for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 33, 100352} {
+	for _, n := range []int{1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33, 100352} {
 		for trial := range 40 {
 			x := make([]float32, n)
 			for i := range x {
 				x[i] = float32(r.IntN(7)) // many ties
 			}
-			switch trial % 5 {
+			switch trial % 6 {
 			case 1:
 				x[r.IntN(n)] = nan
 			case 2:
@@ -892,11 +893,16 @@ func TestSanitizeFastPath(t *testing.T) {
 			case 4:
 				x[r.IntN(n)] = 3e38 // finite, but the lane sums may overflow
 				x[r.IntN(n)] = 3e38
+			case 5: // the maximum is 0, held by zeros of both signs
+				for i := range x {
+					x[i] = -x[i]
+				}
+				x[r.IntN(n)] = 0
 			}
 			want := slices.Clone(x)
 			wm, wa := sanitizeRef(want)
 			gm, ga := sanitize(x)
-			if gm != wm || ga != wa || !slices.Equal(x, want) {
+			if math.Float32bits(gm) != math.Float32bits(wm) || ga != wa || !slices.Equal(x, want) {
 				t.Fatalf("n=%d trial %d: sanitize = (%v, %d), reference (%v, %d); rows equal %v", n, trial, gm, ga, wm, wa, slices.Equal(x, want))
 			}
 		}
