@@ -429,43 +429,54 @@ func BenchmarkPanelMicro(b *testing.B) {
 }
 
 // BenchmarkExpertsByT times one orientation of the expert products of a BENCH-shape
-// MoE layer (16 bf16 experts [1344, 768], cold) with T tokens routed to every
-// expert, in one MatMulBatch: op=T is w1/v1 (x·wᵀ), op=N the HF-layout w2 (x·w).
-// MB/s by T shows where a batched decode step stops being bound by memory alone:
-// the time per byte grows by the kernels' compute per byte, as if the two did not
-// overlap (measured on 2 threads, x·wᵀ / x·w: T=1 23 / 21 GB/s, T=4 18 / 14, T=8
-// 11 / 8).
+// MoE layer (bf16 experts [1344, 768]) with T tokens routed to every expert, in one
+// MatMulBatch: op=T is w1/v1 (x·wᵀ), op=N the HF-layout w2 (x·w). weights=cold
+// streams 16 experts of 3 layers in turn from memory; weights=cached reuses 4
+// experts (8.3 MB, within a 32 MB L3), so that MB/s there is the kernels' compute
+// rate. MB/s by T shows where a batched decode step stops being bound by memory
+// alone: the time per byte grows by the kernels' compute per byte, as if the two
+// only partly overlapped. Measured on 2 threads of a Zen 3 (AVX2), GB/s, x·wᵀ /
+// x·w: cold T=1 17-20 / 20, T=4 13-15 / 12-15, T=8 6-10 / 8-9; cached T=1 43-45 /
+// 35-37, T=4 20 / 16-21, T=8 9-10 / 8-10. From 6 tokens on, cached is no faster
+// than cold: the kernels are bound by their FMAs, at ~40 GFLOP/s per core (the
+// GEMM micro-kernel on L1 data: ~80).
 func BenchmarkExpertsByT(b *testing.B) {
-	const D, F, E, layers = 768, 1344, 16, 3
+	const D, F, E, layers, cachedE = 768, 1344, 16, 3, 4
 	r := newRand(15)
 	w0 := randMat(r, tensor.BF16, F, D)
 	ex := make([]Mat, layers*E)
 	for i := range ex {
 		ex[i] = Mat{DType: tensor.BF16, Rows: F, Cols: D, Data: append([]byte(nil), w0.Data...)}
 	}
-	for _, op := range []string{"T", "N"} {
-		for _, T := range []int{1, 2, 3, 4, 6, 8} {
-			b.Run(fmt.Sprintf("op=%s/T=%d/threads=2", op, T), func(b *testing.B) {
-				p := parallel.New(2)
-				defer p.Close()
-				x := randF32(r, E*T*F)
-				y := make([]float32, E*T*F)
-				ps := make([]Product, E)
-				b.SetBytes(int64(E * len(w0.Data)))
-				it := 0
-				for b.Loop() {
-					base := it % layers * E
-					it++
-					for e := range ps {
-						if op == "T" { // x [T, D] · wᵀ → [T, F]
-							ps[e] = Product{Dst: y[e*T*F : (e+1)*T*F], X: x[e*T*D : (e+1)*T*D], T: T, W: ex[base+e]}
-						} else { // x [T, F] · w → [T, D]
-							ps[e] = Product{Dst: y[e*T*D : (e+1)*T*D], X: x[e*T*F : (e+1)*T*F], T: T, W: ex[base+e], NoTrans: true}
-						}
+	for _, weights := range []string{"cold", "cached"} {
+		for _, op := range []string{"T", "N"} {
+			for _, T := range []int{1, 2, 3, 4, 6, 8} {
+				b.Run(fmt.Sprintf("weights=%s/op=%s/T=%d/threads=2", weights, op, T), func(b *testing.B) {
+					n, rot := E, layers // products per call, weight sets rotated
+					if weights == "cached" {
+						n, rot = cachedE, 1
 					}
-					MatMulBatch(p, ps)
-				}
-			})
+					p := parallel.New(2)
+					defer p.Close()
+					x := randF32(r, n*T*F)
+					y := make([]float32, n*T*F)
+					ps := make([]Product, n)
+					b.SetBytes(int64(n * len(w0.Data)))
+					it := 0
+					for b.Loop() {
+						base := it % rot * E
+						it++
+						for e := range ps {
+							if op == "T" { // x [T, D] · wᵀ → [T, F]
+								ps[e] = Product{Dst: y[e*T*F : (e+1)*T*F], X: x[e*T*D : (e+1)*T*D], T: T, W: ex[base+e]}
+							} else { // x [T, F] · w → [T, D]
+								ps[e] = Product{Dst: y[e*T*D : (e+1)*T*D], X: x[e*T*F : (e+1)*T*F], T: T, W: ex[base+e], NoTrans: true}
+							}
+						}
+						MatMulBatch(p, ps)
+					}
+				})
+			}
 		}
 	}
 }
