@@ -436,7 +436,7 @@ func BenchmarkPanelMicro(b *testing.B) {
 // rate. MB/s by T shows where a batched decode step stops being bound by memory
 // alone: the time per byte grows by the kernels' compute per byte, as if the two
 // only partly overlapped. Measured on 2 threads of a Zen 3 (AVX2), GB/s, x·wᵀ /
-// x·w: cold T=1 17-20 / 20, T=4 13-15 / 12-15, T=8 6-10 / 8-9; cached T=1 43-45 /
+// x·w: cold T=1 17-18 / 20-21, T=4 13-15 / 12-15, T=8 6-10 / 8-9; cached T=1 43-45 /
 // 35-37, T=4 20 / 16-21, T=8 9-10 / 8-10. From 6 tokens on, cached is no faster
 // than cold: the kernels are bound by their FMAs, at ~40 GFLOP/s per core (the
 // GEMM micro-kernel on L1 data: ~80).
